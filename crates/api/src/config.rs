@@ -1,0 +1,72 @@
+//! Configuration: parsed once, in `main`, from flags and `TESSERA_*` variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The embedded default: a SQLite file in the working directory, created on first use.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://tessera.db?mode=rwc";
+
+/// Where the state lives.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// Database URL: `sqlite://FILE?mode=rwc` (the embedded default) or
+    /// `postgres://USER@HOST:PORT/DB`.
+    #[arg(long, env = "TESSERA_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// Largest number of pooled database connections per process.
+    #[arg(long, env = "TESSERA_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    /// Whether the database is an embedded SQLite file (migrated automatically).
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+}
+
+/// `tessera serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Address to listen on.
+    #[arg(long, env = "TESSERA_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Port to listen on, overriding the port of --bind (to run several workers on one
+    /// machine).
+    #[arg(long, env = "TESSERA_PORT")]
+    pub port: Option<u16>,
+
+    /// Apply pending migrations at start instead of refusing an unmigrated schema (SQLite
+    /// databases are always migrated at start).
+    #[arg(long = "migrate", env = "TESSERA_AUTO_MIGRATE")]
+    pub auto_migrate: bool,
+
+    /// Seconds between two purges of expired tokens; 0 turns the background purge off.
+    #[arg(long, env = "TESSERA_PURGE_INTERVAL", default_value_t = 60)]
+    pub purge_interval: u64,
+
+    /// Rows one purge statement deletes at most, so that a purge never holds long locks.
+    #[arg(long, env = "TESSERA_PURGE_BATCH", default_value_t = tessera_store::DEFAULT_PURGE_BATCH)]
+    pub purge_batch: u32,
+}
+
+impl ServeConfig {
+    /// The address to bind: --bind with --port applied.
+    pub fn listen_addr(&self) -> SocketAddr {
+        let mut addr = self.bind;
+        if let Some(port) = self.port {
+            addr.set_port(port);
+        }
+        addr
+    }
+
+    /// The purge interval, or `None` when the background purge is off.
+    pub fn purge_every(&self) -> Option<Duration> {
+        (self.purge_interval > 0).then(|| Duration::from_secs(self.purge_interval))
+    }
+}

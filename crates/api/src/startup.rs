@@ -1,0 +1,162 @@
+//! Building and running the service.
+
+use sea_orm::DatabaseConnection;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_migration::{Migrator, MigratorTrait, SchemaState, schema_state};
+use tessera_store::{SqlTokenStore, StoreError, Tokens};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{DatabaseArgs, ServeConfig};
+use crate::{AppState, router};
+
+/// Why the service did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The database could not be opened.
+    #[error("cannot open the database: {0}")]
+    Database(#[from] StoreError),
+    /// The schema is not the one this build knows, and migrating was not asked for.
+    #[error("{0}")]
+    Schema(String),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Opens the database named by `args`.
+pub async fn open_database(args: &DatabaseArgs) -> Result<DatabaseConnection, StartupError> {
+    Ok(tessera_store::sql::connect(&args.database_url, args.db_max_connections).await?)
+}
+
+/// Applies pending migrations (`tessera migrate`); idempotent. Refuses a schema migrated
+/// by a newer build.
+pub async fn migrate(db: &DatabaseConnection) -> Result<usize, StartupError> {
+    match check_schema(db).await? {
+        SchemaState::UpToDate => Ok(0),
+        SchemaState::Behind(pending) => {
+            Migrator::up(db, None)
+                .await
+                .map_err(|e| StartupError::Migration(e.to_string()))?;
+            Ok(pending.len())
+        }
+        SchemaState::Ahead(_) => unreachable!("check_schema refuses a newer schema"),
+    }
+}
+
+async fn check_schema(db: &DatabaseConnection) -> Result<SchemaState, StartupError> {
+    let state = schema_state(db)
+        .await
+        .map_err(|e| StartupError::Database(tessera_store::sql::map_err(e)))?;
+    if let SchemaState::Ahead(unknown) = &state {
+        return Err(StartupError::Schema(format!(
+            "the database schema is newer than this build of Tessera (unknown migrations: {}); \
+             run a Tessera version that knows them",
+            unknown.join(", ")
+        )));
+    }
+    Ok(state)
+}
+
+/// Checks the schema before serving: migrates it when allowed (SQLite, or `--migrate`),
+/// refuses it otherwise with a message that names `tessera migrate`.
+async fn prepare_schema(db: &DatabaseConnection, config: &ServeConfig) -> Result<(), StartupError> {
+    match check_schema(db).await? {
+        SchemaState::UpToDate => Ok(()),
+        SchemaState::Behind(_) if config.auto_migrate || config.database.is_sqlite() => {
+            let n = migrate(db).await?;
+            tracing::info!(applied = n, "migrations applied");
+            Ok(())
+        }
+        SchemaState::Behind(pending) => Err(StartupError::Schema(format!(
+            "the database schema is not migrated (pending: {}); run `tessera migrate` first, \
+             or start with --migrate (TESSERA_AUTO_MIGRATE=true)",
+            pending.join(", ")
+        ))),
+        SchemaState::Ahead(_) => unreachable!("check_schema refuses a newer schema"),
+    }
+}
+
+/// A built service, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    purge_every: Option<Duration>,
+}
+
+impl Application {
+    /// Opens the store, prepares the schema and binds the listener.
+    pub async fn build(config: ServeConfig) -> Result<Application, StartupError> {
+        let db = open_database(&config.database).await?;
+        prepare_schema(&db, &config).await?;
+        let store = SqlTokenStore::new(db)?;
+        let tokens = Tokens::new(Arc::new(store)).with_purge_batch(config.purge_batch);
+        let addr = config.listen_addr();
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        Ok(Application {
+            listener,
+            state: AppState { tokens },
+            purge_every: config.purge_every(),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and finishes the requests in
+    /// flight. The periodic purge runs alongside and stops with it.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let purge = self
+            .purge_every
+            .map(|every| tokio::spawn(purge_loop(self.state.tokens.clone(), every, stop_rx)));
+        tracing::info!(addr = %self.local_addr(), "listening");
+        let served = axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        stop_tx.send(true).ok();
+        if let Some(task) = purge {
+            task.await.ok();
+        }
+        served
+    }
+}
+
+/// Purges expired tokens every `every`, on every worker: the statements are bounded
+/// batches that skip rows another worker is deleting, so workers never wait on each other.
+async fn purge_loop(tokens: Tokens, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match tokens.purge().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tokens = n, "purged expired tokens"),
+            Err(e) => tracing::warn!(error = %e, "purge failed; retrying at the next interval"),
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Tessera's data model: the sea-orm entities of the token and event tables, the closed
+//! sets of token and event kinds, and the secret-handling of tokens themselves.
+//!
+//! What this crate guarantees:
+//!
+//! - A token is 32 bytes from the operating system's generator, base64url-encoded behind a
+//!   short readable prefix per kind (`tsr_pa_` for `pre_auth`, ...), so that a leaked token
+//!   is recognisable by secret scanners. [`Token`] never prints its secret.
+//! - Only the SHA-256 of a token ([`TokenHash`]) is meant to be stored.
+//! - Each kind of token has exactly one constructor on [`AuthEphemeralToken`], taking exactly
+//!   the fields that kind needs: a `pre_auth` token without a username, or an `oidc_state`
+//!   without its PKCE verifier, does not compile.
+//!
+//! # Layout
+//!
+//! - [`kinds`]: [`TokenType`] and [`EventType`], stored as their snake_case names.
+//! - [`token`]: [`Token`] generation and parsing, [`TokenHash`], [`Challenge`].
+//! - [`new_token`]: [`AuthEphemeralToken`], the typed constructors, [`Username`].
+//! - [`auth_ephemeral_tokens`], [`auth_rate_limit_events`]: the sea-orm entities.
+
+pub mod auth_ephemeral_tokens;
+pub mod auth_rate_limit_events;
+pub mod kinds;
+pub mod new_token;
+pub mod token;
+
+pub use kinds::{EventType, TokenType};
+pub use new_token::{AuthEphemeralToken, InvalidUsername, Payload, Username};
+pub use token::{Challenge, ChallengeHash, Token, TokenHash};

@@ -1,0 +1,271 @@
+//! The SQL backend: SQLite (the embedded default) and PostgreSQL, through sea-orm.
+//!
+//! Every operation is one statement, so its atomicity is the database's: consume is a
+//! `DELETE ... RETURNING` that matches hash, kind, challenge and expiry at once. Two
+//! concurrent consumers of one row serialise on its row lock (PostgreSQL) or on the
+//! database write lock (SQLite); the second finds nothing to delete. Time is the database's
+//! (`now()`, SQLite's `'now'`), never the worker's.
+//!
+//! SQLite keeps timestamps as UTC text in one fixed-width format,
+//! `YYYY-MM-DD HH:MM:SS.SSS`, written only by SQLite's own `strftime`, so that comparing
+//! them as text compares instants.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, QueryResult,
+    RuntimeErr, Statement, Value,
+};
+use std::time::Duration;
+use tessera_entity::{ChallengeHash, TokenHash, TokenType};
+
+use crate::{SealedToken, StoreError, StoredRecord, TokenStore};
+
+/// Opens a pool on `url` with the settings Tessera relies on: for SQLite, WAL (readers do
+/// not block the writer) and a busy timeout (writers queue instead of failing); for an
+/// in-memory SQLite database a single connection, since each connection would otherwise
+/// see its own empty database.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, StoreError> {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    opts.max_connections(if in_memory { 1 } else { max_connections })
+        .min_connections(if in_memory { 1 } else { 0 })
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(move |o| {
+            let o = o
+                .busy_timeout(Duration::from_secs(10))
+                .synchronous(SqliteSynchronous::Normal);
+            if in_memory {
+                o
+            } else {
+                o.journal_mode(SqliteJournalMode::Wal)
+            }
+        });
+    if in_memory {
+        opts.idle_timeout(None::<Duration>)
+            .max_lifetime(None::<Duration>);
+    }
+    Database::connect(opts).await.map_err(map_err)
+}
+
+/// One dialect's statements. Each is a single statement; the comment on each says why
+/// that is enough.
+struct Dialect {
+    /// Expiry computed by the database: its clock plus the TTL in milliseconds.
+    issue: &'static str,
+    /// Delete-and-return in one statement: the row lock (PostgreSQL) or the write lock
+    /// (SQLite) lets exactly one of concurrent deleters see the row.
+    consume: &'static str,
+    /// The same match as consume, read-only.
+    peek: &'static str,
+    /// One statement per kind and user.
+    revoke: &'static str,
+    /// A bounded batch of expired rows; PostgreSQL skips rows another purger holds, so
+    /// purgers on every worker never wait for each other.
+    purge: &'static str,
+}
+
+const POSTGRES: Dialect = Dialect {
+    issue: "INSERT INTO auth_ephemeral_tokens \
+            (token_hash, token_type, username, provider_id, challenge_hash, sealed, expires_at, created_at) \
+            VALUES ($1, $2, $3, $4, $5, $6, now() + $7::float8 * interval '1 millisecond', now()) \
+            RETURNING expires_at",
+    consume: "DELETE FROM auth_ephemeral_tokens \
+              WHERE token_hash = $1 AND token_type = $2 \
+              AND challenge_hash IS NOT DISTINCT FROM $3 AND expires_at > now() \
+              RETURNING username, provider_id, sealed, expires_at, created_at",
+    peek: "SELECT username, provider_id, sealed, expires_at, created_at \
+           FROM auth_ephemeral_tokens \
+           WHERE token_hash = $1 AND token_type = $2 \
+           AND challenge_hash IS NOT DISTINCT FROM $3 AND expires_at > now()",
+    revoke: "DELETE FROM auth_ephemeral_tokens WHERE token_type = $1 AND username = $2",
+    purge: "DELETE FROM auth_ephemeral_tokens WHERE id IN ( \
+              SELECT id FROM auth_ephemeral_tokens WHERE expires_at <= now() \
+              ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
+};
+
+const SQLITE: Dialect = Dialect {
+    issue: "INSERT INTO auth_ephemeral_tokens \
+            (token_hash, token_type, username, provider_id, challenge_hash, sealed, expires_at, created_at) \
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+              strftime('%Y-%m-%d %H:%M:%f', 'now', (?7 / 1000.0) || ' seconds'), \
+              strftime('%Y-%m-%d %H:%M:%f', 'now')) \
+            RETURNING expires_at",
+    consume: "DELETE FROM auth_ephemeral_tokens \
+              WHERE token_hash = ?1 AND token_type = ?2 \
+              AND challenge_hash IS ?3 AND expires_at > strftime('%Y-%m-%d %H:%M:%f', 'now') \
+              RETURNING username, provider_id, sealed, expires_at, created_at",
+    peek: "SELECT username, provider_id, sealed, expires_at, created_at \
+           FROM auth_ephemeral_tokens \
+           WHERE token_hash = ?1 AND token_type = ?2 \
+           AND challenge_hash IS ?3 AND expires_at > strftime('%Y-%m-%d %H:%M:%f', 'now')",
+    revoke: "DELETE FROM auth_ephemeral_tokens WHERE token_type = ?1 AND username = ?2",
+    purge: "DELETE FROM auth_ephemeral_tokens WHERE id IN ( \
+              SELECT id FROM auth_ephemeral_tokens \
+              WHERE expires_at <= strftime('%Y-%m-%d %H:%M:%f', 'now') \
+              ORDER BY expires_at LIMIT ?1)",
+};
+
+/// Tokens in `auth_ephemeral_tokens`, on SQLite or PostgreSQL.
+#[derive(Clone)]
+pub struct SqlTokenStore {
+    db: DatabaseConnection,
+    backend: DbBackend,
+    sql: &'static Dialect,
+}
+
+impl SqlTokenStore {
+    /// A store on an open (and migrated) connection.
+    pub fn new(db: DatabaseConnection) -> Result<Self, StoreError> {
+        let backend = db.get_database_backend();
+        let sql = match backend {
+            DbBackend::Postgres => &POSTGRES,
+            DbBackend::Sqlite => &SQLITE,
+            other => {
+                return Err(StoreError::Backend(format!(
+                    "the token store supports PostgreSQL and SQLite, not {other:?}"
+                )));
+            }
+        };
+        Ok(SqlTokenStore { db, backend, sql })
+    }
+
+    /// The connection, for callers that share it.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
+        Statement::from_sql_and_values(self.backend, sql, values)
+    }
+
+    fn lookup(
+        &self,
+        sql: &str,
+        kind: TokenType,
+        hash: &TokenHash,
+        challenge: Option<&ChallengeHash>,
+    ) -> Statement {
+        self.stmt(
+            sql,
+            vec![
+                hash.as_bytes().to_vec().into(),
+                kind.as_ref().into(),
+                challenge.map(|c| c.0.to_vec()).into(),
+            ],
+        )
+    }
+}
+
+fn record(kind: TokenType, row: &QueryResult) -> Result<StoredRecord, StoreError> {
+    Ok(StoredRecord {
+        kind,
+        username: row.try_get("", "username").map_err(map_err)?,
+        provider_id: row.try_get("", "provider_id").map_err(map_err)?,
+        sealed: row.try_get("", "sealed").map_err(map_err)?,
+        expires_at: row.try_get("", "expires_at").map_err(map_err)?,
+        created_at: row.try_get("", "created_at").map_err(map_err)?,
+    })
+}
+
+#[async_trait]
+impl TokenStore for SqlTokenStore {
+    async fn issue(&self, t: SealedToken) -> Result<DateTime<Utc>, StoreError> {
+        let ttl_ms = i64::try_from(t.ttl.as_millis()).unwrap_or(i64::MAX);
+        let stmt = self.stmt(
+            self.sql.issue,
+            vec![
+                t.hash.as_bytes().to_vec().into(),
+                t.kind.as_ref().into(),
+                t.username.into(),
+                t.provider_id.into(),
+                t.challenge_hash.map(|c| c.0.to_vec()).into(),
+                t.sealed.into(),
+                ttl_ms.into(),
+            ],
+        );
+        let row = self
+            .db
+            .query_one_raw(stmt)
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| StoreError::Backend("INSERT ... RETURNING returned no row".into()))?;
+        row.try_get("", "expires_at").map_err(map_err)
+    }
+
+    async fn consume(
+        &self,
+        kind: TokenType,
+        hash: &TokenHash,
+        challenge: Option<&ChallengeHash>,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        let stmt = self.lookup(self.sql.consume, kind, hash, challenge);
+        let row = self.db.query_one_raw(stmt).await.map_err(map_err)?;
+        row.map(|r| record(kind, &r)).transpose()
+    }
+
+    async fn peek(
+        &self,
+        kind: TokenType,
+        hash: &TokenHash,
+        challenge: Option<&ChallengeHash>,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        let stmt = self.lookup(self.sql.peek, kind, hash, challenge);
+        let row = self.db.query_one_raw(stmt).await.map_err(map_err)?;
+        row.map(|r| record(kind, &r)).transpose()
+    }
+
+    async fn revoke(&self, kind: TokenType, username: &str) -> Result<u64, StoreError> {
+        let stmt = self.stmt(self.sql.revoke, vec![kind.as_ref().into(), username.into()]);
+        Ok(self
+            .db
+            .execute_raw(stmt)
+            .await
+            .map_err(map_err)?
+            .rows_affected())
+    }
+
+    async fn purge(&self, batch: u32) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let stmt = self.stmt(self.sql.purge, vec![i64::from(batch).into()]);
+            let n = self
+                .db
+                .execute_raw(stmt)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+            total += n;
+            if n < u64::from(batch) {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping().await.map_err(map_err)
+    }
+}
+
+/// Sorts database errors into "cannot reach the store" and everything else.
+pub fn map_err(e: DbErr) -> StoreError {
+    use sea_orm::sqlx::Error as X;
+    let unreachable = match &e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)) => {
+            matches!(
+                x.as_ref(),
+                X::Io(_) | X::Tls(_) | X::PoolTimedOut | X::PoolClosed | X::WorkerCrashed
+            )
+        }
+        _ => false,
+    };
+    if unreachable {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}

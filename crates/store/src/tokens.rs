@@ -1,0 +1,179 @@
+//! The front of the token store: the only place tokens are generated, hashed, sealed and
+//! opened, whatever the backend.
+
+use chrono::{DateTime, Utc};
+use std::fmt;
+use std::sync::Arc;
+use tessera_entity::{AuthEphemeralToken, Challenge, Payload, Token, TokenType, Username};
+
+use crate::seal::{self, Binding};
+use crate::{SealedToken, StoreError, StoredRecord, TokenStore};
+
+/// Default number of rows one purge statement deletes.
+pub const DEFAULT_PURGE_BATCH: u32 = 1000;
+
+/// A freshly issued token: the secret to hand out once, and its expiry.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The token; its secret is shown only by [`Token::expose`].
+    pub token: Token,
+    /// When it expires, by the store's clock.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a consumed or peeked token carried.
+#[derive(Clone, PartialEq)]
+pub struct ConsumedToken {
+    /// The kind.
+    pub kind: TokenType,
+    /// The user.
+    pub username: Option<String>,
+    /// The OIDC provider.
+    pub provider_id: Option<String>,
+    /// The opened payload (nonce, code_verifier, code_hash, data).
+    pub payload: Payload,
+    /// When it expires (or would have), by the store's clock.
+    pub expires_at: DateTime<Utc>,
+    /// When it was issued, by the store's clock.
+    pub created_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for ConsumedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumedToken")
+            .field("kind", &self.kind)
+            .field("username", &self.username)
+            .field("provider_id", &self.provider_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Issues, consumes, peeks and revokes tokens on any [`TokenStore`].
+#[derive(Clone)]
+pub struct Tokens {
+    store: Arc<dyn TokenStore>,
+    purge_batch: u32,
+}
+
+impl Tokens {
+    /// A front over `store`.
+    pub fn new(store: Arc<dyn TokenStore>) -> Self {
+        Tokens {
+            store,
+            purge_batch: DEFAULT_PURGE_BATCH,
+        }
+    }
+
+    /// Sets how many rows one purge statement may delete.
+    pub fn with_purge_batch(mut self, batch: u32) -> Self {
+        self.purge_batch = batch.max(1);
+        self
+    }
+
+    /// The backend.
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.store
+    }
+
+    /// Issues a token: a fresh secret, stored only as its hash with its payload sealed.
+    pub async fn issue(&self, new: AuthEphemeralToken) -> Result<IssuedToken, StoreError> {
+        let token = Token::generate(new.kind());
+        let challenge_hash = new.challenge().map(Challenge::hash);
+        let binding = Binding {
+            kind: new.kind(),
+            username: new.username().map(Username::as_str),
+            provider_id: new.provider_id(),
+            challenge_hash: challenge_hash.as_ref(),
+        };
+        let sealed = seal::seal(&token, &binding, new.payload());
+        let expires_at = self
+            .store
+            .issue(SealedToken {
+                hash: token.hash(),
+                kind: new.kind(),
+                username: new.username().map(|u| u.as_str().to_owned()),
+                provider_id: new.provider_id().map(str::to_owned),
+                challenge_hash,
+                sealed,
+                ttl: new.ttl(),
+            })
+            .await?;
+        Ok(IssuedToken { token, expires_at })
+    }
+
+    /// Consumes a token: at most once, by exactly one caller, on any worker.
+    pub async fn consume(
+        &self,
+        kind: TokenType,
+        presented: &str,
+        challenge: Option<&Challenge>,
+    ) -> Result<ConsumedToken, StoreError> {
+        let token = Token::parse(kind, presented).ok_or(StoreError::InvalidOrExpired)?;
+        let challenge_hash = challenge.map(Challenge::hash);
+        let record = self
+            .store
+            .consume(kind, &token.hash(), challenge_hash.as_ref())
+            .await?;
+        open(&token, challenge_hash.as_ref(), record)
+    }
+
+    /// Reads a token without consuming it.
+    pub async fn peek(
+        &self,
+        kind: TokenType,
+        presented: &str,
+        challenge: Option<&Challenge>,
+    ) -> Result<ConsumedToken, StoreError> {
+        let token = Token::parse(kind, presented).ok_or(StoreError::InvalidOrExpired)?;
+        let challenge_hash = challenge.map(Challenge::hash);
+        let record = self
+            .store
+            .peek(kind, &token.hash(), challenge_hash.as_ref())
+            .await?;
+        open(&token, challenge_hash.as_ref(), record)
+    }
+
+    /// Removes every token of `kind` for `username`.
+    pub async fn revoke(&self, kind: TokenType, username: &Username) -> Result<u64, StoreError> {
+        self.store.revoke(kind, username.as_str()).await
+    }
+
+    /// Removes expired tokens in bounded batches.
+    pub async fn purge(&self) -> Result<u64, StoreError> {
+        self.store.purge(self.purge_batch).await
+    }
+
+    /// Answers `Ok` when the store is reachable.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+}
+
+fn open(
+    token: &Token,
+    challenge_hash: Option<&tessera_entity::ChallengeHash>,
+    record: Option<StoredRecord>,
+) -> Result<ConsumedToken, StoreError> {
+    let record = record.ok_or(StoreError::InvalidOrExpired)?;
+    let binding = Binding {
+        kind: record.kind,
+        username: record.username.as_deref(),
+        provider_id: record.provider_id.as_deref(),
+        challenge_hash,
+    };
+    let Some(payload) = seal::open(token, &binding, &record.sealed) else {
+        // The hash matched but the seal did not: the record was edited or moved in the
+        // store. Treat it as unknown, and say so to the operator.
+        tracing::warn!(kind = %record.kind, "a token record failed to open: edited or moved in the store");
+        return Err(StoreError::InvalidOrExpired);
+    };
+    Ok(ConsumedToken {
+        kind: record.kind,
+        username: record.username,
+        provider_id: record.provider_id,
+        payload,
+        expires_at: record.expires_at,
+        created_at: record.created_at,
+    })
+}

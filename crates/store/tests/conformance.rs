@@ -1,0 +1,571 @@
+//! The token store's specification: one suite of cases, written once, run against every
+//! backend (SQLite in a file, PostgreSQL). Each case gets its own fresh database.
+
+use futures::future::join_all;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tessera_entity::{AuthEphemeralToken, Challenge, Token, TokenType, Username};
+use tessera_store::{SqlTokenStore, StoreError, TokenStore, Tokens};
+use tessera_testkit::TestDb;
+
+/// A backend under test, with the raw access some cases need to inspect or tamper with
+/// what it stores.
+struct Harness {
+    tokens: Tokens,
+    store: Arc<dyn TokenStore>,
+    db: TestDb,
+}
+
+impl Harness {
+    async fn sql(db: TestDb) -> Harness {
+        let store: Arc<dyn TokenStore> = Arc::new(SqlTokenStore::new(db.db.clone()).unwrap());
+        Harness {
+            tokens: Tokens::new(store.clone()),
+            store,
+            db,
+        }
+    }
+
+    async fn sqlite() -> Harness {
+        Harness::sql(TestDb::sqlite_file().await).await
+    }
+
+    async fn postgres() -> Harness {
+        Harness::sql(TestDb::postgres().await).await
+    }
+
+    fn backend(&self) -> DbBackend {
+        self.db.db.get_database_backend()
+    }
+
+    /// Everything the store holds, as bytes: every column of every row.
+    async fn dump(&self) -> Vec<u8> {
+        let rows = self
+            .db
+            .db
+            .query_all_raw(Statement::from_string(
+                self.backend(),
+                "SELECT token_hash, token_type, username, provider_id, challenge_hash, sealed \
+                 FROM auth_ephemeral_tokens",
+            ))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for r in rows {
+            for col in ["token_hash", "challenge_hash", "sealed"] {
+                if let Some(b) = r.try_get::<Option<Vec<u8>>>("", col).unwrap() {
+                    out.extend(b);
+                }
+            }
+            for col in ["token_type", "username", "provider_id"] {
+                if let Some(s) = r.try_get::<Option<String>>("", col).unwrap() {
+                    out.extend(s.into_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    /// Moves the record of `from` under the hash of `to` (deleting `to`'s own record): what an
+    /// attacker with write access to the store might try.
+    async fn move_record(&self, from: &Token, to: &Token) {
+        let p = |n: usize| match self.backend() {
+            DbBackend::Postgres => format!("${n}"),
+            _ => format!("?{n}"),
+        };
+        let to_hash = to.hash().as_bytes().to_vec();
+        self.db
+            .db
+            .execute_raw(Statement::from_sql_and_values(
+                self.backend(),
+                format!(
+                    "DELETE FROM auth_ephemeral_tokens WHERE token_hash = {}",
+                    p(1)
+                ),
+                [to_hash.clone().into()],
+            ))
+            .await
+            .unwrap();
+        let moved = self
+            .db
+            .db
+            .execute_raw(Statement::from_sql_and_values(
+                self.backend(),
+                format!(
+                    "UPDATE auth_ephemeral_tokens SET token_hash = {} WHERE token_hash = {}",
+                    p(1),
+                    p(2)
+                ),
+                [to_hash.into(), from.hash().as_bytes().to_vec().into()],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(moved.rows_affected(), 1);
+    }
+
+    async fn finish(self) {
+        self.db.finish().await;
+    }
+}
+
+fn user(name: &str) -> Username {
+    Username::parse(name).unwrap()
+}
+
+fn assert_invalid<T: std::fmt::Debug>(r: Result<T, StoreError>) {
+    match r {
+        Err(StoreError::InvalidOrExpired) => {}
+        other => panic!("expected InvalidOrExpired, got {other:?}"),
+    }
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn issue_and_consume_every_kind(h: &Harness) {
+        let c = Challenge::generate();
+        let news = vec![
+            AuthEphemeralToken::new_pre_auth(user("alice"), Some(c.clone())),
+            AuthEphemeralToken::new_oidc_state("42", "nonce-1".into(), "verifier-1".into())
+                .with_data(serde_json::json!({"return_to": "/app"})),
+            AuthEphemeralToken::new_oidc_exchange(user("alice")),
+            AuthEphemeralToken::new_password_reset(user("alice")),
+            AuthEphemeralToken::new_email_otp_setup(user("alice"), "codehash".into()),
+            AuthEphemeralToken::new_download(user("alice"), serde_json::json!("/files/1")),
+            AuthEphemeralToken::new_mfa_enforce(user("alice"), c.clone()),
+        ];
+        for new in news {
+            let kind = new.kind();
+            let challenge = new.challenge().cloned();
+            let payload = new.payload().clone();
+            let issued = h.tokens.issue(new.clone()).await.unwrap();
+            assert!(issued.token.expose().starts_with(kind.prefix()));
+            let got = h
+                .tokens
+                .consume(kind, issued.token.expose(), challenge.as_ref())
+                .await
+                .unwrap();
+            assert_eq!(got.kind, kind);
+            assert_eq!(
+                got.username.as_deref(),
+                new.username().map(Username::as_str)
+            );
+            assert_eq!(got.provider_id.as_deref(), new.provider_id());
+            assert!(got.payload == payload, "payload of {kind} round-trips");
+            assert_eq!(got.expires_at, issued.expires_at);
+            let lived = (got.expires_at - got.created_at).num_milliseconds();
+            assert_eq!(lived, new.ttl().as_millis() as i64, "{kind} lives its TTL");
+        }
+    }
+
+    pub async fn consume_is_single_use(h: &Harness) {
+        let t = h
+            .tokens
+            .issue(AuthEphemeralToken::new_password_reset(user("bob")))
+            .await
+            .unwrap();
+        let k = TokenType::PasswordReset;
+        h.tokens.consume(k, t.token.expose(), None).await.unwrap();
+        assert_invalid(h.tokens.consume(k, t.token.expose(), None).await);
+        assert_invalid(h.tokens.peek(k, t.token.expose(), None).await);
+    }
+
+    pub async fn unknown_and_malformed_are_invalid(h: &Harness) {
+        let k = TokenType::Download;
+        let never_issued = Token::generate(k);
+        assert_invalid(h.tokens.consume(k, never_issued.expose(), None).await);
+        assert_invalid(h.tokens.peek(k, never_issued.expose(), None).await);
+        for junk in [
+            "",
+            "tsr_dl_",
+            "nonsense",
+            "tsr_dl_!!!!",
+            &"x".repeat(10_000),
+        ] {
+            assert_invalid(h.tokens.consume(k, junk, None).await);
+        }
+    }
+
+    pub async fn wrong_kind_is_invalid_and_does_not_burn(h: &Harness) {
+        let t = h
+            .tokens
+            .issue(AuthEphemeralToken::new_oidc_exchange(user("carol")))
+            .await
+            .unwrap();
+        // Through the front, another kind's prefix never parses...
+        assert_invalid(
+            h.tokens
+                .consume(TokenType::PasswordReset, t.token.expose(), None)
+                .await,
+        );
+        // ...and the store itself refuses the right hash under every other kind.
+        for other in [
+            TokenType::PreAuth,
+            TokenType::PasswordReset,
+            TokenType::Download,
+            TokenType::MfaEnforce,
+        ] {
+            assert!(
+                h.store
+                    .consume(other, &t.token.hash(), None)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            assert!(
+                h.store
+                    .peek(other, &t.token.hash(), None)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        h.tokens
+            .consume(TokenType::OidcExchange, t.token.expose(), None)
+            .await
+            .unwrap();
+    }
+
+    pub async fn wrong_or_missing_challenge_is_invalid_and_does_not_burn(h: &Harness) {
+        let right = Challenge::generate();
+        let wrong = Challenge::generate();
+        let k = TokenType::PreAuth;
+        let t = h
+            .tokens
+            .issue(AuthEphemeralToken::new_pre_auth(
+                user("dave"),
+                Some(right.clone()),
+            ))
+            .await
+            .unwrap();
+        let s = t.token.expose();
+        assert_invalid(h.tokens.consume(k, s, None).await);
+        assert_invalid(h.tokens.consume(k, s, Some(&wrong)).await);
+        assert_invalid(h.tokens.peek(k, s, None).await);
+        assert_invalid(h.tokens.peek(k, s, Some(&wrong)).await);
+        assert_eq!(
+            h.tokens
+                .peek(k, s, Some(&right))
+                .await
+                .unwrap()
+                .username
+                .as_deref(),
+            Some("dave")
+        );
+        h.tokens.consume(k, s, Some(&right)).await.unwrap();
+        assert_invalid(h.tokens.consume(k, s, Some(&right)).await);
+
+        // A token bound to no challenge is not opened by one either.
+        let free = h
+            .tokens
+            .issue(AuthEphemeralToken::new_pre_auth(user("dave"), None))
+            .await
+            .unwrap();
+        assert_invalid(h.tokens.consume(k, free.token.expose(), Some(&right)).await);
+        h.tokens
+            .consume(k, free.token.expose(), None)
+            .await
+            .unwrap();
+    }
+
+    pub async fn peek_does_not_consume(h: &Harness) {
+        let k = TokenType::Download;
+        let t = h
+            .tokens
+            .issue(AuthEphemeralToken::new_download(
+                user("erin"),
+                serde_json::json!({"id": 7}),
+            ))
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let p = h.tokens.peek(k, t.token.expose(), None).await.unwrap();
+            assert_eq!(p.payload.data, Some(serde_json::json!({"id": 7})));
+        }
+        h.tokens.consume(k, t.token.expose(), None).await.unwrap();
+        assert_invalid(h.tokens.peek(k, t.token.expose(), None).await);
+    }
+
+    pub async fn expiry_follows_the_store_clock(h: &Harness) {
+        let k = TokenType::Download;
+        let ttl = Duration::from_millis(400);
+        let new =
+            || AuthEphemeralToken::new_download(user("frank"), serde_json::json!(1)).with_ttl(ttl);
+        let a = h.tokens.issue(new()).await.unwrap();
+        let b = h.tokens.issue(new()).await.unwrap();
+        let p = h.tokens.peek(k, a.token.expose(), None).await.unwrap();
+        // The expiry is the store's creation instant plus the TTL, both on the store's clock.
+        assert_eq!((p.expires_at - p.created_at).num_milliseconds(), 400);
+        h.tokens.consume(k, a.token.expose(), None).await.unwrap();
+        // Past the TTL (plus a margin for the round trip), the store refuses the twin.
+        tokio::time::sleep(ttl + Duration::from_millis(150)).await;
+        assert_invalid(h.tokens.peek(k, b.token.expose(), None).await);
+        assert_invalid(h.tokens.consume(k, b.token.expose(), None).await);
+    }
+
+    pub async fn revoke_removes_one_kind_of_one_user(h: &Harness) {
+        let mut alice = Vec::new();
+        for _ in 0..3 {
+            alice.push(
+                h.tokens
+                    .issue(AuthEphemeralToken::new_password_reset(user("alice")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let bob = h
+            .tokens
+            .issue(AuthEphemeralToken::new_password_reset(user("bob")))
+            .await
+            .unwrap();
+        let alice_dl = h
+            .tokens
+            .issue(AuthEphemeralToken::new_download(
+                user("alice"),
+                serde_json::json!(1),
+            ))
+            .await
+            .unwrap();
+        let n = h
+            .tokens
+            .revoke(TokenType::PasswordReset, &user("alice"))
+            .await
+            .unwrap();
+        assert_eq!(n, 3);
+        for t in &alice {
+            assert_invalid(
+                h.tokens
+                    .consume(TokenType::PasswordReset, t.token.expose(), None)
+                    .await,
+            );
+        }
+        h.tokens
+            .consume(TokenType::PasswordReset, bob.token.expose(), None)
+            .await
+            .unwrap();
+        h.tokens
+            .consume(TokenType::Download, alice_dl.token.expose(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            h.tokens
+                .revoke(TokenType::PasswordReset, &user("alice"))
+                .await
+                .unwrap(),
+            0
+        );
+    }
+
+    pub async fn purge_removes_only_expired(h: &Harness) {
+        let short = Duration::from_millis(200);
+        for _ in 0..5 {
+            h.tokens
+                .issue(AuthEphemeralToken::new_oidc_exchange(user("gina")).with_ttl(short))
+                .await
+                .unwrap();
+        }
+        let mut live = Vec::new();
+        for _ in 0..4 {
+            live.push(
+                h.tokens
+                    .issue(AuthEphemeralToken::new_oidc_exchange(user("gina")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        tokio::time::sleep(short + Duration::from_millis(150)).await;
+        // Batches of 2: the purge loops until a batch comes back short.
+        let purged = h.tokens.clone().with_purge_batch(2).purge().await.unwrap();
+        assert_eq!(purged, 5);
+        assert_eq!(h.tokens.purge().await.unwrap(), 0);
+        for t in &live {
+            h.tokens
+                .consume(TokenType::OidcExchange, t.token.expose(), None)
+                .await
+                .unwrap();
+        }
+    }
+
+    pub async fn concurrent_purges_agree(h: &Harness) {
+        let short = Duration::from_millis(100);
+        for _ in 0..60 {
+            h.tokens
+                .issue(AuthEphemeralToken::new_oidc_exchange(user("hal")).with_ttl(short))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(short + Duration::from_millis(150)).await;
+        let purgers = (0..6).map(|_| {
+            let t = h.tokens.clone().with_purge_batch(5);
+            tokio::spawn(async move { t.purge().await.unwrap() })
+        });
+        let total: u64 = join_all(purgers)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .sum();
+        assert_eq!(total, 60, "every expired row deleted exactly once");
+    }
+
+    pub async fn racing_consumers_have_one_winner_each(h: &Harness) {
+        const TOKENS: usize = 200;
+        const RACERS: usize = 64;
+        let k = TokenType::PreAuth;
+        let c = Challenge::generate();
+        let mut issued = Vec::with_capacity(TOKENS);
+        for i in 0..TOKENS {
+            issued.push(
+                h.tokens
+                    .issue(AuthEphemeralToken::new_pre_auth(
+                        user(&format!("u{i}")),
+                        Some(c.clone()),
+                    ))
+                    .await
+                    .unwrap()
+                    .token,
+            );
+        }
+        let wins: Vec<Arc<AtomicUsize>> =
+            (0..TOKENS).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        // Ten tokens at a time, each raced by 64 tasks: 640 consumers in flight.
+        for (wave, wave_wins) in issued.chunks(10).zip(wins.chunks(10)) {
+            let mut tasks = Vec::new();
+            for (token, won) in wave.iter().zip(wave_wins) {
+                for _ in 0..RACERS {
+                    let tokens = h.tokens.clone();
+                    let s = token.expose().to_owned();
+                    let c = c.clone();
+                    let won = won.clone();
+                    tasks.push(tokio::spawn(async move {
+                        match tokens.consume(k, &s, Some(&c)).await {
+                            Ok(_) => {
+                                won.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Err(StoreError::InvalidOrExpired) => {}
+                            Err(e) => panic!("consume failed: {e}"),
+                        }
+                    }));
+                }
+            }
+            join_all(tasks).await.into_iter().for_each(Result::unwrap);
+        }
+        let per_token: Vec<usize> = wins.iter().map(|w| w.load(Ordering::SeqCst)).collect();
+        assert!(
+            per_token.iter().all(|&n| n == 1),
+            "every token has exactly one winner: {per_token:?}"
+        );
+        for t in &issued {
+            assert!(
+                h.store
+                    .peek(k, &t.hash(), Some(&c.hash()))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    }
+
+    pub async fn dump_reveals_no_secret(h: &Harness) {
+        let c = Challenge::new("challenge-cookie-value");
+        let mut secrets: Vec<String> = vec!["challenge-cookie-value".into()];
+        let mut news = Vec::new();
+        for i in 0..5 {
+            let nonce = format!("nonce-secret-{i}");
+            let verifier = format!("pkce-verifier-secret-{i}-abcdefghijklmnopqrstuvwxyz");
+            let data = format!("/private/return-{i}");
+            secrets.extend([nonce.clone(), verifier.clone(), data.clone()]);
+            news.push(
+                AuthEphemeralToken::new_oidc_state(format!("{i}"), nonce, verifier)
+                    .with_data(serde_json::json!({ "return_to": data }))
+                    .with_challenge(c.clone()),
+            );
+            let code_hash = format!("email-code-hash-{i}");
+            secrets.push(code_hash.clone());
+            news.push(AuthEphemeralToken::new_email_otp_setup(
+                user("ivy"),
+                code_hash,
+            ));
+            let resource = format!("download-resource-{i}");
+            secrets.push(resource.clone());
+            news.push(AuthEphemeralToken::new_download(
+                user("ivy"),
+                serde_json::json!(resource),
+            ));
+        }
+        for new in news {
+            let t = h.tokens.issue(new).await.unwrap();
+            secrets.push(t.token.expose().to_owned());
+            // The random part alone, too: a prefix-less copy is as good as the token.
+            secrets.push(t.token.expose()[7..].to_owned());
+        }
+        let dump = h.dump().await;
+        assert!(
+            dump.windows(3).any(|w| w == b"ivy"),
+            "the dump does show clear fields, so it is a real dump"
+        );
+        for s in &secrets {
+            assert!(
+                !dump.windows(s.len()).any(|w| w == s.as_bytes()),
+                "the store dump contains a secret"
+            );
+        }
+    }
+
+    pub async fn moved_record_does_not_open(h: &Harness) {
+        let k = TokenType::PreAuth;
+        let victim = h
+            .tokens
+            .issue(AuthEphemeralToken::new_pre_auth(user("admin"), None))
+            .await
+            .unwrap();
+        let attacker = h
+            .tokens
+            .issue(AuthEphemeralToken::new_pre_auth(user("mallory"), None))
+            .await
+            .unwrap();
+        h.move_record(&victim.token, &attacker.token).await;
+        assert_invalid(h.tokens.consume(k, attacker.token.expose(), None).await);
+        assert_invalid(h.tokens.consume(k, victim.token.expose(), None).await);
+    }
+}
+
+macro_rules! conformance {
+    ($backend:ident: $($case:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let h = super::Harness::$backend().await;
+                    super::cases::$case(&h).await;
+                    h.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_backend {
+    ($($backend:ident),*) => {
+        $(
+            conformance!($backend:
+                issue_and_consume_every_kind,
+                consume_is_single_use,
+                unknown_and_malformed_are_invalid,
+                wrong_kind_is_invalid_and_does_not_burn,
+                wrong_or_missing_challenge_is_invalid_and_does_not_burn,
+                peek_does_not_consume,
+                expiry_follows_the_store_clock,
+                revoke_removes_one_kind_of_one_user,
+                purge_removes_only_expired,
+                concurrent_purges_agree,
+                racing_consumers_have_one_winner_each,
+                dump_reveals_no_secret,
+                moved_record_does_not_open,
+            );
+        )*
+    };
+}
+
+every_backend!(sqlite, postgres);

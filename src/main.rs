@@ -1,0 +1,88 @@
+//! The `tessera` command: parses the command line and hands over to `tessera-api`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::sync::Arc;
+use tessera_api::config::{DatabaseArgs, ServeConfig};
+use tessera_api::{Application, startup};
+use tracing_subscriber::EnvFilter;
+
+/// Single-use tokens and sliding-window rate limits shared by every worker of a web
+/// deployment.
+#[derive(Parser)]
+#[command(name = "tessera", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve(ServeConfig),
+    /// Apply pending database migrations (idempotent).
+    Migrate(DatabaseArgs),
+    /// Delete expired tokens now, in bounded batches.
+    Purge {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Rows one statement deletes at most.
+        #[arg(long, env = "TESSERA_PURGE_BATCH", default_value_t = tessera_store::DEFAULT_PURGE_BATCH)]
+        purge_batch: u32,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(config) => {
+            let app = Application::build(config).await?;
+            app.run_until_stopped(shutdown_signal()).await?;
+        }
+        Command::Migrate(database) => {
+            let db = startup::open_database(&database).await?;
+            let n = startup::migrate(&db).await?;
+            println!("{n} migration(s) applied; the schema is up to date");
+        }
+        Command::Purge {
+            database,
+            purge_batch,
+        } => {
+            let db = startup::open_database(&database).await?;
+            let store = tessera_store::SqlTokenStore::new(db).context("opening the token store")?;
+            let tokens = tessera_store::Tokens::new(Arc::new(store)).with_purge_batch(purge_batch);
+            let n = tokens.purge().await?;
+            println!("{{\"tokens\":{n}}}");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
