@@ -1,1 +1,7 @@
+//! End-to-end tests: real `tessera` processes on real databases.
+//!
+//! One test binary; every test makes its own database, so they run in parallel.
 
+mod helpers;
+mod race;
+mod serve;

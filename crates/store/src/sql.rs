@@ -52,23 +52,32 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
 }
 
 /// One dialect's statements. Each is a single statement; the comment on each says why
-/// that is enough.
-struct Dialect {
-    /// Expiry computed by the database: its clock plus the TTL in milliseconds.
-    issue: &'static str,
+/// that is enough. Public so that benchmarks can run the bare statements as a baseline.
+pub struct Statements {
+    /// Expiry computed by the database: its clock plus the TTL in milliseconds (`$7`).
+    pub issue: &'static str,
     /// Delete-and-return in one statement: the row lock (PostgreSQL) or the write lock
     /// (SQLite) lets exactly one of concurrent deleters see the row.
-    consume: &'static str,
+    pub consume: &'static str,
     /// The same match as consume, read-only.
-    peek: &'static str,
+    pub peek: &'static str,
     /// One statement per kind and user.
-    revoke: &'static str,
+    pub revoke: &'static str,
     /// A bounded batch of expired rows; PostgreSQL skips rows another purger holds, so
     /// purgers on every worker never wait for each other.
-    purge: &'static str,
+    pub purge: &'static str,
 }
 
-const POSTGRES: Dialect = Dialect {
+/// The statements of `backend`, if the token store supports it.
+pub fn statements(backend: DbBackend) -> Option<&'static Statements> {
+    match backend {
+        DbBackend::Postgres => Some(&POSTGRES),
+        DbBackend::Sqlite => Some(&SQLITE),
+        _ => None,
+    }
+}
+
+const POSTGRES: Statements = Statements {
     issue: "INSERT INTO auth_ephemeral_tokens \
             (token_hash, token_type, username, provider_id, challenge_hash, sealed, expires_at, created_at) \
             VALUES ($1, $2, $3, $4, $5, $6, now() + $7::float8 * interval '1 millisecond', now()) \
@@ -87,7 +96,7 @@ const POSTGRES: Dialect = Dialect {
               ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
 };
 
-const SQLITE: Dialect = Dialect {
+const SQLITE: Statements = Statements {
     issue: "INSERT INTO auth_ephemeral_tokens \
             (token_hash, token_type, username, provider_id, challenge_hash, sealed, expires_at, created_at) \
             VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
@@ -114,22 +123,18 @@ const SQLITE: Dialect = Dialect {
 pub struct SqlTokenStore {
     db: DatabaseConnection,
     backend: DbBackend,
-    sql: &'static Dialect,
+    sql: &'static Statements,
 }
 
 impl SqlTokenStore {
     /// A store on an open (and migrated) connection.
     pub fn new(db: DatabaseConnection) -> Result<Self, StoreError> {
         let backend = db.get_database_backend();
-        let sql = match backend {
-            DbBackend::Postgres => &POSTGRES,
-            DbBackend::Sqlite => &SQLITE,
-            other => {
-                return Err(StoreError::Backend(format!(
-                    "the token store supports PostgreSQL and SQLite, not {other:?}"
-                )));
-            }
-        };
+        let sql = statements(backend).ok_or_else(|| {
+            StoreError::Backend(format!(
+                "the token store supports PostgreSQL and SQLite, not {backend:?}"
+            ))
+        })?;
         Ok(SqlTokenStore { db, backend, sql })
     }
 

@@ -76,14 +76,14 @@ impl TestDb {
     /// Closes the pool and drops the database (PostgreSQL) or its directory (SQLite).
     pub async fn finish(self) {
         self.db.close().await.ok();
-        if let Some(name) = self.pg_name {
-            if let Ok(admin) = tessera_store::sql::connect(&postgres_admin_url(), 1).await {
-                admin
-                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .await
-                    .ok();
-                admin.close().await.ok();
-            }
+        if let Some(name) = self.pg_name
+            && let Ok(admin) = tessera_store::sql::connect(&postgres_admin_url(), 1).await
+        {
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await
+                .ok();
+            admin.close().await.ok();
         }
     }
 }

@@ -1,0 +1,131 @@
+//! Several OS processes consume the same tokens on one PostgreSQL database: exactly one
+//! winner per token.
+//!
+//! The test binary is its own child: the parent issues the tokens and starts three copies
+//! of this binary running [`child_consumer`], each of which races 16 tasks per token
+//! against the other processes.
+
+use futures::future::join_all;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_entity::{AuthEphemeralToken, Challenge, TokenType, Username};
+use tessera_store::{SqlTokenStore, StoreError, Tokens};
+use tessera_testkit::TestDb;
+
+const PROCESSES: usize = 3;
+const TOKENS: usize = 200;
+const TASKS_PER_TOKEN: usize = 16;
+
+#[tokio::test]
+async fn three_processes_race_to_consume_each_token_once() {
+    let db = TestDb::postgres().await;
+    let tokens = Tokens::new(Arc::new(SqlTokenStore::new(db.db.clone()).unwrap()));
+    let challenge = Challenge::generate();
+    let mut issued = Vec::new();
+    for i in 0..TOKENS {
+        let u = Username::parse(format!("racer{i}")).unwrap();
+        let t = tokens
+            .issue(AuthEphemeralToken::new_pre_auth(u, Some(challenge.clone())))
+            .await
+            .unwrap();
+        issued.push(t.token.expose().to_owned());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("tokens");
+    std::fs::write(&list, issued.join("\n")).unwrap();
+    let go = dir.path().join("go");
+
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|i| {
+            let out = dir.path().join(format!("won-{i}"));
+            let child = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "race::child_consumer",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env("TESSERA_RACE_DB", &db.url)
+                .env("TESSERA_RACE_TOKENS", &list)
+                .env("TESSERA_RACE_CHALLENGE", challenge.expose())
+                .env("TESSERA_RACE_GO", &go)
+                .env("TESSERA_RACE_OUT", &out)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("the test binary starts a copy of itself");
+            (child, out)
+        })
+        .collect();
+    // Let every child connect and load its list, then start them together.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&go, b"go").unwrap();
+
+    let mut wins: HashMap<String, usize> = HashMap::new();
+    let mut per_process = Vec::new();
+    for (mut child, out) in children {
+        let status = child.wait().unwrap();
+        assert!(status.success(), "a consumer process failed: {status}");
+        let won = std::fs::read_to_string(&out).unwrap();
+        let won: Vec<&str> = won.lines().filter(|l| !l.is_empty()).collect();
+        per_process.push(won.len());
+        for t in won {
+            *wins.entry(t.to_owned()).or_default() += 1;
+        }
+    }
+    assert_eq!(wins.len(), TOKENS, "every token was consumed by someone");
+    assert!(
+        wins.values().all(|&n| n == 1),
+        "no token was consumed twice"
+    );
+    assert_eq!(per_process.iter().sum::<usize>(), TOKENS);
+    eprintln!("wins per process: {per_process:?}");
+    db.finish().await;
+}
+
+/// The child side of the race; does nothing unless started by the test above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "started as a child process by three_processes_race_to_consume_each_token_once"]
+async fn child_consumer() {
+    let Ok(url) = std::env::var("TESSERA_RACE_DB") else {
+        return;
+    };
+    let var = |k: &str| PathBuf::from(std::env::var(k).unwrap());
+    let db = tessera_store::sql::connect(&url, 16).await.unwrap();
+    let tokens = Tokens::new(Arc::new(SqlTokenStore::new(db).unwrap()));
+    let list = std::fs::read_to_string(var("TESSERA_RACE_TOKENS")).unwrap();
+    let challenge = Challenge::new(std::env::var("TESSERA_RACE_CHALLENGE").unwrap());
+    let go = var("TESSERA_RACE_GO");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !go.exists() {
+        assert!(Instant::now() < deadline, "never told to go");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut tasks = Vec::new();
+    for token in list.lines() {
+        for _ in 0..TASKS_PER_TOKEN {
+            let tokens = tokens.clone();
+            let token = token.to_owned();
+            let challenge = challenge.clone();
+            tasks.push(tokio::spawn(async move {
+                match tokens
+                    .consume(TokenType::PreAuth, &token, Some(&challenge))
+                    .await
+                {
+                    Ok(_) => Some(token),
+                    Err(StoreError::InvalidOrExpired) => None,
+                    Err(e) => panic!("consume failed: {e}"),
+                }
+            }));
+        }
+    }
+    let won: Vec<String> = join_all(tasks)
+        .await
+        .into_iter()
+        .filter_map(|r| r.unwrap())
+        .collect();
+    std::fs::write(var("TESSERA_RACE_OUT"), won.join("\n")).unwrap();
+}

@@ -1,0 +1,164 @@
+//! `tessera serve`, `migrate` and `purge` as a user runs them.
+
+use sea_orm::{ConnectionTrait, Statement};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_entity::{AuthEphemeralToken, Username};
+use tessera_store::{SqlTokenStore, Tokens};
+use tessera_testkit::TestDb;
+
+use crate::helpers::{Worker, get, run, tessera};
+
+#[test]
+fn serve_with_no_configuration_runs_on_sqlite_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Worker::start(dir.path(), &[]);
+    assert_eq!(get(w.addr, "/healthz").unwrap().0, 200);
+    let (status, body) = get(w.addr, "/readyz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(dir.path().join("tessera.db").exists());
+}
+
+#[tokio::test]
+async fn serve_refuses_an_unmigrated_database_and_migrate_is_idempotent() {
+    let db = TestDb::postgres_unmigrated().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = tessera(dir.path());
+    serve.args(["serve", "--database-url", &db.url, "--port", "1"]);
+    let out = run(serve);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not migrated") && err.contains("tessera migrate"),
+        "{err}"
+    );
+
+    for expected in ["2 migration(s) applied", "0 migration(s) applied"] {
+        let mut migrate = tessera(dir.path());
+        migrate.args(["migrate", "--database-url", &db.url]);
+        let out = run(migrate);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(expected));
+    }
+    let w = Worker::start(dir.path(), &["--database-url", &db.url]);
+    assert_eq!(get(w.addr, "/readyz").unwrap().0, 200);
+    drop(w);
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn serve_migrates_when_asked() {
+    let db = TestDb::postgres_unmigrated().await;
+    let dir = tempfile::tempdir().unwrap();
+    let w = Worker::start(dir.path(), &["--database-url", &db.url, "--migrate"]);
+    assert_eq!(get(w.addr, "/readyz").unwrap().0, 200);
+    drop(w);
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn serve_and_migrate_refuse_a_schema_from_a_newer_build() {
+    let db = TestDb::postgres().await;
+    db.db
+        .execute_unprepared(
+            "INSERT INTO seaql_migrations (version, applied_at) \
+             VALUES ('m20991231_000000_from_the_future', 0)",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["serve", "migrate"] {
+        let mut cmd = tessera(dir.path());
+        cmd.args([sub, "--database-url", &db.url]);
+        let out = run(cmd);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("newer") && err.contains("m20991231_000000_from_the_future"),
+            "{err}"
+        );
+    }
+    db.finish().await;
+}
+
+async fn count_tokens(db: &TestDb) -> i64 {
+    let row = db
+        .db
+        .query_one_raw(Statement::from_string(
+            db.db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM auth_ephemeral_tokens",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get("", "n").unwrap()
+}
+
+async fn issue_some(db: &TestDb, expired: usize, live: usize) -> Tokens {
+    let tokens = Tokens::new(Arc::new(SqlTokenStore::new(db.db.clone()).unwrap()));
+    let u = Username::parse("pat").unwrap();
+    for i in 0..expired + live {
+        let ttl = if i < expired {
+            Duration::from_millis(50)
+        } else {
+            Duration::from_secs(3600)
+        };
+        tokens
+            .issue(AuthEphemeralToken::new_password_reset(u.clone()).with_ttl(ttl))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokens
+}
+
+#[tokio::test]
+async fn the_background_purge_removes_expired_tokens() {
+    let db = TestDb::postgres().await;
+    issue_some(&db, 30, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _w = Worker::start(
+        dir.path(),
+        &[
+            "--database-url",
+            &db.url,
+            "--purge-interval",
+            "1",
+            "--purge-batch",
+            "7",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while count_tokens(&db).await != 3 {
+        assert!(Instant::now() < deadline, "expired tokens were not purged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(count_tokens(&db).await, 3, "live tokens stay");
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn the_purge_command_deletes_expired_tokens() {
+    let db = TestDb::postgres().await;
+    issue_some(&db, 12, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tessera(dir.path());
+    cmd.args(["purge", "--database-url", &db.url, "--purge-batch", "5"]);
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "{\"tokens\":12}"
+    );
+    assert_eq!(count_tokens(&db).await, 2);
+    db.finish().await;
+}
