@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
-use tessera_api::config::{DatabaseArgs, ServeConfig};
+use tessera_api::config::{DatabaseArgs, LimitArgs, ServeConfig};
 use tessera_api::{Application, startup};
 use tracing_subscriber::EnvFilter;
 
@@ -26,6 +26,8 @@ enum Command {
     Purge {
         #[command(flatten)]
         database: DatabaseArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Rows one statement deletes at most.
         #[arg(long, env = "TESSERA_PURGE_BATCH", default_value_t = tessera_store::DEFAULT_PURGE_BATCH)]
         purge_batch: u32,
@@ -52,13 +54,19 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Purge {
             database,
+            limits,
             purge_batch,
         } => {
             let db = startup::open_database(&database).await?;
-            let store = tessera_store::SqlTokenStore::new(db).context("opening the token store")?;
-            let tokens = tessera_store::Tokens::new(Arc::new(store)).with_purge_batch(purge_batch);
-            let n = tokens.purge().await?;
-            println!("{{\"tokens\":{n}}}");
+            let store =
+                tessera_store::SqlTokenStore::new(db.clone()).context("opening the token store")?;
+            let limiter = tessera_limiter::SqlLimiter::new(db).context("opening the limiter")?;
+            let state = tessera_api::AppState {
+                tokens: tessera_store::Tokens::new(Arc::new(store)).with_purge_batch(purge_batch),
+                limiter: tessera_limiter::Limiter::new(Arc::new(limiter), limits.policies()?),
+            };
+            let (tokens, events) = startup::purge(&state).await?;
+            println!("{{\"tokens\":{tokens},\"events\":{events}}}");
         }
     }
     Ok(())

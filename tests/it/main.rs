@@ -3,5 +3,6 @@
 //! One test binary; every test makes its own database, so they run in parallel.
 
 mod helpers;
+mod limits;
 mod race;
 mod serve;

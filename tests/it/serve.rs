@@ -33,7 +33,7 @@ async fn serve_refuses_an_unmigrated_database_and_migrate_is_idempotent() {
         "{err}"
     );
 
-    for expected in ["2 migration(s) applied", "0 migration(s) applied"] {
+    for expected in ["3 migration(s) applied", "0 migration(s) applied"] {
         let mut migrate = tessera(dir.path());
         migrate.args(["migrate", "--database-url", &db.url]);
         let out = run(migrate);
@@ -157,7 +157,7 @@ async fn the_purge_command_deletes_expired_tokens() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "{\"tokens\":12}"
+        "{\"tokens\":12,\"events\":0}"
     );
     assert_eq!(count_tokens(&db).await, 2);
     db.finish().await;

@@ -26,11 +26,35 @@ impl DatabaseArgs {
     }
 }
 
+/// Rate-limit policies.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LimitArgs {
+    /// Overrides of the rate-limit policies, comma-separated `EVENT=LIMIT/WINDOW`, a
+    /// trailing `~` selecting the approximate counter: for example
+    /// `2fa_attempt=5/5m,login_ip=100/15m~`. Unnamed events keep their defaults
+    /// (2fa_attempt 5/5m, email_send 3/10m, login_attempt 10/15m, login_ip 50/15m,
+    /// password_reset_send 3/1h, password_reset_ip 10/1h).
+    #[arg(long, env = "TESSERA_RATE_LIMITS", default_value = "")]
+    pub rate_limits: String,
+}
+
+impl LimitArgs {
+    /// The defaults with the overrides applied.
+    pub fn policies(&self) -> Result<tessera_limiter::Policies, tessera_limiter::PolicyParseError> {
+        let mut p = tessera_limiter::Policies::default();
+        p.apply_overrides(&self.rate_limits)?;
+        Ok(p)
+    }
+}
+
 /// `tessera serve`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeConfig {
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
 
     /// Address to listen on.
     #[arg(long, env = "TESSERA_BIND", default_value = "127.0.0.1:8080")]

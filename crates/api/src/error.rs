@@ -4,6 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tessera_limiter::LimiterError;
 use tessera_store::StoreError;
 
 /// Everything a handler can answer besides success.
@@ -26,6 +27,15 @@ impl From<StoreError> for AppError {
             StoreError::InvalidOrExpired => AppError::InvalidOrExpiredToken,
             StoreError::Unavailable(m) => AppError::StoreUnavailable(m),
             StoreError::Backend(m) => AppError::Internal(m),
+        }
+    }
+}
+
+impl From<LimiterError> for AppError {
+    fn from(e: LimiterError) -> Self {
+        match e {
+            LimiterError::Unavailable(m) => AppError::StoreUnavailable(m),
+            other => AppError::Internal(other.to_string()),
         }
     }
 }

@@ -23,6 +23,7 @@ pub use error::AppError;
 pub use startup::{Application, StartupError};
 
 use axum::Router;
+use tessera_limiter::Limiter;
 use tessera_store::Tokens;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
@@ -30,6 +31,8 @@ use tessera_store::Tokens;
 pub struct AppState {
     /// The token store.
     pub tokens: Tokens,
+    /// The rate limiter.
+    pub limiter: Limiter,
 }
 
 /// All routes on `state`.

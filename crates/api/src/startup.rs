@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_limiter::{Limiter, LimiterError, SqlLimiter};
 use tessera_migration::{Migrator, MigratorTrait, SchemaState, schema_state};
 use tessera_store::{SqlTokenStore, StoreError, Tokens};
 use tokio::net::TcpListener;
@@ -19,6 +20,12 @@ pub enum StartupError {
     /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Database(#[from] StoreError),
+    /// The rate limiter could not be set up.
+    #[error("rate limiter: {0}")]
+    Limiter(#[from] LimiterError),
+    /// A setting has an invalid value.
+    #[error("invalid setting: {0}")]
+    Config(String),
     /// The schema is not the one this build knows, and migrating was not asked for.
     #[error("{0}")]
     Schema(String),
@@ -100,6 +107,11 @@ impl Application {
     pub async fn build(config: ServeConfig) -> Result<Application, StartupError> {
         let db = open_database(&config.database).await?;
         prepare_schema(&db, &config).await?;
+        let policies = config
+            .limits
+            .policies()
+            .map_err(|e| StartupError::Config(e.to_string()))?;
+        let limiter = Limiter::new(Arc::new(SqlLimiter::new(db.clone())?), policies);
         let store = SqlTokenStore::new(db)?;
         let tokens = Tokens::new(Arc::new(store)).with_purge_batch(config.purge_batch);
         let addr = config.listen_addr();
@@ -108,7 +120,7 @@ impl Application {
             .map_err(|source| StartupError::Bind { addr, source })?;
         Ok(Application {
             listener,
-            state: AppState { tokens },
+            state: AppState { tokens, limiter },
             purge_every: config.purge_every(),
         })
     }
@@ -129,7 +141,7 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let purge = self
             .purge_every
-            .map(|every| tokio::spawn(purge_loop(self.state.tokens.clone(), every, stop_rx)));
+            .map(|every| tokio::spawn(purge_loop(self.state.clone(), every, stop_rx)));
         tracing::info!(addr = %self.local_addr(), "listening");
         let served = axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown)
@@ -142,9 +154,16 @@ impl Application {
     }
 }
 
-/// Purges expired tokens every `every`, on every worker: the statements are bounded
-/// batches that skip rows another worker is deleting, so workers never wait on each other.
-async fn purge_loop(tokens: Tokens, every: Duration, mut stop: watch::Receiver<bool>) {
+/// Deletes expired tokens and events older than the longest window, now: bounded batches
+/// that skip rows another worker is deleting, so every worker may run it at once.
+pub async fn purge(state: &AppState) -> Result<(u64, u64), crate::AppError> {
+    let tokens = state.tokens.purge().await?;
+    let events = state.limiter.purge(state.tokens.purge_batch()).await?;
+    Ok((tokens, events))
+}
+
+/// Purges every `every`, on every worker.
+async fn purge_loop(state: AppState, every: Duration, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -153,9 +172,9 @@ async fn purge_loop(tokens: Tokens, every: Duration, mut stop: watch::Receiver<b
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
-        match tokens.purge().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(tokens = n, "purged expired tokens"),
+        match purge(&state).await {
+            Ok((0, 0)) => {}
+            Ok((tokens, events)) => tracing::info!(tokens, events, "purged expired state"),
             Err(e) => tracing::warn!(error = %e, "purge failed; retrying at the next interval"),
         }
     }

@@ -17,9 +17,11 @@
 //! - [`token`]: [`Token`] generation and parsing, [`TokenHash`], [`Challenge`].
 //! - [`new_token`]: [`AuthEphemeralToken`], the typed constructors, [`Username`].
 //! - [`auth_ephemeral_tokens`], [`auth_rate_limit_events`]: the sea-orm entities.
+//! - [`db`]: how database errors are classified.
 
 pub mod auth_ephemeral_tokens;
 pub mod auth_rate_limit_events;
+pub mod db;
 pub mod kinds;
 pub mod new_token;
 pub mod token;

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, QueryResult,
-    RuntimeErr, Statement, Value,
+    Statement, Value,
 };
 use std::time::Duration;
 use tessera_entity::{ChallengeHash, TokenHash, TokenType};
@@ -257,17 +257,7 @@ impl TokenStore for SqlTokenStore {
 
 /// Sorts database errors into "cannot reach the store" and everything else.
 pub fn map_err(e: DbErr) -> StoreError {
-    use sea_orm::sqlx::Error as X;
-    let unreachable = match &e {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)) => {
-            matches!(
-                x.as_ref(),
-                X::Io(_) | X::Tls(_) | X::PoolTimedOut | X::PoolClosed | X::WorkerCrashed
-            )
-        }
-        _ => false,
-    };
+    let unreachable = tessera_entity::db::is_unreachable(&e);
     if unreachable {
         StoreError::Unavailable(e.to_string())
     } else {

@@ -71,6 +71,11 @@ impl Tokens {
         self
     }
 
+    /// How many rows one purge statement deletes at most.
+    pub fn purge_batch(&self) -> u32 {
+        self.purge_batch
+    }
+
     /// The backend.
     pub fn store(&self) -> &Arc<dyn TokenStore> {
         &self.store

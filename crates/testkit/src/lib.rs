@@ -114,3 +114,149 @@ pub fn replace_db_name(url: &str, name: &str) -> String {
         None => format!("{base}/{name}"),
     }
 }
+
+/// Where the tests find a standalone Redis.
+pub fn redis_url() -> String {
+    std::env::var("TESSERA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Checks that the standalone Redis answers, or fails the test saying how to start it.
+pub fn require_redis() -> String {
+    let url = redis_url();
+    let hostport = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    if std::net::TcpStream::connect(&hostport).is_err() {
+        panic!(
+            "Redis is required by this test and is not reachable at {url}.\n\
+             Start it with: redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" --appendonly no\n\
+             or point TESSERA_TEST_REDIS_URL at one."
+        );
+    }
+    url
+}
+
+/// A unique key prefix for one test on a shared Redis.
+pub fn unique_prefix() -> String {
+    format!("test:{}:", uuid::Uuid::new_v4().simple())
+}
+
+/// A Redis Cluster of three masters on loopback ports, started by the tests.
+pub struct RedisCluster {
+    /// The node URLs, comma-separated, as `TESSERA_REDIS_URL` takes them.
+    pub urls: String,
+    /// The node ports.
+    pub ports: Vec<u16>,
+    // The watchdog shells, kept so that they are not reaped while the servers run.
+    _watchdogs: std::sync::Mutex<Vec<std::process::Child>>,
+}
+
+static CLUSTER: std::sync::OnceLock<RedisCluster> = std::sync::OnceLock::new();
+
+impl RedisCluster {
+    /// The cluster of this test process, started on first use. Its servers stop by
+    /// themselves within a second of this process exiting.
+    pub fn shared() -> &'static RedisCluster {
+        CLUSTER.get_or_init(RedisCluster::start)
+    }
+
+    fn start() -> RedisCluster {
+        use std::process::{Command, Stdio};
+        use std::time::{Duration, Instant};
+        for tool in ["redis-server", "redis-cli"] {
+            if Command::new(tool).arg("--version").output().is_err() {
+                panic!(
+                    "{tool} is required to start a Redis Cluster for the tests: apt-get install redis-server"
+                );
+            }
+        }
+        let dir = tempfile::tempdir().expect("a temporary directory").keep();
+        let ports = cluster_ports(3);
+        let me = std::process::id();
+        let mut watchdogs = Vec::new();
+        for port in &ports {
+            // A watchdog shell stops the server once this test process is gone.
+            let script = format!(
+                "redis-server --port {port} --bind 127.0.0.1 --cluster-enabled yes \
+                 --cluster-config-file nodes-{port}.conf --dir {dir} --save '' --appendonly no \
+                 --cluster-node-timeout 2000 >/dev/null 2>&1 & r=$!; \
+                 while kill -0 {me} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 1; done; kill $r 2>/dev/null",
+                dir = dir.display()
+            );
+            watchdogs.push(
+                Command::new("sh")
+                    .args(["-c", &script])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("sh starts redis-server"),
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in &ports {
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "redis-server on {port} did not start"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for port in &ports {
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .expect("redis-cli runs");
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not become ready"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        RedisCluster {
+            urls: ports
+                .iter()
+                .map(|p| format!("redis://127.0.0.1:{p}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            ports,
+            _watchdogs: std::sync::Mutex::new(watchdogs),
+        }
+    }
+}
+
+/// `n` free ports whose cluster-bus ports (port + 10000) are free too.
+fn cluster_ports(n: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let p = l.local_addr().unwrap().port();
+        if p < 55_000
+            && !ports.contains(&p)
+            && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        {
+            ports.push(p);
+        }
+    }
+    ports
+}

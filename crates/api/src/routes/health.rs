@@ -19,5 +19,6 @@ async fn healthz() -> Json<Value> {
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     state.tokens.ping().await?;
+    state.limiter.ping().await?;
     Ok(Json(json!({ "status": "ready" })))
 }

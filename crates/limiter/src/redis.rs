@@ -1,0 +1,338 @@
+//! The Redis backend, for one server or a Redis Cluster.
+//!
+//! Each decision is one round trip: a Lua script run with EVALSHA (the client falls back to
+//! loading it on NOSCRIPT), which Redis executes atomically. The time is read from Redis
+//! `TIME` inside the script, so every worker uses the same clock. A decision touches one
+//! key, named `tessera:rl:{EVENT:KEY}`: the braces are a hash tag, so anything a decision
+//! ever reads lives in one Cluster slot, and braces in the key are escaped so that they
+//! cannot move the tag. Keys expire by themselves when their window is over.
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{Algorithm, Clock, Decision, Event, LimiterError, LimiterStore, Policy};
+
+/// Sliding log in a sorted set: one member per admitted unit, scored by its time.
+/// ARGV: limit, window_ms, cost, now_ms ("" = Redis TIME), unique id, record (1/0).
+/// Returns {allowed, remaining, reset_after_ms, retry_after_ms}. The arithmetic is that of
+/// `algorithm::sliding_log`.
+const SLIDING_LOG: &str = r#"
+local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now
+if ARGV[4] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+else
+  now = tonumber(ARGV[4])
+end
+local record = ARGV[6] == '1'
+local floor = now - window
+if record then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', floor) end
+local n = redis.call('ZCOUNT', KEYS[1], '(' .. floor, '+inf')
+local allowed = n + cost <= limit
+if allowed and record then
+  local members = {}
+  for i = 1, cost do
+    members[#members + 1] = now
+    members[#members + 1] = ARGV[5] .. ':' .. i
+  end
+  redis.call('ZADD', KEYS[1], unpack(members))
+  redis.call('PEXPIRE', KEYS[1], window)
+  return {1, limit - n - cost, window, 0}
+end
+local remaining = limit - n
+if remaining < 0 then remaining = 0 end
+local reset_after = 0
+if n > 0 then
+  local newest = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. floor, '+inf', 'WITHSCORES', 'LIMIT', n - 1, 1)
+  reset_after = tonumber(newest[2]) + window - now
+end
+if allowed then return {1, remaining, reset_after, 0} end
+local need = n + cost - limit
+local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. floor, '+inf', 'WITHSCORES', 'LIMIT', need - 1, 1)
+return {0, remaining, reset_after, tonumber(oldest[2]) + window - now}
+"#;
+
+/// Sliding-window counter in a hash {s: window start, p: previous count, c: current count}.
+/// Same ARGV and reply as the log; the arithmetic is that of `algorithm::sliding_counter`.
+const SLIDING_COUNTER: &str = r#"
+local limit, w, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now
+if ARGV[4] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+else
+  now = tonumber(ARGV[4])
+end
+local record = ARGV[6] == '1'
+local start = now - (now % w)
+local s = redis.call('HMGET', KEYS[1], 's', 'p', 'c')
+local p, c = 0, 0
+if s[1] then
+  local ws = tonumber(s[1])
+  if ws == start then p, c = tonumber(s[2]), tonumber(s[3])
+  elseif ws == start - w then p, c = tonumber(s[3]), 0 end
+end
+local elapsed = now - start
+local weight = w - elapsed
+local allowed = p * weight + (c + cost) * w <= limit * w
+if allowed and record then c = c + cost end
+local free = limit * w - (p * weight + c * w)
+if free < 0 then free = 0 end
+local remaining = math.floor(free / w)
+local retry = 0
+if not allowed then
+  if c + cost <= limit then
+    retry = (w - math.floor(((limit - c - cost) * w) / p)) - elapsed
+  else
+    retry = (start + w - now) + (w - math.floor(((limit - cost) * w) / c))
+  end
+end
+local reset = 0
+if c > 0 then reset = start + 2 * w - now elseif p > 0 then reset = start + w - now end
+if record then
+  redis.call('HSET', KEYS[1], 's', start, 'p', p, 'c', c)
+  redis.call('PEXPIRE', KEYS[1], 2 * w)
+end
+if allowed then return {1, remaining, reset, 0} end
+return {0, remaining, reset, retry}
+"#;
+
+/// A connection to one Redis server or to a Cluster; both reconnect by themselves.
+#[derive(Clone)]
+pub enum RedisConnection {
+    /// One server, through a connection manager.
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl RedisConnection {
+    /// Connects to `urls`: one URL is one server; several comma-separated URLs are the
+    /// seed nodes of a Cluster.
+    pub async fn connect(urls: &str) -> Result<Self, RedisError> {
+        let nodes: Vec<&str> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if nodes.len() > 1 {
+            let client = ClusterClient::builder(nodes)
+                .connection_timeout(Duration::from_secs(2))
+                .response_timeout(Duration::from_secs(2))
+                .build()?;
+            Ok(RedisConnection::Cluster(
+                client.get_async_connection().await?,
+            ))
+        } else {
+            let client = redis::Client::open(nodes.first().copied().unwrap_or_default())?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(2)))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_millis(500));
+            Ok(RedisConnection::Single(
+                ConnectionManager::new_with_config(client, config).await?,
+            ))
+        }
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConnection::Single(c) => c.req_packed_command(cmd),
+            RedisConnection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConnection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            RedisConnection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConnection::Single(c) => c.get_db(),
+            RedisConnection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Rate limits in Redis or a Redis Cluster.
+#[derive(Clone)]
+pub struct RedisLimiter {
+    conn: RedisConnection,
+    prefix: Arc<str>,
+    log: Arc<Script>,
+    counter: Arc<Script>,
+    clock: Clock,
+}
+
+impl RedisLimiter {
+    /// A limiter on `conn`, with keys under `tessera:rl:`.
+    pub fn new(conn: RedisConnection) -> Self {
+        RedisLimiter {
+            conn,
+            prefix: Arc::from("tessera:rl:"),
+            log: Arc::new(Script::new(SLIDING_LOG)),
+            counter: Arc::new(Script::new(SLIDING_COUNTER)),
+            clock: Clock::Store,
+        }
+    }
+
+    /// The same limiter with keys under another prefix (tests use one each).
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Arc::from(prefix);
+        self
+    }
+
+    /// The same limiter on another clock (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The Redis key of `(event, key, algorithm)`.
+    pub fn redis_key(&self, event: &Event, key: &str, algorithm: Algorithm) -> String {
+        let kind = match algorithm {
+            Algorithm::SlidingLog => "log",
+            Algorithm::SlidingWindowCounter => "ctr",
+        };
+        format!("{}{kind}:{{{}:{}}}", self.prefix, event, escape_tag(key))
+    }
+
+    async fn run(
+        &self,
+        event: &Event,
+        key: &str,
+        policy: &Policy,
+        cost: u32,
+        record: bool,
+    ) -> Result<Decision, LimiterError> {
+        let script = match policy.algorithm {
+            Algorithm::SlidingLog => &self.log,
+            Algorithm::SlidingWindowCounter => &self.counter,
+        };
+        let now = self
+            .clock
+            .manual_ms()
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        let id = if record {
+            uuid::Uuid::new_v4().simple().to_string()
+        } else {
+            String::new()
+        };
+        let mut conn = self.conn.clone();
+        let (allowed, remaining, reset_ms, retry_ms): (i64, i64, i64, i64) = script
+            .key(self.redis_key(event, key, policy.algorithm))
+            .arg(policy.limit.get())
+            .arg(policy.window_ms())
+            .arg(cost)
+            .arg(now)
+            .arg(id)
+            .arg(if record { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await
+            .map_err(map_err)?;
+        let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+        Ok(Decision {
+            allowed: allowed == 1,
+            limit: policy.limit.get(),
+            remaining: u32::try_from(remaining).unwrap_or(0),
+            reset_after: ms(reset_ms),
+            retry_after: ms(retry_ms),
+        })
+    }
+}
+
+fn escape_tag(key: &str) -> String {
+    key.replace('%', "%25")
+        .replace('{', "%7B")
+        .replace('}', "%7D")
+}
+
+#[async_trait]
+impl LimiterStore for RedisLimiter {
+    async fn hit(
+        &self,
+        event: &Event,
+        key: &str,
+        policy: &Policy,
+        cost: u32,
+    ) -> Result<Decision, LimiterError> {
+        self.run(event, key, policy, cost, true).await
+    }
+
+    async fn peek(
+        &self,
+        event: &Event,
+        key: &str,
+        policy: &Policy,
+    ) -> Result<Decision, LimiterError> {
+        self.run(event, key, policy, 1, false).await
+    }
+
+    async fn reset(&self, event: &Event, key: &str) -> Result<(), LimiterError> {
+        let mut conn = self.conn.clone();
+        // Two keys of one hash tag: one slot, so one DEL even on a Cluster.
+        redis::cmd("DEL")
+            .arg(self.redis_key(event, key, Algorithm::SlidingLog))
+            .arg(self.redis_key(event, key, Algorithm::SlidingWindowCounter))
+            .query_async::<i64>(&mut conn)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn purge(&self, _longest_window_ms: i64, _batch: u32) -> Result<u64, LimiterError> {
+        // Every key carries its own expiry.
+        Ok(0)
+    }
+
+    async fn ping(&self) -> Result<(), LimiterError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(map_err)
+            .map(drop)
+    }
+}
+
+/// Sorts Redis errors into "cannot reach the store" and everything else.
+pub fn map_err(e: RedisError) -> LimiterError {
+    if e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_cluster_error()
+    {
+        LimiterError::Unavailable(e.to_string())
+    } else {
+        LimiterError::Backend(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn braces_in_keys_cannot_move_the_hash_tag() {
+        assert_eq!(escape_tag("a{b}c%"), "a%7Bb%7Dc%25");
+    }
+}

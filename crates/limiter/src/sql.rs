@@ -1,0 +1,320 @@
+//! The SQL backend on sea-orm: PostgreSQL and SQLite.
+//!
+//! A hit is one short transaction per `(event, key)`: serialise, read the key's state,
+//! decide in Rust ([`crate::algorithm`]), record. What makes count-then-insert atomic
+//! across workers is the first statement: on PostgreSQL a transaction-scoped advisory lock
+//! on the key (released by COMMIT; every later statement of the transaction takes a fresh
+//! snapshot under READ COMMITTED, so it sees the previous holder's rows); on SQLite
+//! `BEGIN IMMEDIATE`, which takes the database's write lock before reading.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    IsolationLevel, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
+};
+
+use crate::algorithm::{CounterState, sliding_counter, sliding_log};
+use crate::{Algorithm, Clock, Decision, Event, LimiterError, LimiterStore, Policy};
+
+/// One dialect's statements.
+struct Statements {
+    /// Serialises hits on one key until COMMIT (PostgreSQL only; SQLite's BEGIN IMMEDIATE
+    /// already holds the write lock).
+    lock: Option<&'static str>,
+    /// The store's clock in milliseconds since the epoch.
+    now_ms: &'static str,
+    /// The key's events still inside the window, oldest first.
+    events: &'static str,
+    /// Records `$4` events at `$3`.
+    record: &'static str,
+    /// The approximate counter of a key.
+    counter: &'static str,
+    /// Stores the approximate counter of a key.
+    store_counter: &'static str,
+    /// A bounded batch of events older than `$1`; PostgreSQL skips rows another purger holds.
+    purge_events: &'static str,
+    /// Counters whose windows both ended before `$1`.
+    purge_counters: &'static str,
+}
+
+const POSTGRES: Statements = Statements {
+    lock: Some("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"),
+    now_ms: "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms",
+    events: "SELECT occurred_at FROM auth_rate_limit_events \
+             WHERE event_type = $1 AND key = $2 AND occurred_at > $3 ORDER BY occurred_at",
+    record: "INSERT INTO auth_rate_limit_events (event_type, key, occurred_at) \
+             SELECT $1, $2, $3 FROM generate_series(1, $4)",
+    counter: "SELECT window_start, prev_count, cur_count FROM auth_rate_limit_counters \
+              WHERE event_type = $1 AND key = $2",
+    store_counter: "INSERT INTO auth_rate_limit_counters \
+                    (event_type, key, window_start, prev_count, cur_count) VALUES ($1, $2, $3, $4, $5) \
+                    ON CONFLICT (event_type, key) DO UPDATE SET window_start = excluded.window_start, \
+                    prev_count = excluded.prev_count, cur_count = excluded.cur_count",
+    purge_events: "DELETE FROM auth_rate_limit_events WHERE id IN ( \
+                   SELECT id FROM auth_rate_limit_events WHERE occurred_at <= $1 \
+                   LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    purge_counters: "DELETE FROM auth_rate_limit_counters WHERE window_start <= $1",
+};
+
+const SQLITE: Statements = Statements {
+    lock: None,
+    // 'now' is the same instant for every use within one statement.
+    now_ms: "SELECT CAST(strftime('%s', 'now') AS INTEGER) * 1000 \
+             + CAST(substr(strftime('%f', 'now'), 4) AS INTEGER) AS now_ms",
+    events: "SELECT occurred_at FROM auth_rate_limit_events \
+             WHERE event_type = ?1 AND key = ?2 AND occurred_at > ?3 ORDER BY occurred_at",
+    record: "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?4) \
+             INSERT INTO auth_rate_limit_events (event_type, key, occurred_at) \
+             SELECT ?1, ?2, ?3 FROM n",
+    counter: "SELECT window_start, prev_count, cur_count FROM auth_rate_limit_counters \
+              WHERE event_type = ?1 AND key = ?2",
+    store_counter: "INSERT INTO auth_rate_limit_counters \
+                    (event_type, key, window_start, prev_count, cur_count) VALUES (?1, ?2, ?3, ?4, ?5) \
+                    ON CONFLICT (event_type, key) DO UPDATE SET window_start = excluded.window_start, \
+                    prev_count = excluded.prev_count, cur_count = excluded.cur_count",
+    purge_events: "DELETE FROM auth_rate_limit_events WHERE id IN ( \
+                   SELECT id FROM auth_rate_limit_events WHERE occurred_at <= ?1 LIMIT ?2)",
+    purge_counters: "DELETE FROM auth_rate_limit_counters WHERE window_start <= ?1",
+};
+
+/// Rate limits in `auth_rate_limit_events` / `auth_rate_limit_counters`.
+#[derive(Clone)]
+pub struct SqlLimiter {
+    db: DatabaseConnection,
+    backend: DbBackend,
+    sql: &'static Statements,
+    clock: Clock,
+}
+
+impl SqlLimiter {
+    /// A limiter on an open, migrated connection, on the database's clock.
+    pub fn new(db: DatabaseConnection) -> Result<Self, LimiterError> {
+        let backend = db.get_database_backend();
+        let sql = match backend {
+            DbBackend::Postgres => &POSTGRES,
+            DbBackend::Sqlite => &SQLITE,
+            other => {
+                return Err(LimiterError::Backend(format!(
+                    "the limiter supports PostgreSQL and SQLite, not {other:?}"
+                )));
+            }
+        };
+        Ok(SqlLimiter {
+            db,
+            backend,
+            sql,
+            clock: Clock::Store,
+        })
+    }
+
+    /// The same limiter on another clock (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
+        Statement::from_sql_and_values(self.backend, sql, values)
+    }
+
+    /// A timestamp as this dialect stores it: `timestamptz` on PostgreSQL; on SQLite the
+    /// fixed-width UTC text that compares as time.
+    fn ts(&self, ms: i64) -> Value {
+        let t = DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
+        match self.backend {
+            DbBackend::Sqlite => t.format("%Y-%m-%d %H:%M:%S%.3f").to_string().into(),
+            _ => t.into(),
+        }
+    }
+
+    async fn now(&self, c: &impl ConnectionTrait) -> Result<i64, LimiterError> {
+        if let Some(ms) = self.clock.manual_ms() {
+            return Ok(ms);
+        }
+        let row = c
+            .query_one_raw(self.stmt(self.sql.now_ms, vec![]))
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| LimiterError::Backend("no clock row".into()))?;
+        row.try_get("", "now_ms").map_err(map_err)
+    }
+
+    async fn begin(&self) -> Result<DatabaseTransaction, LimiterError> {
+        let options = TransactionOptions {
+            isolation_level: (self.backend == DbBackend::Postgres)
+                .then_some(IsolationLevel::ReadCommitted),
+            access_mode: (self.backend == DbBackend::Postgres).then_some(AccessMode::ReadWrite),
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        };
+        self.db.begin_with_options(options).await.map_err(map_err)
+    }
+
+    async fn decide(
+        &self,
+        c: &impl ConnectionTrait,
+        event: &Event,
+        key: &str,
+        policy: &Policy,
+        cost: u32,
+        record: bool,
+    ) -> Result<Decision, LimiterError> {
+        let now = self.now(c).await?;
+        let ev = || Value::from(event.as_str());
+        let k = || Value::from(key);
+        match policy.algorithm {
+            Algorithm::SlidingLog => {
+                let rows = c
+                    .query_all_raw(self.stmt(
+                        self.sql.events,
+                        vec![ev(), k(), self.ts(now - policy.window_ms())],
+                    ))
+                    .await
+                    .map_err(map_err)?;
+                let events = rows
+                    .iter()
+                    .map(|r| {
+                        r.try_get::<DateTime<Utc>>("", "occurred_at")
+                            .map(|t| t.timestamp_millis())
+                    })
+                    .collect::<Result<Vec<i64>, _>>()
+                    .map_err(map_err)?;
+                let d = sliding_log(now, policy, &events, cost, record);
+                if d.allowed && record {
+                    c.execute_raw(self.stmt(
+                        self.sql.record,
+                        vec![ev(), k(), self.ts(now), i64::from(cost).into()],
+                    ))
+                    .await
+                    .map_err(map_err)?;
+                }
+                Ok(d)
+            }
+            Algorithm::SlidingWindowCounter => {
+                let row = c
+                    .query_one_raw(self.stmt(self.sql.counter, vec![ev(), k()]))
+                    .await
+                    .map_err(map_err)?;
+                let prior = row
+                    .map(|r| -> Result<CounterState, DbErr> {
+                        Ok(CounterState {
+                            window_start: r.try_get("", "window_start")?,
+                            prev: r.try_get::<i64>("", "prev_count")? as u64,
+                            cur: r.try_get::<i64>("", "cur_count")? as u64,
+                        })
+                    })
+                    .transpose()
+                    .map_err(map_err)?;
+                let (d, next) = sliding_counter(now, policy, prior, cost, record);
+                if record && Some(next) != prior {
+                    c.execute_raw(self.stmt(
+                        self.sql.store_counter,
+                        vec![
+                            ev(),
+                            k(),
+                            next.window_start.into(),
+                            (next.prev as i64).into(),
+                            (next.cur as i64).into(),
+                        ],
+                    ))
+                    .await
+                    .map_err(map_err)?;
+                }
+                Ok(d)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl LimiterStore for SqlLimiter {
+    async fn hit(
+        &self,
+        event: &Event,
+        key: &str,
+        policy: &Policy,
+        cost: u32,
+    ) -> Result<Decision, LimiterError> {
+        let txn = self.begin().await?;
+        if let Some(lock) = self.sql.lock {
+            let lock_key = format!("{event}\u{1f}{key}");
+            txn.execute_raw(self.stmt(lock, vec![lock_key.into()]))
+                .await
+                .map_err(map_err)?;
+        }
+        let d = self.decide(&txn, event, key, policy, cost, true).await?;
+        txn.commit().await.map_err(map_err)?;
+        Ok(d)
+    }
+
+    async fn peek(
+        &self,
+        event: &Event,
+        key: &str,
+        policy: &Policy,
+    ) -> Result<Decision, LimiterError> {
+        self.decide(&self.db, event, key, policy, 1, false).await
+    }
+
+    async fn reset(&self, event: &Event, key: &str) -> Result<(), LimiterError> {
+        let p = |n| match self.backend {
+            DbBackend::Postgres => format!("${n}"),
+            _ => format!("?{n}"),
+        };
+        for table in ["auth_rate_limit_events", "auth_rate_limit_counters"] {
+            let sql = format!(
+                "DELETE FROM {table} WHERE event_type = {} AND key = {}",
+                p(1),
+                p(2)
+            );
+            self.db
+                .execute_raw(self.stmt(&sql, vec![event.as_str().into(), key.into()]))
+                .await
+                .map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, longest_window_ms: i64, batch: u32) -> Result<u64, LimiterError> {
+        let now = self.now(&self.db).await?;
+        let before = self.ts(now - longest_window_ms);
+        let mut total = 0;
+        loop {
+            let n = self
+                .db
+                .execute_raw(self.stmt(
+                    self.sql.purge_events,
+                    vec![before.clone(), i64::from(batch).into()],
+                ))
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+            total += n;
+            if n < u64::from(batch) {
+                break;
+            }
+        }
+        // A counter matters for two windows after its start.
+        self.db
+            .execute_raw(self.stmt(
+                self.sql.purge_counters,
+                vec![(now - 2 * longest_window_ms).into()],
+            ))
+            .await
+            .map_err(map_err)?;
+        Ok(total)
+    }
+
+    async fn ping(&self) -> Result<(), LimiterError> {
+        self.db.ping().await.map_err(map_err)
+    }
+}
+
+fn map_err(e: DbErr) -> LimiterError {
+    let unreachable = tessera_entity::db::is_unreachable(&e);
+    if unreachable {
+        LimiterError::Unavailable(e.to_string())
+    } else {
+        LimiterError::Backend(e.to_string())
+    }
+}
