@@ -18,12 +18,14 @@
 //! - [`new_token`]: [`AuthEphemeralToken`], the typed constructors, [`Username`].
 //! - [`auth_ephemeral_tokens`], [`auth_rate_limit_events`]: the sea-orm entities.
 //! - [`db`]: how database errors are classified.
+//! - [`redis`]: the shared connection to Redis or a Redis Cluster.
 
 pub mod auth_ephemeral_tokens;
 pub mod auth_rate_limit_events;
 pub mod db;
 pub mod kinds;
 pub mod new_token;
+pub mod redis;
 pub mod token;
 
 pub use kinds::{EventType, TokenType};

@@ -1,1 +1,184 @@
-fn main() {}
+//! Limiter hits per second at 1 and 32 concurrent callers, against a baseline measured in
+//! the same run through the same client: one bare EVALSHA of a trivial script (Redis) and
+//! one bare INSERT into the events table (PostgreSQL).
+//!
+//! `cargo bench -p tessera-limiter --bench limiter`. Criterion reports time per operation
+//! across all callers, and the throughput in operations per second.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use futures::future::join_all;
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_limiter::redis::RedisConnection;
+use tessera_limiter::{Event, Limiter, Policies, Policy, RedisLimiter, SqlLimiter};
+use tessera_testkit::{TestDb, require_redis, unique_prefix};
+use tokio::runtime::Runtime;
+
+const CALLERS: [u64; 2] = [1, 32];
+
+/// Runs `iters` operations split over `callers` tasks; answers the wall time.
+async fn concurrently<F, Fut>(callers: u64, iters: u64, op: F) -> Duration
+where
+    F: Fn(u64, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let per = iters.div_ceil(callers);
+    let start = Instant::now();
+    let tasks = (0..callers).map(|c| {
+        let op = op.clone();
+        tokio::spawn(async move {
+            for i in 0..per {
+                op(c, i).await;
+            }
+        })
+    });
+    join_all(tasks).await;
+    start
+        .elapsed()
+        .mul_f64(iters as f64 / (per * callers) as f64)
+}
+
+fn policies() -> Policies {
+    let mut p = Policies::empty();
+    // Large enough that nearly every hit is admitted and recorded: the costly path.
+    p.set(
+        Event::custom("bench").unwrap(),
+        Policy::per_seconds(1_000_000, 1),
+    );
+    p
+}
+
+fn bench_redis(c: &mut Criterion, rt: &Runtime) {
+    let url = require_redis();
+    let conn = rt.block_on(RedisConnection::connect(&url)).unwrap();
+    let prefix = unique_prefix();
+    let limiter = Limiter::new(
+        Arc::new(RedisLimiter::new(conn.clone()).with_prefix(&prefix)),
+        policies(),
+    );
+    let bare = Arc::new(redis::Script::new("return 1"));
+    let mut g = c.benchmark_group("redis");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    for callers in CALLERS {
+        g.bench_with_input(
+            BenchmarkId::new("bare_evalsha", callers),
+            &callers,
+            |b, &n| {
+                b.to_async(rt).iter_custom(|iters| {
+                    let conn = conn.clone();
+                    let bare = bare.clone();
+                    let prefix = prefix.clone();
+                    concurrently(n, iters, move |c, _| {
+                        let mut conn = conn.clone();
+                        let bare = bare.clone();
+                        let key = format!("{prefix}bare:{{{c}}}");
+                        async move {
+                            let _: i64 = bare.key(key).invoke_async(&mut conn).await.unwrap();
+                        }
+                    })
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("limiter_hit", callers),
+            &callers,
+            |b, &n| {
+                b.to_async(rt).iter_custom(|iters| {
+                    let limiter = limiter.clone();
+                    concurrently(n, iters, move |c, _| {
+                        let limiter = limiter.clone();
+                        async move {
+                            let event = Event::custom("bench").unwrap();
+                            limiter
+                                .hit(&event, &format!("caller-{c}"), 1)
+                                .await
+                                .unwrap();
+                        }
+                    })
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+async fn bare_insert(db: &DatabaseConnection, key: String) {
+    db.execute_raw(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "INSERT INTO auth_rate_limit_events (event_type, key, occurred_at) VALUES ($1, $2, now())",
+        ["bench".into(), key.into()],
+    ))
+    .await
+    .unwrap();
+}
+
+fn bench_postgres(c: &mut Criterion, rt: &Runtime) {
+    let db = rt.block_on(TestDb::postgres());
+    let conn = rt.block_on(pool(&db.url));
+    let limiter = Limiter::new(Arc::new(SqlLimiter::new(conn.clone()).unwrap()), policies());
+    let mut g = c.benchmark_group("postgres");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    for callers in CALLERS {
+        g.bench_with_input(
+            BenchmarkId::new("bare_insert", callers),
+            &callers,
+            |b, &n| {
+                b.to_async(rt).iter_custom(|iters| {
+                    let conn = conn.clone();
+                    concurrently(n, iters, move |c, _| {
+                        let conn = conn.clone();
+                        async move { bare_insert(&conn, format!("caller-{c}")).await }
+                    })
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("limiter_hit", callers),
+            &callers,
+            |b, &n| {
+                b.to_async(rt).iter_custom(|iters| {
+                    let limiter = limiter.clone();
+                    concurrently(n, iters, move |c, _| {
+                        let limiter = limiter.clone();
+                        async move {
+                            let event = Event::custom("bench").unwrap();
+                            limiter
+                                .hit(&event, &format!("caller-{c}"), 1)
+                                .await
+                                .unwrap();
+                        }
+                    })
+                })
+            },
+        );
+    }
+    g.finish();
+    rt.block_on(db.finish());
+}
+
+/// A pool large enough for 32 callers.
+async fn pool(url: &str) -> DatabaseConnection {
+    let mut opts = sea_orm::ConnectOptions::new(url.to_owned());
+    opts.max_connections(32).sqlx_logging(false);
+    sea_orm::Database::connect(opts).await.unwrap()
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    bench_redis(c, &rt);
+    bench_postgres(c, &rt);
+}
+
+criterion_group!(limiter, benches);
+criterion_main!(limiter);

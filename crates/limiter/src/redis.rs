@@ -8,17 +8,16 @@
 //! cannot move the tag. Keys expire by themselves when their window is over.
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
+use redis::{RedisError, Script};
 use std::sync::Arc;
 use std::time::Duration;
+pub use tessera_entity::redis::RedisConnection;
 
 use crate::{Algorithm, Clock, Decision, Event, LimiterError, LimiterStore, Policy};
 
 /// Sliding log in a sorted set: one member per admitted unit, scored by its time.
-/// ARGV: limit, window_ms, cost, now_ms ("" = Redis TIME), unique id, record (1/0).
+/// ARGV: limit, window_ms, cost, now_ms ("" = Redis TIME), an id unique to this hit,
+/// record (1/0).
 /// Returns {allowed, remaining, reset_after_ms, retry_after_ms}. The arithmetic is that of
 /// `algorithm::sliding_log`.
 const SLIDING_LOG: &str = r#"
@@ -32,8 +31,13 @@ else
 end
 local record = ARGV[6] == '1'
 local floor = now - window
-if record then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', floor) end
-local n = redis.call('ZCOUNT', KEYS[1], '(' .. floor, '+inf')
+local n
+if record then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', floor)
+  n = redis.call('ZCARD', KEYS[1])
+else
+  n = redis.call('ZCOUNT', KEYS[1], '(' .. floor, '+inf')
+end
 local allowed = n + cost <= limit
 if allowed and record then
   local members = {}
@@ -103,74 +107,6 @@ if allowed then return {1, remaining, reset, 0} end
 return {0, remaining, reset, retry}
 "#;
 
-/// A connection to one Redis server or to a Cluster; both reconnect by themselves.
-#[derive(Clone)]
-pub enum RedisConnection {
-    /// One server, through a connection manager.
-    Single(ConnectionManager),
-    /// A Redis Cluster.
-    Cluster(ClusterConnection),
-}
-
-impl RedisConnection {
-    /// Connects to `urls`: one URL is one server; several comma-separated URLs are the
-    /// seed nodes of a Cluster.
-    pub async fn connect(urls: &str) -> Result<Self, RedisError> {
-        let nodes: Vec<&str> = urls
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        if nodes.len() > 1 {
-            let client = ClusterClient::builder(nodes)
-                .connection_timeout(Duration::from_secs(2))
-                .response_timeout(Duration::from_secs(2))
-                .build()?;
-            Ok(RedisConnection::Cluster(
-                client.get_async_connection().await?,
-            ))
-        } else {
-            let client = redis::Client::open(nodes.first().copied().unwrap_or_default())?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(2)))
-                .set_number_of_retries(2)
-                .set_max_delay(Duration::from_millis(500));
-            Ok(RedisConnection::Single(
-                ConnectionManager::new_with_config(client, config).await?,
-            ))
-        }
-    }
-}
-
-impl ConnectionLike for RedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            RedisConnection::Single(c) => c.req_packed_command(cmd),
-            RedisConnection::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            RedisConnection::Single(c) => c.req_packed_commands(cmd, offset, count),
-            RedisConnection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            RedisConnection::Single(c) => c.get_db(),
-            RedisConnection::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
 /// Rate limits in Redis or a Redis Cluster.
 #[derive(Clone)]
 pub struct RedisLimiter {
@@ -179,6 +115,8 @@ pub struct RedisLimiter {
     log: Arc<Script>,
     counter: Arc<Script>,
     clock: Clock,
+    instance: Arc<str>,
+    seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RedisLimiter {
@@ -190,6 +128,8 @@ impl RedisLimiter {
             log: Arc::new(Script::new(SLIDING_LOG)),
             counter: Arc::new(Script::new(SLIDING_COUNTER)),
             clock: Clock::Store,
+            instance: Arc::from(format!("{}:", uuid::Uuid::new_v4().simple())),
+            seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
 
@@ -231,8 +171,15 @@ impl RedisLimiter {
             .manual_ms()
             .map(|m| m.to_string())
             .unwrap_or_default();
+        // Sorted-set members must differ between hits of the same millisecond: this
+        // process's random instance id and a counter make them unique without asking the OS
+        // for randomness on every hit.
         let id = if record {
-            uuid::Uuid::new_v4().simple().to_string()
+            format!(
+                "{}{}",
+                self.instance,
+                self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )
         } else {
             String::new()
         };
@@ -315,12 +262,7 @@ impl LimiterStore for RedisLimiter {
 
 /// Sorts Redis errors into "cannot reach the store" and everything else.
 pub fn map_err(e: RedisError) -> LimiterError {
-    if e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_timeout()
-        || e.is_cluster_error()
-    {
+    if tessera_entity::redis::is_unreachable(&e) {
         LimiterError::Unavailable(e.to_string())
     } else {
         LimiterError::Backend(e.to_string())

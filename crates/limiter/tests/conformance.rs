@@ -462,3 +462,36 @@ fn model_check(backend: &'static str) {
         .unwrap();
     rt.block_on(h.finish());
 }
+
+/// Redis keeps no events past their window: every key carries its own expiry.
+mod redis_keys {
+    use super::*;
+    use tessera_limiter::Algorithm;
+
+    #[tokio::test]
+    async fn keys_expire_with_their_window() {
+        let url = require_redis();
+        let conn = RedisConnection::connect(&url).await.unwrap();
+        let prefix = unique_prefix();
+        let store = RedisLimiter::new(conn.clone()).with_prefix(&prefix);
+        let mut policies = Policies::empty();
+        policies.set(ev("log"), Policy::per_seconds(3, 60));
+        policies.set(ev("ctr"), Policy::per_seconds(3, 60).approximate());
+        let l = Limiter::new(Arc::new(store.clone()), policies);
+        l.hit(&ev("log"), "k", 1).await.unwrap();
+        l.hit(&ev("ctr"), "k", 1).await.unwrap();
+        let mut c = conn.clone();
+        for (event, algorithm, max_ms) in [
+            ("log", Algorithm::SlidingLog, 60_000),
+            ("ctr", Algorithm::SlidingWindowCounter, 120_000),
+        ] {
+            let key = store.redis_key(&ev(event), "k", algorithm);
+            let ttl: i64 = ::redis::cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            assert!(ttl > 0 && ttl <= max_ms, "{key} expires in {ttl} ms");
+        }
+    }
+}

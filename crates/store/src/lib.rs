@@ -19,8 +19,10 @@
 //! - [`TokenStore`]: the contract a backend implements, on hashes and sealed bytes.
 //! - [`Tokens`]: the front every caller uses: generates, hashes, seals and opens.
 //! - [`sql`]: the backend on SQLite and PostgreSQL (sea-orm).
+//! - [`redis`]: the backend on Redis or a Redis Cluster.
 //! - [`seal`]: the AEAD sealing of payloads.
 
+pub mod redis;
 pub mod seal;
 pub mod sql;
 mod tokens;
@@ -30,6 +32,7 @@ use chrono::{DateTime, Utc};
 use std::time::Duration;
 use tessera_entity::{ChallengeHash, TokenHash, TokenType};
 
+pub use redis::RedisTokenStore;
 pub use sql::SqlTokenStore;
 pub use tokens::{ConsumedToken, DEFAULT_PURGE_BATCH, IssuedToken, Tokens};
 

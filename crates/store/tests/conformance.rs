@@ -1,21 +1,33 @@
 //! The token store's specification: one suite of cases, written once, run against every
-//! backend (SQLite in a file, PostgreSQL). Each case gets its own fresh database.
+//! backend (SQLite in a file, PostgreSQL, Redis, a Redis Cluster of three masters started
+//! by the harness). Each case gets its own fresh database or key prefix.
 
 use futures::future::join_all;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tessera_entity::redis::RedisConnection;
 use tessera_entity::{AuthEphemeralToken, Challenge, Token, TokenType, Username};
-use tessera_store::{SqlTokenStore, StoreError, TokenStore, Tokens};
-use tessera_testkit::TestDb;
+use tessera_store::{RedisTokenStore, SqlTokenStore, StoreError, TokenStore, Tokens};
+use tessera_testkit::{RedisCluster, TestDb, require_redis, unique_prefix};
+
+/// Raw access to what a backend stores.
+enum Raw {
+    Sql(TestDb),
+    Redis {
+        conn: RedisConnection,
+        store: RedisTokenStore,
+        prefix: String,
+    },
+}
 
 /// A backend under test, with the raw access some cases need to inspect or tamper with
 /// what it stores.
 struct Harness {
     tokens: Tokens,
     store: Arc<dyn TokenStore>,
-    db: TestDb,
+    raw: Raw,
 }
 
 impl Harness {
@@ -24,8 +36,49 @@ impl Harness {
         Harness {
             tokens: Tokens::new(store.clone()),
             store,
-            db,
+            raw: Raw::Sql(db),
         }
+    }
+
+    async fn redis_on(urls: &str) -> Harness {
+        let conn = RedisConnection::connect(urls)
+            .await
+            .expect("Redis connects");
+        let prefix = unique_prefix();
+        let redis = RedisTokenStore::new(conn.clone()).with_prefix(&prefix);
+        let store: Arc<dyn TokenStore> = Arc::new(redis.clone());
+        Harness {
+            tokens: Tokens::new(store.clone()),
+            store,
+            raw: Raw::Redis {
+                conn,
+                store: redis,
+                prefix,
+            },
+        }
+    }
+
+    async fn redis() -> Harness {
+        Harness::redis_on(&require_redis()).await
+    }
+
+    async fn redis_cluster() -> Harness {
+        let urls = tokio::task::spawn_blocking(|| RedisCluster::shared().urls.clone())
+            .await
+            .unwrap();
+        Harness::redis_on(&urls).await
+    }
+
+    fn db(&self) -> &TestDb {
+        match &self.raw {
+            Raw::Sql(db) => db,
+            Raw::Redis { .. } => unreachable!("SQL access on a Redis harness"),
+        }
+    }
+
+    /// Whether expired records stay until a purge (SQL) or vanish by themselves (Redis).
+    fn purges(&self) -> bool {
+        matches!(self.raw, Raw::Sql(_))
     }
 
     async fn sqlite() -> Harness {
@@ -37,13 +90,17 @@ impl Harness {
     }
 
     fn backend(&self) -> DbBackend {
-        self.db.db.get_database_backend()
+        self.db().db.get_database_backend()
     }
 
-    /// Everything the store holds, as bytes: every column of every row.
+    /// Everything the store holds, as bytes: every column of every row, or every key and
+    /// value.
     async fn dump(&self) -> Vec<u8> {
+        if let Raw::Redis { conn, prefix, .. } = &self.raw {
+            return redis_dump(conn, prefix).await;
+        }
         let rows = self
-            .db
+            .db()
             .db
             .query_all_raw(Statement::from_string(
                 self.backend(),
@@ -71,12 +128,39 @@ impl Harness {
     /// Moves the record of `from` under the hash of `to` (deleting `to`'s own record): what an
     /// attacker with write access to the store might try.
     async fn move_record(&self, from: &Token, to: &Token) {
+        if let Raw::Redis { conn, store, .. } = &self.raw {
+            let mut c = conn.clone();
+            let (from, to) = (store.token_key(&from.hash()), store.token_key(&to.hash()));
+            let dumped: Vec<u8> = ::redis::cmd("DUMP")
+                .arg(&from)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let _: () = ::redis::cmd("DEL")
+                .arg(&to)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let _: () = ::redis::cmd("RESTORE")
+                .arg(&to)
+                .arg(60_000)
+                .arg(dumped)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let _: () = ::redis::cmd("DEL")
+                .arg(&from)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            return;
+        }
         let p = |n: usize| match self.backend() {
             DbBackend::Postgres => format!("${n}"),
             _ => format!("?{n}"),
         };
         let to_hash = to.hash().as_bytes().to_vec();
-        self.db
+        self.db()
             .db
             .execute_raw(Statement::from_sql_and_values(
                 self.backend(),
@@ -89,7 +173,7 @@ impl Harness {
             .await
             .unwrap();
         let moved = self
-            .db
+            .db()
             .db
             .execute_raw(Statement::from_sql_and_values(
                 self.backend(),
@@ -106,8 +190,72 @@ impl Harness {
     }
 
     async fn finish(self) {
-        self.db.finish().await;
+        if let Raw::Sql(db) = self.raw {
+            db.finish().await;
+        }
     }
+}
+
+/// Every key under `prefix` on every node, with its value.
+async fn redis_dump(conn: &RedisConnection, prefix: &str) -> Vec<u8> {
+    let mut c = conn.clone();
+    let nodes: Vec<String> = match conn {
+        RedisConnection::Single(_) => vec![String::new()],
+        RedisConnection::Cluster(_) => RedisCluster::shared()
+            .ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect(),
+    };
+    let mut keys: Vec<String> = Vec::new();
+    for node in nodes {
+        let found: Vec<String> = if node.is_empty() {
+            ::redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query_async(&mut c)
+                .await
+                .unwrap()
+        } else {
+            let mut n = ::redis::Client::open(node)
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            ::redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query_async(&mut n)
+                .await
+                .unwrap()
+        };
+        keys.extend(found);
+    }
+    assert!(!keys.is_empty(), "the dump found the store's keys");
+    let mut out = Vec::new();
+    for key in keys {
+        out.extend(key.as_bytes());
+        let kind: String = ::redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let values: Vec<Vec<u8>> = match kind.as_str() {
+            "hash" => ::redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            "set" => ::redis::cmd("SMEMBERS")
+                .arg(&key)
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            other => panic!("unexpected {other} at {key}"),
+        };
+        for v in values {
+            out.extend(v);
+        }
+    }
+    out
 }
 
 fn user(name: &str) -> Username {
@@ -376,9 +524,10 @@ mod cases {
             );
         }
         tokio::time::sleep(short + Duration::from_millis(150)).await;
-        // Batches of 2: the purge loops until a batch comes back short.
+        // Batches of 2: the purge loops until a batch comes back short. Redis has expired
+        // them by itself.
         let purged = h.tokens.clone().with_purge_batch(2).purge().await.unwrap();
-        assert_eq!(purged, 5);
+        assert_eq!(purged, if h.purges() { 5 } else { 0 });
         assert_eq!(h.tokens.purge().await.unwrap(), 0);
         for t in &live {
             h.tokens
@@ -406,7 +555,8 @@ mod cases {
             .into_iter()
             .map(Result::unwrap)
             .sum();
-        assert_eq!(total, 60, "every expired row deleted exactly once");
+        let expected = if h.purges() { 60 } else { 0 };
+        assert_eq!(total, expected, "every expired row deleted exactly once");
     }
 
     pub async fn racing_consumers_have_one_winner_each(h: &Harness) {
@@ -568,4 +718,4 @@ macro_rules! every_backend {
     };
 }
 
-every_backend!(sqlite, postgres);
+every_backend!(sqlite, postgres, redis, redis_cluster);

@@ -1,0 +1,245 @@
+//! The Redis backend, for one server or a Redis Cluster.
+//!
+//! A token is one hash, `tessera:tok:{HASH}`, with a native TTL, so Redis forgets it by
+//! itself and purge has nothing to do. Consume is one Lua script on that one key: it checks
+//! kind and challenge hash and deletes in the same atomic step, so of concurrent consumers
+//! exactly one gets the record, and a wrong challenge leaves it in place. Revoke reads a
+//! per-user index set, `tessera:tok:idx:{KIND:USER}`, instead of scanning the keyspace;
+//! the index lives in another slot than the tokens, so it is maintained by separate
+//! commands, and a stale entry in it (a consumed or expired token) costs nothing.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redis::{RedisError, Script};
+use std::sync::Arc;
+use tessera_entity::redis::{RedisConnection, is_unreachable};
+use tessera_entity::{ChallengeHash, TokenHash, TokenType};
+
+use crate::{SealedToken, StoreError, StoredRecord, TokenStore};
+
+/// Stores a token with its TTL; answers {created_ms, expires_ms} by Redis's clock.
+/// KEYS[1] token key; ARGV kind, username, provider, challenge hex, sealed, ttl_ms.
+const ISSUE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], 'k', ARGV[1], 'u', ARGV[2], 'p', ARGV[3], 'c', ARGV[4],
+  's', ARGV[5], 't', now, 'e', now + ttl)
+redis.call('PEXPIRE', KEYS[1], ttl)
+return {now, now + ttl}
+"#;
+
+/// Returns and (with ARGV[3] = '1') deletes the token if kind and challenge match.
+/// KEYS[1] token key; ARGV kind, challenge hex ('' for none), delete.
+const TAKE: &str = r#"
+local v = redis.call('HMGET', KEYS[1], 'k', 'c', 'u', 'p', 's', 'e', 't')
+if not v[1] or v[1] ~= ARGV[1] or v[2] ~= ARGV[2] then return false end
+if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
+return {v[3], v[4], v[5], v[6], v[7]}
+"#;
+
+/// Adds a token to a user's index and keeps the index alive as long as its newest token.
+/// KEYS[1] index key; ARGV hash hex, ttl_ms.
+const INDEX: &str = r#"
+redis.call('SADD', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"#;
+
+/// Tokens in Redis or a Redis Cluster.
+#[derive(Clone)]
+pub struct RedisTokenStore {
+    conn: RedisConnection,
+    prefix: Arc<str>,
+    issue: Arc<Script>,
+    take: Arc<Script>,
+    index: Arc<Script>,
+}
+
+impl RedisTokenStore {
+    /// A store on `conn`, with keys under `tessera:tok:`.
+    pub fn new(conn: RedisConnection) -> Self {
+        RedisTokenStore {
+            conn,
+            prefix: Arc::from("tessera:tok:"),
+            issue: Arc::new(Script::new(ISSUE)),
+            take: Arc::new(Script::new(TAKE)),
+            index: Arc::new(Script::new(INDEX)),
+        }
+    }
+
+    /// The same store with keys under another prefix (tests use one each).
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Arc::from(prefix);
+        self
+    }
+
+    /// The key of the token with `hash`.
+    pub fn token_key(&self, hash: &TokenHash) -> String {
+        format!("{}{{{}}}", self.prefix, hash.to_hex())
+    }
+
+    fn index_key(&self, kind: TokenType, username: &str) -> String {
+        let user = username
+            .replace('%', "%25")
+            .replace('{', "%7B")
+            .replace('}', "%7D");
+        format!("{}idx:{{{}:{}}}", self.prefix, kind.as_ref(), user)
+    }
+
+    async fn take(
+        &self,
+        kind: TokenType,
+        hash: &TokenHash,
+        challenge: Option<&ChallengeHash>,
+        delete: bool,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Option<(String, String, Vec<u8>, i64, i64)> = self
+            .take
+            .key(self.token_key(hash))
+            .arg(kind.as_ref())
+            .arg(challenge.map(|c| hex(&c.0)).unwrap_or_default())
+            .arg(if delete { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await
+            .map_err(map_err)?;
+        let Some((username, provider_id, sealed, expires_ms, created_ms)) = reply else {
+            return Ok(None);
+        };
+        let opt = |s: String| (!s.is_empty()).then_some(s);
+        if delete && let Some(user) = opt(username.clone()) {
+            // Best effort: a stale index entry only costs a no-op at revoke.
+            let _: Result<i64, _> = redis::cmd("SREM")
+                .arg(self.index_key(kind, &user))
+                .arg(hash.to_hex())
+                .query_async(&mut conn)
+                .await;
+        }
+        Ok(Some(StoredRecord {
+            kind,
+            username: opt(username),
+            provider_id: opt(provider_id),
+            sealed,
+            expires_at: ms_to_time(expires_ms)?,
+            created_at: ms_to_time(created_ms)?,
+        }))
+    }
+}
+
+fn ms_to_time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Backend(format!("bad timestamp {ms} in Redis")))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[async_trait]
+impl TokenStore for RedisTokenStore {
+    async fn issue(&self, t: SealedToken) -> Result<DateTime<Utc>, StoreError> {
+        let ttl_ms = i64::try_from(t.ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let mut conn = self.conn.clone();
+        // Index first: a token that exists is always revocable.
+        if let Some(user) = &t.username {
+            self.index
+                .key(self.index_key(t.kind, user))
+                .arg(t.hash.to_hex())
+                .arg(ttl_ms)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map_err(map_err)?;
+        }
+        let (_created, expires): (i64, i64) = self
+            .issue
+            .key(self.token_key(&t.hash))
+            .arg(t.kind.as_ref())
+            .arg(t.username.unwrap_or_default())
+            .arg(t.provider_id.unwrap_or_default())
+            .arg(t.challenge_hash.map(|c| hex(&c.0)).unwrap_or_default())
+            .arg(t.sealed)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(map_err)?;
+        ms_to_time(expires)
+    }
+
+    async fn consume(
+        &self,
+        kind: TokenType,
+        hash: &TokenHash,
+        challenge: Option<&ChallengeHash>,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        self.take(kind, hash, challenge, true).await
+    }
+
+    async fn peek(
+        &self,
+        kind: TokenType,
+        hash: &TokenHash,
+        challenge: Option<&ChallengeHash>,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        self.take(kind, hash, challenge, false).await
+    }
+
+    async fn revoke(&self, kind: TokenType, username: &str) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let index = self.index_key(kind, username);
+        let hashes: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&index)
+            .query_async(&mut conn)
+            .await
+            .map_err(map_err)?;
+        let mut revoked = 0;
+        for h in &hashes {
+            // Token keys live in other slots: one DEL each, checking the kind so that an
+            // index can never delete a token of another kind.
+            let key = format!("{}{{{h}}}", self.prefix);
+            let stored_kind: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg("k")
+                .query_async(&mut conn)
+                .await
+                .map_err(map_err)?;
+            if stored_kind.as_deref() == Some(kind.as_ref()) {
+                let n: u64 = redis::cmd("DEL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(map_err)?;
+                revoked += n;
+            }
+        }
+        let _: i64 = redis::cmd("DEL")
+            .arg(&index)
+            .query_async(&mut conn)
+            .await
+            .map_err(map_err)?;
+        Ok(revoked)
+    }
+
+    async fn purge(&self, _batch: u32) -> Result<u64, StoreError> {
+        // Every token key carries its own TTL.
+        Ok(0)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(map_err)
+            .map(drop)
+    }
+}
+
+fn map_err(e: RedisError) -> StoreError {
+    if is_unreachable(&e) {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
