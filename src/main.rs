@@ -1,8 +1,6 @@
 //! The `tessera` command: parses the command line and hands over to `tessera-api`.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use std::sync::Arc;
 use tessera_api::config::{DatabaseArgs, LimitArgs, ServeConfig};
 use tessera_api::{Application, startup};
 use tracing_subscriber::EnvFilter;
@@ -58,13 +56,7 @@ async fn main() -> anyhow::Result<()> {
             purge_batch,
         } => {
             let db = startup::open_database(&database).await?;
-            let store =
-                tessera_store::SqlTokenStore::new(db.clone()).context("opening the token store")?;
-            let limiter = tessera_limiter::SqlLimiter::new(db).context("opening the limiter")?;
-            let state = tessera_api::AppState {
-                tokens: tessera_store::Tokens::new(Arc::new(store)).with_purge_batch(purge_batch),
-                limiter: tessera_limiter::Limiter::new(Arc::new(limiter), limits.policies()?),
-            };
+            let state = startup::open_state(db, &database, limits.policies()?, purge_batch).await?;
             let (tokens, events) = startup::purge(&state).await?;
             println!("{{\"tokens\":{tokens},\"events\":{events}}}");
         }

@@ -162,3 +162,23 @@ async fn the_purge_command_deletes_expired_tokens() {
     assert_eq!(count_tokens(&db).await, 2);
     db.finish().await;
 }
+
+#[test]
+fn serve_keeps_tokens_and_limits_in_redis_when_told_to() {
+    let redis = tessera_testkit::require_redis();
+    let dir = tempfile::tempdir().unwrap();
+    let w = Worker::start(dir.path(), &["--redis-url", &redis]);
+    assert_eq!(get(w.addr, "/readyz").unwrap().0, 200);
+}
+
+#[test]
+fn serve_refuses_to_start_when_redis_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("redis://127.0.0.1:{}", crate::helpers::free_port());
+    let mut cmd = tessera(dir.path());
+    cmd.args(["serve", "--port", "1", "--redis-url", &dead]);
+    let out = run(cmd);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach Redis"), "{err}");
+}

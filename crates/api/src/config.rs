@@ -17,6 +17,12 @@ pub struct DatabaseArgs {
     /// Largest number of pooled database connections per process.
     #[arg(long, env = "TESSERA_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
+
+    /// Redis for tokens and rate limits (the database then keeps only the schema and
+    /// accounts): `redis://HOST:PORT`, or a comma-separated list of node URLs for a Redis
+    /// Cluster.
+    #[arg(long, env = "TESSERA_REDIS_URL")]
+    pub redis_url: Option<String>,
 }
 
 impl DatabaseArgs {

@@ -5,9 +5,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_limiter::{Limiter, LimiterError, SqlLimiter};
+use tessera_entity::redis::RedisConnection;
+use tessera_limiter::{Limiter, LimiterError, LimiterStore, Policies, RedisLimiter, SqlLimiter};
 use tessera_migration::{Migrator, MigratorTrait, SchemaState, schema_state};
-use tessera_store::{SqlTokenStore, StoreError, Tokens};
+use tessera_store::{RedisTokenStore, SqlTokenStore, StoreError, TokenStore, Tokens};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -32,6 +33,14 @@ pub enum StartupError {
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// Redis could not be reached.
+    #[error("cannot reach Redis at {url}: {source}")]
+    Redis {
+        /// The configured URL(s).
+        url: String,
+        /// Why.
+        source: redis::RedisError,
+    },
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -45,6 +54,39 @@ pub enum StartupError {
 /// Opens the database named by `args`.
 pub async fn open_database(args: &DatabaseArgs) -> Result<DatabaseConnection, StartupError> {
     Ok(tessera_store::sql::connect(&args.database_url, args.db_max_connections).await?)
+}
+
+/// The token store and limiter the configuration selects: Redis (or a Cluster) when
+/// `TESSERA_REDIS_URL` is set, else the database.
+pub async fn open_state(
+    db: DatabaseConnection,
+    args: &DatabaseArgs,
+    policies: Policies,
+    purge_batch: u32,
+) -> Result<AppState, StartupError> {
+    let (store, limiter): (Arc<dyn TokenStore>, Arc<dyn LimiterStore>) = match &args.redis_url {
+        Some(url) => {
+            let conn =
+                RedisConnection::connect(url)
+                    .await
+                    .map_err(|source| StartupError::Redis {
+                        url: url.clone(),
+                        source,
+                    })?;
+            (
+                Arc::new(RedisTokenStore::new(conn.clone())),
+                Arc::new(RedisLimiter::new(conn)),
+            )
+        }
+        None => (
+            Arc::new(SqlTokenStore::new(db.clone())?),
+            Arc::new(SqlLimiter::new(db)?),
+        ),
+    };
+    Ok(AppState {
+        tokens: Tokens::new(store).with_purge_batch(purge_batch),
+        limiter: Limiter::new(limiter, policies),
+    })
 }
 
 /// Applies pending migrations (`tessera migrate`); idempotent. Refuses a schema migrated
@@ -111,16 +153,14 @@ impl Application {
             .limits
             .policies()
             .map_err(|e| StartupError::Config(e.to_string()))?;
-        let limiter = Limiter::new(Arc::new(SqlLimiter::new(db.clone())?), policies);
-        let store = SqlTokenStore::new(db)?;
-        let tokens = Tokens::new(Arc::new(store)).with_purge_batch(config.purge_batch);
+        let state = open_state(db, &config.database, policies, config.purge_batch).await?;
         let addr = config.listen_addr();
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
         Ok(Application {
             listener,
-            state: AppState { tokens, limiter },
+            state,
             purge_every: config.purge_every(),
         })
     }

@@ -41,12 +41,15 @@ where
 
 fn policies() -> Policies {
     let mut p = Policies::empty();
-    // Large enough that nearly every hit is admitted and recorded: the costly path.
-    p.set(
-        Event::custom("bench").unwrap(),
-        Policy::per_seconds(1_000_000, 1),
-    );
+    // Auth-sized limits (tens per window) on many keys, as per-IP limits see them: each
+    // caller spreads its hits over 64 keys, few enough per key per second that nearly
+    // every hit is admitted and recorded, the costly path.
+    p.set(Event::custom("bench").unwrap(), Policy::per_seconds(50, 1));
     p
+}
+
+fn key(caller: u64, i: u64) -> String {
+    format!("caller-{caller}-{}", i % 64)
 }
 
 fn bench_redis(c: &mut Criterion, rt: &Runtime) {
@@ -72,10 +75,10 @@ fn bench_redis(c: &mut Criterion, rt: &Runtime) {
                     let conn = conn.clone();
                     let bare = bare.clone();
                     let prefix = prefix.clone();
-                    concurrently(n, iters, move |c, _| {
+                    concurrently(n, iters, move |c, i| {
                         let mut conn = conn.clone();
                         let bare = bare.clone();
-                        let key = format!("{prefix}bare:{{{c}}}");
+                        let key = format!("{prefix}bare:{{{}}}", key(c, i));
                         async move {
                             let _: i64 = bare.key(key).invoke_async(&mut conn).await.unwrap();
                         }
@@ -89,14 +92,11 @@ fn bench_redis(c: &mut Criterion, rt: &Runtime) {
             |b, &n| {
                 b.to_async(rt).iter_custom(|iters| {
                     let limiter = limiter.clone();
-                    concurrently(n, iters, move |c, _| {
+                    concurrently(n, iters, move |c, i| {
                         let limiter = limiter.clone();
                         async move {
                             let event = Event::custom("bench").unwrap();
-                            limiter
-                                .hit(&event, &format!("caller-{c}"), 1)
-                                .await
-                                .unwrap();
+                            limiter.hit(&event, &key(c, i), 1).await.unwrap();
                         }
                     })
                 })
@@ -132,9 +132,9 @@ fn bench_postgres(c: &mut Criterion, rt: &Runtime) {
             |b, &n| {
                 b.to_async(rt).iter_custom(|iters| {
                     let conn = conn.clone();
-                    concurrently(n, iters, move |c, _| {
+                    concurrently(n, iters, move |c, i| {
                         let conn = conn.clone();
-                        async move { bare_insert(&conn, format!("caller-{c}")).await }
+                        async move { bare_insert(&conn, key(c, i)).await }
                     })
                 })
             },
@@ -145,14 +145,11 @@ fn bench_postgres(c: &mut Criterion, rt: &Runtime) {
             |b, &n| {
                 b.to_async(rt).iter_custom(|iters| {
                     let limiter = limiter.clone();
-                    concurrently(n, iters, move |c, _| {
+                    concurrently(n, iters, move |c, i| {
                         let limiter = limiter.clone();
                         async move {
                             let event = Event::custom("bench").unwrap();
-                            limiter
-                                .hit(&event, &format!("caller-{c}"), 1)
-                                .await
-                                .unwrap();
+                            limiter.hit(&event, &key(c, i), 1).await.unwrap();
                         }
                     })
                 })
