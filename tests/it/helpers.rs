@@ -111,3 +111,46 @@ pub fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
     Some((status, body))
 }
+
+/// Starts `n` copies of this test binary, each running the ignored test `name` with `env`,
+/// and releases them together once all are started, so that they race. Answers each child
+/// with the file it writes its result to.
+pub fn race_children(
+    dir: &Path,
+    name: &str,
+    n: usize,
+    env: &[(&str, &str)],
+) -> Vec<(Child, std::path::PathBuf)> {
+    let go = dir.join("go");
+    let children = (0..n)
+        .map(|i| {
+            let out = dir.join(format!("result-{i}"));
+            let child = Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--ignored", "--nocapture"])
+                .envs(env.iter().copied())
+                .env("TESSERA_RACE_GO", &go)
+                .env("TESSERA_RACE_OUT", &out)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("the test binary starts a copy of itself");
+            (child, out)
+        })
+        .collect();
+    // Let every child connect and load its input, then start them together.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&go, b"go").unwrap();
+    children
+}
+
+/// In a child of [`race_children`]: waits for the start, and answers where to write the
+/// result.
+pub async fn wait_for_go() -> std::path::PathBuf {
+    let go = std::path::PathBuf::from(std::env::var("TESSERA_RACE_GO").unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !go.exists() {
+        assert!(Instant::now() < deadline, "never told to go");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    std::path::PathBuf::from(std::env::var("TESSERA_RACE_OUT").unwrap())
+}

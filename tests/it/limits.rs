@@ -5,13 +5,12 @@
 //! concurrently once told to go, and reports how many were admitted.
 
 use futures::future::join_all;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tessera_limiter::redis::RedisConnection;
 use tessera_limiter::{Event, Limiter, LimiterStore, Policies, Policy, RedisLimiter, SqlLimiter};
 use tessera_testkit::{TestDb, require_redis, unique_prefix};
+
+use crate::helpers::{race_children, wait_for_go};
 
 const PROCESSES: usize = 3;
 const HITS_PER_PROCESS: usize = 70;
@@ -30,29 +29,13 @@ fn policies() -> Policies {
 /// total admitted.
 fn race(backend: &[&str]) -> usize {
     let dir = tempfile::tempdir().unwrap();
-    let go = dir.path().join("go");
-    let children: Vec<_> = (0..PROCESSES)
-        .map(|i| {
-            let out = dir.path().join(format!("admitted-{i}"));
-            let child = Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "limits::child_hitter",
-                    "--ignored",
-                    "--nocapture",
-                ])
-                .env("TESSERA_RACE_BACKEND", backend.join(" "))
-                .env("TESSERA_RACE_GO", &go)
-                .env("TESSERA_RACE_OUT", &out)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("the test binary starts a copy of itself");
-            (child, out)
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    std::fs::write(&go, b"go").unwrap();
+    let backend = backend.join(" ");
+    let children = race_children(
+        dir.path(),
+        "limits::child_hitter",
+        PROCESSES,
+        &[("TESSERA_RACE_BACKEND", &backend)],
+    );
     let mut total = 0;
     for (mut child, out) in children {
         assert!(child.wait().unwrap().success(), "a hitting process failed");
@@ -111,12 +94,7 @@ async fn child_hitter() {
     };
     let limiter = Limiter::new(store, policies());
     limiter.ping().await.unwrap();
-    let go = PathBuf::from(std::env::var("TESSERA_RACE_GO").unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !go.exists() {
-        assert!(Instant::now() < deadline, "never told to go");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let out = wait_for_go().await;
     let event = Event::custom("race").unwrap();
     let hits = (0..HITS_PER_PROCESS).map(|_| {
         let limiter = limiter.clone();
@@ -128,9 +106,5 @@ async fn child_hitter() {
         .into_iter()
         .filter(|r| *r.as_ref().unwrap())
         .count();
-    std::fs::write(
-        std::env::var("TESSERA_RACE_OUT").unwrap(),
-        admitted.to_string(),
-    )
-    .unwrap();
+    std::fs::write(out, admitted.to_string()).unwrap();
 }

@@ -8,12 +8,12 @@
 use futures::future::join_all;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tessera_entity::{AuthEphemeralToken, Challenge, TokenType, Username};
 use tessera_store::{SqlTokenStore, StoreError, Tokens};
 use tessera_testkit::TestDb;
+
+use crate::helpers::{race_children, wait_for_go};
 
 const PROCESSES: usize = 3;
 const TOKENS: usize = 200;
@@ -36,33 +36,16 @@ async fn three_processes_race_to_consume_each_token_once() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("tokens");
     std::fs::write(&list, issued.join("\n")).unwrap();
-    let go = dir.path().join("go");
-
-    let children: Vec<_> = (0..PROCESSES)
-        .map(|i| {
-            let out = dir.path().join(format!("won-{i}"));
-            let child = Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "race::child_consumer",
-                    "--ignored",
-                    "--nocapture",
-                ])
-                .env("TESSERA_RACE_DB", &db.url)
-                .env("TESSERA_RACE_TOKENS", &list)
-                .env("TESSERA_RACE_CHALLENGE", challenge.expose())
-                .env("TESSERA_RACE_GO", &go)
-                .env("TESSERA_RACE_OUT", &out)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("the test binary starts a copy of itself");
-            (child, out)
-        })
-        .collect();
-    // Let every child connect and load its list, then start them together.
-    std::thread::sleep(Duration::from_millis(500));
-    std::fs::write(&go, b"go").unwrap();
+    let children = race_children(
+        dir.path(),
+        "race::child_consumer",
+        PROCESSES,
+        &[
+            ("TESSERA_RACE_DB", &db.url),
+            ("TESSERA_RACE_TOKENS", list.to_str().unwrap()),
+            ("TESSERA_RACE_CHALLENGE", challenge.expose()),
+        ],
+    );
 
     let mut wins: HashMap<String, usize> = HashMap::new();
     let mut per_process = Vec::new();
@@ -98,12 +81,7 @@ async fn child_consumer() {
     let tokens = Tokens::new(Arc::new(SqlTokenStore::new(db).unwrap()));
     let list = std::fs::read_to_string(var("TESSERA_RACE_TOKENS")).unwrap();
     let challenge = Challenge::new(std::env::var("TESSERA_RACE_CHALLENGE").unwrap());
-    let go = var("TESSERA_RACE_GO");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !go.exists() {
-        assert!(Instant::now() < deadline, "never told to go");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let out = wait_for_go().await;
     let mut tasks = Vec::new();
     for token in list.lines() {
         for _ in 0..TASKS_PER_TOKEN {
@@ -127,5 +105,5 @@ async fn child_consumer() {
         .into_iter()
         .filter_map(|r| r.unwrap())
         .collect();
-    std::fs::write(var("TESSERA_RACE_OUT"), won.join("\n")).unwrap();
+    std::fs::write(out, won.join("\n")).unwrap();
 }

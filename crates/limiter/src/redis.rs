@@ -15,13 +15,11 @@ pub use tessera_entity::redis::RedisConnection;
 
 use crate::{Algorithm, Clock, Decision, Event, LimiterError, LimiterStore, Policy};
 
-/// Sliding log in a sorted set: one member per admitted unit, scored by its time.
-/// ARGV: limit, window_ms, cost, now_ms ("" = Redis TIME), an id unique to this hit,
-/// record (1/0).
-/// Returns {allowed, remaining, reset_after_ms, retry_after_ms}. The arithmetic is that of
-/// `algorithm::sliding_log`.
-const SLIDING_LOG: &str = r#"
-local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+/// The preamble of both scripts: the arguments they share and "now" — Redis `TIME`, read
+/// inside the script so every worker uses the same clock, unless a test's manual clock
+/// passes it in ARGV[4].
+const PREAMBLE: &str = r#"
+local limit, cost = tonumber(ARGV[1]), tonumber(ARGV[3])
 local now
 if ARGV[4] == '' then
   local t = redis.call('TIME')
@@ -29,6 +27,15 @@ if ARGV[4] == '' then
 else
   now = tonumber(ARGV[4])
 end
+"#;
+
+/// Sliding log in a sorted set: one member per admitted unit, scored by its time.
+/// ARGV: limit, window_ms, cost, now_ms ("" = Redis TIME), an id unique to this hit,
+/// record (1/0).
+/// Returns {allowed, remaining, reset_after_ms, retry_after_ms}. The arithmetic is that of
+/// `algorithm::sliding_log`.
+const SLIDING_LOG: &str = r#"
+local window = tonumber(ARGV[2])
 local record = ARGV[6] == '1'
 local floor = now - window
 local n
@@ -65,14 +72,7 @@ return {0, remaining, reset_after, tonumber(oldest[2]) + window - now}
 /// Sliding-window counter in a hash {s: window start, p: previous count, c: current count}.
 /// Same ARGV and reply as the log; the arithmetic is that of `algorithm::sliding_counter`.
 const SLIDING_COUNTER: &str = r#"
-local limit, w, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local now
-if ARGV[4] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-  now = tonumber(ARGV[4])
-end
+local w = tonumber(ARGV[2])
 local record = ARGV[6] == '1'
 local start = now - (now % w)
 local s = redis.call('HMGET', KEYS[1], 's', 'p', 'c')
@@ -125,8 +125,8 @@ impl RedisLimiter {
         RedisLimiter {
             conn,
             prefix: Arc::from("tessera:rl:"),
-            log: Arc::new(Script::new(SLIDING_LOG)),
-            counter: Arc::new(Script::new(SLIDING_COUNTER)),
+            log: Arc::new(Script::new(&[PREAMBLE, SLIDING_LOG].concat())),
+            counter: Arc::new(Script::new(&[PREAMBLE, SLIDING_COUNTER].concat())),
             clock: Clock::Store,
             instance: Arc::from(format!("{}:", uuid::Uuid::new_v4().simple())),
             seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
