@@ -56,8 +56,9 @@ async fn main() -> anyhow::Result<()> {
             purge_batch,
         } => {
             let db = startup::open_database(&database).await?;
-            let state = startup::open_state(db, &database, limits.policies()?, purge_batch).await?;
-            let (tokens, events) = startup::purge(&state).await?;
+            let (tokens, limiter) =
+                startup::open_stores(db, &database, limits.policies()?, purge_batch).await?;
+            let (tokens, events) = startup::purge(&tokens, &limiter).await?;
             println!("{{\"tokens\":{tokens},\"events\":{events}}}");
         }
     }

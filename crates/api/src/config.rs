@@ -80,6 +80,24 @@ pub struct ServeConfig {
     #[arg(long, env = "TESSERA_PURGE_INTERVAL", default_value_t = 60)]
     pub purge_interval: u64,
 
+    /// Service keys for `/v1`, comma-separated; with none, `/v1` refuses every request.
+    #[arg(
+        long,
+        env = "TESSERA_API_KEYS",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub api_keys: String,
+
+    /// Largest request body in bytes; larger ones get 413 `body_too_large`.
+    #[arg(long, env = "TESSERA_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+
+    /// Seconds a request may take before it is answered 503 `timeout`.
+    #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", default_value_t = 10)]
+    pub request_timeout: u64,
+
     /// Rows one purge statement deletes at most, so that a purge never holds long locks.
     #[arg(long, env = "TESSERA_PURGE_BATCH", default_value_t = tessera_store::DEFAULT_PURGE_BATCH)]
     pub purge_batch: u32,

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tessera_limiter::LimiterError;
 use tessera_store::StoreError;
+use utoipa::ToSchema;
 
 /// Everything a handler can answer besides success.
 #[derive(Debug, thiserror::Error)]
@@ -16,9 +17,45 @@ pub enum AppError {
     /// The store (database or Redis) cannot be reached.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
+    /// No valid service key (or none configured).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// A well-formed body with a missing, unknown or invalid field.
+    #[error("invalid field `{field}`: {detail}")]
+    Validation {
+        /// The field, as a JSON path (`cost`, `data.return_to`).
+        field: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A body that is not JSON at all.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// A body whose content type is not JSON.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// A body over the size limit.
+    #[error("body too large")]
+    BodyTooLarge,
+    /// No such route.
+    #[error("not found")]
+    NotFound,
+    /// The request took longer than the configured timeout.
+    #[error("request timed out")]
+    Timeout,
     /// Anything else that is the server's fault.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl AppError {
+    /// A validation error on `field`.
+    pub fn field(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        AppError::Validation {
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
 }
 
 impl From<StoreError> for AppError {
@@ -35,16 +72,22 @@ impl From<LimiterError> for AppError {
     fn from(e: LimiterError) -> Self {
         match e {
             LimiterError::Unavailable(m) => AppError::StoreUnavailable(m),
-            other => AppError::Internal(other.to_string()),
+            LimiterError::UnknownEvent(ev) => {
+                AppError::field("event", format!("no rate-limit policy for `{ev}`"))
+            }
+            e @ LimiterError::InvalidCost { .. } => AppError::field("cost", e.to_string()),
+            e @ LimiterError::InvalidKey => AppError::field("key", e.to_string()),
+            LimiterError::Backend(m) => AppError::Internal(m),
         }
     }
 }
 
-/// The body of a problem response.
-#[derive(Debug, Serialize)]
+/// The body of a problem response (RFC 7807).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
-    /// A URI naming the kind of problem (`about:blank` where none is defined).
+    /// A URI naming the kind of problem (`about:blank`: the status says it).
     #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
     pub kind: &'static str,
     /// A short summary.
     pub title: &'static str,
@@ -53,25 +96,72 @@ pub struct Problem {
     /// What happened, for a person.
     pub detail: String,
     /// The stable machine-readable code clients branch on.
+    #[schema(example = "invalid_or_expired_token")]
     pub code: &'static str,
+    /// The offending field, for `validation_failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl AppError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
+        use AppError as E;
         match self {
-            AppError::InvalidOrExpiredToken => (
+            E::InvalidOrExpiredToken => (
                 StatusCode::NOT_FOUND,
                 "invalid_or_expired_token",
                 "Invalid or expired token",
                 "the token is unknown, expired, already used, or not valid here".into(),
             ),
-            AppError::StoreUnavailable(_) => (
+            E::StoreUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
                 "Store unavailable",
-                "the token store cannot be reached; try again shortly".into(),
+                "the store cannot be reached; try again shortly".into(),
             ),
-            AppError::Internal(_) => (
+            E::Unauthorized(detail) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                detail.clone(),
+            ),
+            E::Validation { detail, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "Invalid request",
+                detail.clone(),
+            ),
+            E::MalformedJson(detail) => (
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "Malformed JSON",
+                detail.clone(),
+            ),
+            E::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+                "the body must be JSON, sent with Content-Type: application/json".into(),
+            ),
+            E::BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "Body too large",
+                "the request body is over the size limit".into(),
+            ),
+            E::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Not found",
+                "no such route".into(),
+            ),
+            E::Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "Timeout",
+                "the request took too long; try again".into(),
+            ),
+            E::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
                 "Internal error",
@@ -85,21 +175,31 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code, title, detail) = self.parts();
         if status.is_server_error() {
-            // The cause stays in the log; the client gets the stable code only.
+            // The cause stays in the log (with the request's span and id); the client gets
+            // the stable code only.
             tracing::error!(code, error = %self, "request failed");
         }
+        let field = match &self {
+            AppError::Validation { field, .. } => Some(field.clone()),
+            _ => None,
+        };
         let body = Problem {
             kind: "about:blank",
             title,
             status: status.as_u16(),
             detail,
             code,
+            field,
         };
         let mut res = (status, axum::Json(body)).into_response();
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         res
     }
 }

@@ -1,30 +1,64 @@
 //! Tessera's HTTP service.
 //!
-//! [`Application::build`] opens the store named by the configuration, checks (or applies)
-//! the schema, and binds the listener; [`Application::run_until_stopped`] serves until the
-//! shutdown future resolves, finishing requests in flight, with the periodic purge running
-//! beside it. [`router`] builds the routes on an [`AppState`], so tests drive them without a
-//! socket.
+//! [`Application::build`] opens the stores named by the configuration, checks (or
+//! applies) the schema, and binds the listener; [`Application::run_until_stopped`] serves
+//! until the shutdown future resolves, finishing requests in flight, with the periodic
+//! purge running beside it. [`router`] builds the routes on an [`AppState`], so tests drive
+//! them without a socket.
 //!
 //! # Layout
 //!
 //! - [`config`]: every setting, as clap arguments with `TESSERA_*` environment variables.
 //! - [`error`]: [`AppError`], the one error type, rendered as RFC 7807 problem+json.
-//! - [`startup`]: [`Application`], schema checks, the purge task.
+//! - [`extract`]: the JSON extractor that names the offending field.
+//! - [`auth`]: service keys for `/v1`.
+//! - [`telemetry`]: request ids, logs, metrics, timeouts.
+//! - [`openapi`]: the generated OpenAPI document and `/docs`.
+//! - [`startup`]: [`Application`], backend selection, schema checks, the purge task.
 //! - `routes`: one module per group of routes, each exposing `router()`.
 
+pub mod auth;
 pub mod config;
 pub mod error;
+pub mod extract;
+pub mod openapi;
 mod routes;
 pub mod startup;
+pub mod telemetry;
 
+pub use auth::ApiKeys;
 pub use config::{DatabaseArgs, ServeConfig};
 pub use error::AppError;
 pub use startup::{Application, StartupError};
 
-use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Request;
+use axum::{Router, middleware};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::time::Duration;
 use tessera_limiter::Limiter;
 use tessera_store::Tokens;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+/// Limits every request is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body, in bytes.
+    pub body_bytes: usize,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -33,11 +67,55 @@ pub struct AppState {
     pub tokens: Tokens,
     /// The rate limiter.
     pub limiter: Limiter,
+    /// The service keys of `/v1`.
+    pub api_keys: ApiKeys,
+    /// The Prometheus recorder, rendered at `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Body size and time limits.
+    pub limits: Limits,
 }
 
-/// All routes on `state`.
+impl AppState {
+    /// A state over `tokens` and `limiter`, with `api_keys` and default limits.
+    pub fn new(tokens: Tokens, limiter: Limiter, api_keys: ApiKeys) -> Self {
+        AppState {
+            tokens,
+            limiter,
+            api_keys,
+            metrics: telemetry::metrics_handle(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// All routes on `state`, in the layers every request goes through: a request id (taken
+/// from `x-request-id` or made), a log line per request carrying it, metrics, the timeout
+/// and the body limit.
 pub fn router(state: AppState) -> Router {
+    let limits = state.limits;
     Router::new()
         .merge(routes::health::router())
+        .merge(routes::v1::router(state.clone()))
+        .merge(openapi::router())
+        .fallback(telemetry::not_found)
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(middleware::from_fn(move |req, next| {
+            telemetry::timeout(limits.request_timeout, req, next)
+        }))
+        .layer(middleware::from_fn(telemetry::record_metrics))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }

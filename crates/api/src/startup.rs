@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{DatabaseArgs, ServeConfig};
-use crate::{AppState, router};
+use crate::{ApiKeys, AppState, Limits, router};
 
 /// Why the service did not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +58,12 @@ pub async fn open_database(args: &DatabaseArgs) -> Result<DatabaseConnection, St
 
 /// The token store and limiter the configuration selects: Redis (or a Cluster) when
 /// `TESSERA_REDIS_URL` is set, else the database.
-pub async fn open_state(
+pub async fn open_stores(
     db: DatabaseConnection,
     args: &DatabaseArgs,
     policies: Policies,
     purge_batch: u32,
-) -> Result<AppState, StartupError> {
+) -> Result<(Tokens, Limiter), StartupError> {
     let (store, limiter): (Arc<dyn TokenStore>, Arc<dyn LimiterStore>) = match &args.redis_url {
         Some(url) => {
             let conn =
@@ -83,10 +83,10 @@ pub async fn open_state(
             Arc::new(SqlLimiter::new(db)?),
         ),
     };
-    Ok(AppState {
-        tokens: Tokens::new(store).with_purge_batch(purge_batch),
-        limiter: Limiter::new(limiter, policies),
-    })
+    Ok((
+        Tokens::new(store).with_purge_batch(purge_batch),
+        Limiter::new(limiter, policies),
+    ))
 }
 
 /// Applies pending migrations (`tessera migrate`); idempotent. Refuses a schema migrated
@@ -153,7 +153,16 @@ impl Application {
             .limits
             .policies()
             .map_err(|e| StartupError::Config(e.to_string()))?;
-        let state = open_state(db, &config.database, policies, config.purge_batch).await?;
+        let (tokens, limiter) =
+            open_stores(db, &config.database, policies, config.purge_batch).await?;
+        let mut state = AppState::new(tokens, limiter, ApiKeys::parse(&config.api_keys));
+        state.limits = Limits {
+            body_bytes: config.body_limit,
+            request_timeout: Duration::from_secs(config.request_timeout.max(1)),
+        };
+        if state.api_keys.is_empty() {
+            tracing::warn!("no TESSERA_API_KEYS configured: /v1 refuses every request");
+        }
         let addr = config.listen_addr();
         let listener = TcpListener::bind(addr)
             .await
@@ -196,10 +205,10 @@ impl Application {
 
 /// Deletes expired tokens and events older than the longest window, now: bounded batches
 /// that skip rows another worker is deleting, so every worker may run it at once.
-pub async fn purge(state: &AppState) -> Result<(u64, u64), crate::AppError> {
-    let tokens = state.tokens.purge().await?;
-    let events = state.limiter.purge(state.tokens.purge_batch()).await?;
-    Ok((tokens, events))
+pub async fn purge(tokens: &Tokens, limiter: &Limiter) -> Result<(u64, u64), crate::AppError> {
+    let deleted_tokens = tokens.purge().await?;
+    let events = limiter.purge(tokens.purge_batch()).await?;
+    Ok((deleted_tokens, events))
 }
 
 /// Purges every `every`, on every worker.
@@ -212,7 +221,7 @@ async fn purge_loop(state: AppState, every: Duration, mut stop: watch::Receiver<
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
-        match purge(&state).await {
+        match purge(&state.tokens, &state.limiter).await {
             Ok((0, 0)) => {}
             Ok((tokens, events)) => tracing::info!(tokens, events, "purged expired state"),
             Err(e) => tracing::warn!(error = %e, "purge failed; retrying at the next interval"),

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use strum::{AsRefStr, Display, EnumIter, EnumString, IntoStaticStr};
+use utoipa::ToSchema;
 
 /// The kind of an ephemeral token, stored as its snake_case name.
 ///
@@ -20,6 +21,7 @@ use strum::{AsRefStr, Display, EnumIter, EnumString, IntoStaticStr};
     EnumIter,
     Serialize,
     Deserialize,
+    ToSchema,
 )]
 #[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]

@@ -1,0 +1,498 @@
+//! `/v1`: the token store and the rate limiter as a service for other services, behind a
+//! service key.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+use tessera_entity::{AuthEphemeralToken, Challenge, TokenType, Username};
+use tessera_limiter::{Decision, Event};
+use tessera_store::{ConsumedToken, StoreError};
+use utoipa::ToSchema;
+
+use crate::auth::require_service_key;
+use crate::error::Problem;
+use crate::extract::ApiJson;
+use crate::{AppError, AppState};
+
+/// The longest lifetime a token may be issued with: 30 days.
+pub const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
+
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1/tokens", post(issue))
+        .route("/v1/tokens/consume", post(consume))
+        .route("/v1/tokens/peek", post(peek))
+        .route("/v1/tokens/revoke", post(revoke))
+        .route("/v1/ratelimit/hit", post(hit))
+        .route("/v1/ratelimit/peek", post(ratelimit_peek))
+        .route("/v1/ratelimit/reset", post(reset))
+        .route("/v1/admin/purge", post(purge))
+        .route_layer(middleware::from_fn_with_state(state, require_service_key))
+}
+
+/// A token to issue: `kind` and exactly the fields that kind carries.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    /// The kind of token.
+    pub kind: TokenType,
+    /// The user (every kind but `oidc_state`).
+    pub username: Option<String>,
+    /// The OIDC provider (`oidc_state`).
+    pub provider_id: Option<String>,
+    /// The OIDC nonce (`oidc_state`).
+    pub nonce: Option<String>,
+    /// The PKCE verifier (`oidc_state`).
+    pub code_verifier: Option<String>,
+    /// A value the token is bound to (required for `mfa_enforce`); consume and peek must
+    /// present it.
+    pub challenge: Option<String>,
+    /// Hash of a mailed code (`email_otp_setup`).
+    pub code_hash: Option<String>,
+    /// Free-form data (required for `download`: the resource).
+    pub data: Option<Value>,
+    /// Lifetime in seconds (1 to 2592000); the kind's default otherwise.
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A freshly issued token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedResponse {
+    /// The token: shown once, stored only as its hash.
+    pub token: String,
+    /// Its kind.
+    pub kind: TokenType,
+    /// When it expires, by the store's clock.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A token to consume or peek at.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The kind the token must be.
+    pub kind: TokenType,
+    /// The token.
+    pub token: String,
+    /// The challenge, for a token bound to one.
+    pub challenge: Option<String>,
+}
+
+/// What a token carried.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenRecord {
+    /// Its kind.
+    pub kind: TokenType,
+    /// The user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The OIDC provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    /// The OIDC nonce.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// The PKCE verifier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_verifier: Option<String>,
+    /// The hash of a mailed code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_hash: Option<String>,
+    /// Free-form data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// When it expires (or would have), by the store's clock.
+    pub expires_at: DateTime<Utc>,
+    /// When it was issued.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ConsumedToken> for TokenRecord {
+    fn from(t: ConsumedToken) -> Self {
+        TokenRecord {
+            kind: t.kind,
+            username: t.username,
+            provider_id: t.provider_id,
+            nonce: t.payload.nonce,
+            code_verifier: t.payload.code_verifier,
+            code_hash: t.payload.code_hash,
+            data: t.payload.data,
+            expires_at: t.expires_at,
+            created_at: t.created_at,
+        }
+    }
+}
+
+/// Tokens of one kind for one user.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// The kind.
+    pub kind: TokenType,
+    /// The user.
+    pub username: String,
+}
+
+/// How many tokens were revoked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevokeResponse {
+    /// The number removed.
+    pub revoked: u64,
+}
+
+/// A rate-limited event for a key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HitRequest {
+    /// The event: one of Tessera's (`2fa_attempt`, `login_ip`, ...) or one configured with
+    /// `TESSERA_RATE_LIMITS`.
+    pub event: String,
+    /// The subject: a username, an IP, any string of 1 to 255 characters.
+    pub key: String,
+    /// Units this hit counts for (1 to the limit); 1 by default.
+    pub cost: Option<u32>,
+}
+
+/// An event and key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitKeyRequest {
+    /// The event.
+    pub event: String,
+    /// The key.
+    pub key: String,
+}
+
+/// A rate-limit decision.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionResponse {
+    /// Whether the hit was admitted (peek: whether a hit of cost 1 would be).
+    pub allowed: bool,
+    /// The policy's limit per window.
+    pub limit: u32,
+    /// Units still available now.
+    pub remaining: u32,
+    /// Milliseconds until the full limit is available again.
+    pub reset_after_ms: u64,
+    /// Milliseconds until the same hit would be admitted; 0 when it was.
+    pub retry_after_ms: u64,
+}
+
+/// What a purge deleted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PurgeResponse {
+    /// Expired tokens deleted.
+    pub tokens: u64,
+    /// Rate-limit events older than the longest window deleted.
+    pub events: u64,
+}
+
+fn username(value: Option<String>, kind: TokenType) -> Result<Username, AppError> {
+    let v = value.ok_or_else(|| AppError::field("username", format!("required for {kind}")))?;
+    Username::parse(v).map_err(|e| AppError::field("username", e.to_string()))
+}
+
+fn required(value: Option<String>, name: &str, kind: TokenType) -> Result<String, AppError> {
+    value.ok_or_else(|| AppError::field(name, format!("required for {kind}")))
+}
+
+fn forbid(present: bool, name: &str, kind: TokenType) -> Result<(), AppError> {
+    if present {
+        Err(AppError::field(name, format!("not used by {kind}")))
+    } else {
+        Ok(())
+    }
+}
+
+/// Builds the typed token of the request's kind, refusing missing and foreign fields.
+fn new_token(r: IssueRequest) -> Result<AuthEphemeralToken, AppError> {
+    use TokenType as K;
+    let kind = r.kind;
+    if kind != K::OidcState {
+        forbid(r.provider_id.is_some(), "provider_id", kind)?;
+        forbid(r.nonce.is_some(), "nonce", kind)?;
+        forbid(r.code_verifier.is_some(), "code_verifier", kind)?;
+    }
+    if kind != K::EmailOtpSetup {
+        forbid(r.code_hash.is_some(), "code_hash", kind)?;
+    }
+    let mut data = r.data;
+    let mut challenge = r.challenge.map(Challenge::new);
+    let token = match kind {
+        K::PreAuth => {
+            AuthEphemeralToken::new_pre_auth(username(r.username, kind)?, challenge.take())
+        }
+        K::OidcState => {
+            forbid(r.username.is_some(), "username", kind)?;
+            AuthEphemeralToken::new_oidc_state(
+                required(r.provider_id, "provider_id", kind)?,
+                required(r.nonce, "nonce", kind)?,
+                required(r.code_verifier, "code_verifier", kind)?,
+            )
+        }
+        K::OidcExchange => AuthEphemeralToken::new_oidc_exchange(username(r.username, kind)?),
+        K::PasswordReset => AuthEphemeralToken::new_password_reset(username(r.username, kind)?),
+        K::EmailOtpSetup => AuthEphemeralToken::new_email_otp_setup(
+            username(r.username, kind)?,
+            required(r.code_hash, "code_hash", kind)?,
+        ),
+        K::Download => AuthEphemeralToken::new_download(
+            username(r.username, kind)?,
+            data.take()
+                .ok_or_else(|| AppError::field("data", format!("required for {kind}")))?,
+        ),
+        K::MfaEnforce => AuthEphemeralToken::new_mfa_enforce(
+            username(r.username, kind)?,
+            challenge
+                .take()
+                .ok_or_else(|| AppError::field("challenge", format!("required for {kind}")))?,
+        ),
+    };
+    let mut token = match challenge {
+        Some(c) => token.with_challenge(c),
+        None => token,
+    };
+    if let Some(d) = data {
+        token = token.with_data(d);
+    }
+    if let Some(ttl) = r.ttl_seconds {
+        if !(1..=MAX_TTL_SECONDS).contains(&ttl) {
+            return Err(AppError::field(
+                "ttl_seconds",
+                format!("between 1 and {MAX_TTL_SECONDS}"),
+            ));
+        }
+        token = token.with_ttl(Duration::from_secs(ttl));
+    }
+    Ok(token)
+}
+
+fn count_token(kind: TokenType, op: &'static str, result: &Result<impl Sized, StoreError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(StoreError::InvalidOrExpired) => "invalid",
+        Err(_) => "error",
+    };
+    metrics::counter!("tessera_tokens_total", "kind" => kind.as_ref().to_owned(), "op" => op, "outcome" => outcome)
+        .increment(1);
+}
+
+/// Issue a token.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = IssueRequest,
+    security(("service_key" = [])),
+    responses(
+        (status = 201, description = "Issued", body = IssuedResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing, unknown or invalid for the kind", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn issue(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<IssueRequest>,
+) -> Result<(StatusCode, Json<IssuedResponse>), AppError> {
+    let kind = req.kind;
+    let new = new_token(req)?;
+    let issued = state.tokens.issue(new).await;
+    count_token(kind, "issue", &issued);
+    let issued = issued?;
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedResponse {
+            token: issued.token.expose().to_owned(),
+            kind,
+            expires_at: issued.expires_at,
+        }),
+    ))
+}
+
+/// Consume a token: once, on any worker.
+#[utoipa::path(post, path = "/v1/tokens/consume", tag = "tokens", request_body = TokenRequest,
+    security(("service_key" = [])),
+    responses(
+        (status = 200, description = "Consumed: what the token carried", body = TokenRecord),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown, expired, used, other kind or wrong challenge: `invalid_or_expired_token`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn consume(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<TokenRequest>,
+) -> Result<Json<TokenRecord>, AppError> {
+    let challenge = req.challenge.map(Challenge::new);
+    let got = state
+        .tokens
+        .consume(req.kind, &req.token, challenge.as_ref())
+        .await;
+    count_token(req.kind, "consume", &got);
+    Ok(Json(got?.into()))
+}
+
+/// Read a token without consuming it.
+#[utoipa::path(post, path = "/v1/tokens/peek", tag = "tokens", request_body = TokenRequest,
+    security(("service_key" = [])),
+    responses(
+        (status = 200, description = "What the token carries", body = TokenRecord),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`invalid_or_expired_token`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn peek(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<TokenRequest>,
+) -> Result<Json<TokenRecord>, AppError> {
+    let challenge = req.challenge.map(Challenge::new);
+    let got = state
+        .tokens
+        .peek(req.kind, &req.token, challenge.as_ref())
+        .await;
+    count_token(req.kind, "peek", &got);
+    Ok(Json(got?.into()))
+}
+
+/// Revoke every token of a kind for a user.
+#[utoipa::path(post, path = "/v1/tokens/revoke", tag = "tokens", request_body = RevokeRequest,
+    security(("service_key" = [])),
+    responses(
+        (status = 200, description = "Revoked", body = RevokeResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RevokeRequest>,
+) -> Result<Json<RevokeResponse>, AppError> {
+    let user =
+        Username::parse(req.username).map_err(|e| AppError::field("username", e.to_string()))?;
+    let revoked = state.tokens.revoke(req.kind, &user).await;
+    count_token(req.kind, "revoke", &revoked);
+    Ok(Json(RevokeResponse { revoked: revoked? }))
+}
+
+fn event(name: &str) -> Result<Event, AppError> {
+    name.parse()
+        .map_err(|e: tessera_limiter::InvalidEvent| AppError::field("event", e.to_string()))
+}
+
+fn decision_response(state: &AppState, event: &Event, d: Decision) -> Result<Response, AppError> {
+    let window = state.limiter.policy(event)?.window;
+    let mut headers = HeaderMap::new();
+    let name = event.as_str();
+    let value =
+        |s: String| HeaderValue::from_str(&s).map_err(|e| AppError::Internal(e.to_string()));
+    headers.insert("ratelimit-policy", value(d.policy_header(name, window))?);
+    headers.insert("ratelimit", value(d.ratelimit_header(name))?);
+    if let Some(r) = d.retry_after_header() {
+        headers.insert("retry-after", value(r)?);
+    }
+    let body = DecisionResponse {
+        allowed: d.allowed,
+        limit: d.limit,
+        remaining: d.remaining,
+        reset_after_ms: d.reset_after.as_millis() as u64,
+        retry_after_ms: d.retry_after.as_millis() as u64,
+    };
+    Ok((headers, Json(body)).into_response())
+}
+
+/// Check and record a hit. A denial is an answer too: 200 with `allowed: false`.
+#[utoipa::path(post, path = "/v1/ratelimit/hit", tag = "ratelimit", request_body = HitRequest,
+    security(("service_key" = [])),
+    responses(
+        (status = 200, description = "The decision, with RateLimit-Policy, RateLimit and (when denied) Retry-After headers", body = DecisionResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown event, bad key or cost", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn hit(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<HitRequest>,
+) -> Result<Response, AppError> {
+    let ev = event(&req.event)?;
+    let d = state
+        .limiter
+        .hit(&ev, &req.key, req.cost.unwrap_or(1))
+        .await?;
+    metrics::counter!("tessera_ratelimit_decisions_total", "event" => ev.as_str().to_owned(), "allowed" => if d.allowed { "true" } else { "false" })
+        .increment(1);
+    decision_response(&state, &ev, d)
+}
+
+/// The current state of a key, recording nothing.
+#[utoipa::path(post, path = "/v1/ratelimit/peek", tag = "ratelimit", request_body = LimitKeyRequest,
+    security(("service_key" = [])),
+    responses(
+        (status = 200, description = "The state now", body = DecisionResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown event or bad key", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn ratelimit_peek(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LimitKeyRequest>,
+) -> Result<Response, AppError> {
+    let ev = event(&req.event)?;
+    let d = state.limiter.peek(&ev, &req.key).await?;
+    decision_response(&state, &ev, d)
+}
+
+/// Forget a key's events.
+#[utoipa::path(post, path = "/v1/ratelimit/reset", tag = "ratelimit", request_body = LimitKeyRequest,
+    security(("service_key" = [])),
+    responses(
+        (status = 204, description = "Reset"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown event or bad key", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn reset(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LimitKeyRequest>,
+) -> Result<StatusCode, AppError> {
+    let ev = event(&req.event)?;
+    state.limiter.reset(&ev, &req.key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete expired tokens and stale events now.
+#[utoipa::path(post, path = "/v1/admin/purge", tag = "admin",
+    security(("service_key" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = PurgeResponse),
+        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn purge(State(state): State<AppState>) -> Result<Json<PurgeResponse>, AppError> {
+    let (tokens, events) = crate::startup::purge(&state.tokens, &state.limiter).await?;
+    Ok(Json(PurgeResponse { tokens, events }))
+}

@@ -1,0 +1,468 @@
+//! `/v1` driven through the router without a socket, on a fresh SQLite database per test:
+//! every route's happy path and its error cases.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tessera_api::{ApiKeys, AppState, router};
+use tessera_limiter::{Limiter, Policies, SqlLimiter};
+use tessera_store::{SqlTokenStore, Tokens};
+use tessera_testkit::TestDb;
+use tower::ServiceExt;
+
+const KEY: &str = "test-service-key";
+
+async fn state(keys: &str) -> (AppState, TestDb) {
+    let db = TestDb::sqlite_file().await;
+    let tokens = Tokens::new(Arc::new(SqlTokenStore::new(db.db.clone()).unwrap()));
+    let mut policies = Policies::default();
+    policies.apply_overrides("demo=3/1m").unwrap();
+    let limiter = Limiter::new(Arc::new(SqlLimiter::new(db.db.clone()).unwrap()), policies);
+    (AppState::new(tokens, limiter, ApiKeys::parse(keys)), db)
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+async fn call(
+    state: &AppState,
+    path: &str,
+    auth: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Answer {
+    let mut req = Request::post(path).header(header::CONTENT_TYPE, content_type);
+    if let Some(a) = auth {
+        req = req.header(header::AUTHORIZATION, a);
+    }
+    let res = router(state.clone())
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn post(state: &AppState, path: &str, body: Value) -> Answer {
+    call(
+        state,
+        path,
+        Some(&format!("Bearer {KEY}")),
+        "application/json",
+        body.to_string().into_bytes(),
+    )
+    .await
+}
+
+fn assert_problem(a: &Answer, status: StatusCode, code: &str) {
+    assert_eq!(a.status, status, "{}", a.body);
+    assert_eq!(a.body["code"], code, "{}", a.body);
+    assert_eq!(a.body["status"], status.as_u16());
+    assert_eq!(
+        a.headers[header::CONTENT_TYPE],
+        "application/problem+json",
+        "errors are problem+json"
+    );
+}
+
+/// A valid body for each route, and a field each route refuses.
+fn routes() -> Vec<(&'static str, Value, Value)> {
+    vec![
+        (
+            "/v1/tokens",
+            json!({"kind": "password_reset", "username": "ann"}),
+            json!({"kind": "pre_auth"}),
+        ),
+        (
+            "/v1/tokens/consume",
+            json!({"kind": "download", "token": "tsr_dl_x"}),
+            json!({"kind": "download"}),
+        ),
+        (
+            "/v1/tokens/peek",
+            json!({"kind": "download", "token": "tsr_dl_x"}),
+            json!({"token": "tsr_dl_x"}),
+        ),
+        (
+            "/v1/tokens/revoke",
+            json!({"kind": "download", "username": "ann"}),
+            json!({"kind": "download"}),
+        ),
+        (
+            "/v1/ratelimit/hit",
+            json!({"event": "demo", "key": "k"}),
+            json!({"event": "demo"}),
+        ),
+        (
+            "/v1/ratelimit/peek",
+            json!({"event": "demo", "key": "k"}),
+            json!({"key": "k"}),
+        ),
+        (
+            "/v1/ratelimit/reset",
+            json!({"event": "demo", "key": "k"}),
+            json!({"event": "demo"}),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_route_refuses_a_missing_or_wrong_key_and_touches_nothing() {
+    let (s, db) = state(KEY).await;
+    let mut paths: Vec<(&str, Value)> = routes().into_iter().map(|(p, ok, _)| (p, ok)).collect();
+    paths.push(("/v1/admin/purge", json!({})));
+    for (path, body) in paths {
+        for auth in [
+            None,
+            Some("Bearer wrong-key"),
+            Some("Basic dGVzdA=="),
+            Some(KEY),
+        ] {
+            let a = call(
+                &s,
+                path,
+                auth,
+                "application/json",
+                body.to_string().into_bytes(),
+            )
+            .await;
+            assert_problem(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+            assert_eq!(a.headers[header::WWW_AUTHENTICATE], "Bearer");
+        }
+    }
+    let a = call(
+        &s,
+        "/v1/tokens",
+        Some("Bearer nope"),
+        "application/json",
+        json!({"kind": "password_reset", "username": "ann"})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    use sea_orm::{ConnectionTrait, Statement};
+    let n: i64 = db
+        .db
+        .query_one_raw(Statement::from_string(
+            db.db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM auth_ephemeral_tokens",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+    assert_eq!(n, 0, "an unauthorised request stores nothing");
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn with_no_key_configured_v1_is_closed_and_says_how_to_open_it() {
+    let (s, db) = state("").await;
+    let a = post(
+        &s,
+        "/v1/tokens",
+        json!({"kind": "password_reset", "username": "ann"}),
+    )
+    .await;
+    assert_problem(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(
+        a.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("TESSERA_API_KEYS")
+    );
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn every_route_answers_bad_bodies_with_problems() {
+    let (s, db) = state(KEY).await;
+    let auth = format!("Bearer {KEY}");
+    for (path, ok, missing) in routes() {
+        // Malformed JSON.
+        let a = call(
+            &s,
+            path,
+            Some(&auth),
+            "application/json",
+            b"{\"kind\": ".to_vec(),
+        )
+        .await;
+        assert_problem(&a, StatusCode::BAD_REQUEST, "malformed_json");
+        // Not JSON at all.
+        let a = call(
+            &s,
+            path,
+            Some(&auth),
+            "application/x-www-form-urlencoded",
+            b"kind=x".to_vec(),
+        )
+        .await;
+        assert_problem(
+            &a,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        );
+        // An unknown field, named.
+        let mut extra = ok.clone();
+        extra["surprise"] = json!(1);
+        let a = post(&s, path, extra).await;
+        assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(a.body["field"], "surprise", "{path}");
+        // A missing field, named.
+        let a = post(&s, path, missing).await;
+        assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert!(a.body["field"].is_string(), "{path}: {}", a.body);
+        // A wrong type, named.
+        let mut wrong = ok.clone();
+        let first = wrong.as_object().unwrap().keys().next().unwrap().clone();
+        wrong[&first] = json!([1, 2]);
+        let a = post(&s, path, wrong).await;
+        assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(a.body["field"], first.as_str(), "{path}");
+        // Over the size limit.
+        let mut big = ok.clone();
+        big["pad"] = json!("x".repeat(70 * 1024));
+        let a = post(&s, path, big).await;
+        assert_problem(&a, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    }
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn issue_requires_exactly_the_fields_of_the_kind() {
+    let (s, db) = state(KEY).await;
+    let cases = [
+        (json!({"kind": "pre_auth"}), "username"),
+        (
+            json!({"kind": "oidc_state", "provider_id": "1", "nonce": "n"}),
+            "code_verifier",
+        ),
+        (
+            json!({"kind": "oidc_state", "provider_id": "1", "code_verifier": "v"}),
+            "nonce",
+        ),
+        (
+            json!({"kind": "oidc_state", "nonce": "n", "code_verifier": "v"}),
+            "provider_id",
+        ),
+        (
+            json!({"kind": "email_otp_setup", "username": "ann"}),
+            "code_hash",
+        ),
+        (json!({"kind": "download", "username": "ann"}), "data"),
+        (
+            json!({"kind": "mfa_enforce", "username": "ann"}),
+            "challenge",
+        ),
+        (
+            json!({"kind": "password_reset", "username": "ann", "nonce": "n"}),
+            "nonce",
+        ),
+        (
+            json!({"kind": "password_reset", "username": ""}),
+            "username",
+        ),
+        (
+            json!({"kind": "password_reset", "username": "ann", "ttl_seconds": 0}),
+            "ttl_seconds",
+        ),
+        (json!({"kind": "no_such_kind", "username": "ann"}), "kind"),
+    ];
+    for (body, field) in cases {
+        let a = post(&s, "/v1/tokens", body.clone()).await;
+        assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(a.body["field"], field, "{body}");
+    }
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn tokens_issue_consume_peek_revoke() {
+    let (s, db) = state(KEY).await;
+    let a = post(
+        &s,
+        "/v1/tokens",
+        json!({
+            "kind": "oidc_state", "provider_id": "7", "nonce": "n1", "code_verifier": "v1",
+            "challenge": "cookie", "data": {"return_to": "/app"}, "ttl_seconds": 60
+        }),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let token = a.body["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("tsr_os_"));
+    assert_eq!(a.body["kind"], "oidc_state");
+
+    let wrong = post(
+        &s,
+        "/v1/tokens/peek",
+        json!({"kind": "oidc_state", "token": token, "challenge": "other"}),
+    )
+    .await;
+    assert_problem(&wrong, StatusCode::NOT_FOUND, "invalid_or_expired_token");
+    let peeked = post(
+        &s,
+        "/v1/tokens/peek",
+        json!({"kind": "oidc_state", "token": token, "challenge": "cookie"}),
+    )
+    .await;
+    assert_eq!(peeked.status, StatusCode::OK);
+    assert_eq!(peeked.body["code_verifier"], "v1");
+    let got = post(
+        &s,
+        "/v1/tokens/consume",
+        json!({"kind": "oidc_state", "token": token, "challenge": "cookie"}),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert_eq!(got.body["provider_id"], "7");
+    assert_eq!(got.body["nonce"], "n1");
+    assert_eq!(got.body["data"]["return_to"], "/app");
+    let again = post(
+        &s,
+        "/v1/tokens/consume",
+        json!({"kind": "oidc_state", "token": token, "challenge": "cookie"}),
+    )
+    .await;
+    assert_problem(&again, StatusCode::NOT_FOUND, "invalid_or_expired_token");
+
+    for _ in 0..2 {
+        let a = post(
+            &s,
+            "/v1/tokens",
+            json!({"kind": "password_reset", "username": "ann"}),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::CREATED);
+    }
+    let r = post(
+        &s,
+        "/v1/tokens/revoke",
+        json!({"kind": "password_reset", "username": "ann"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["revoked"], 2);
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn ratelimit_hit_peek_reset_with_headers() {
+    let (s, db) = state(KEY).await;
+    for remaining in [2, 1, 0] {
+        let a = post(
+            &s,
+            "/v1/ratelimit/hit",
+            json!({"event": "demo", "key": "ip-1"}),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.body["allowed"], true);
+        assert_eq!(a.body["remaining"], remaining);
+        assert_eq!(a.headers["ratelimit-policy"], "\"demo\";q=3;w=60");
+        assert!(a.headers.get("retry-after").is_none());
+    }
+    let denied = post(
+        &s,
+        "/v1/ratelimit/hit",
+        json!({"event": "demo", "key": "ip-1"}),
+    )
+    .await;
+    assert_eq!(
+        denied.status,
+        StatusCode::OK,
+        "a denial is an answer, not an error"
+    );
+    assert_eq!(denied.body["allowed"], false);
+    assert!(denied.body["retry_after_ms"].as_u64().unwrap() > 0);
+    let retry: u64 = denied.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    assert!(
+        denied.headers["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"demo\";r=0;t=")
+    );
+
+    let peek = post(
+        &s,
+        "/v1/ratelimit/peek",
+        json!({"event": "demo", "key": "ip-1"}),
+    )
+    .await;
+    assert_eq!(peek.body["allowed"], false);
+    assert_eq!(peek.body["remaining"], 0);
+    let reset = post(
+        &s,
+        "/v1/ratelimit/reset",
+        json!({"event": "demo", "key": "ip-1"}),
+    )
+    .await;
+    assert_eq!(reset.status, StatusCode::NO_CONTENT);
+    let peek = post(
+        &s,
+        "/v1/ratelimit/peek",
+        json!({"event": "demo", "key": "ip-1"}),
+    )
+    .await;
+    assert_eq!(peek.body["remaining"], 3);
+
+    let unknown = post(
+        &s,
+        "/v1/ratelimit/hit",
+        json!({"event": "nope", "key": "k"}),
+    )
+    .await;
+    assert_problem(
+        &unknown,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    assert_eq!(unknown.body["field"], "event");
+    let cost = post(
+        &s,
+        "/v1/ratelimit/hit",
+        json!({"event": "demo", "key": "k", "cost": 4}),
+    )
+    .await;
+    assert_eq!(cost.body["field"], "cost");
+    let key = post(&s, "/v1/ratelimit/hit", json!({"event": "demo", "key": ""})).await;
+    assert_eq!(key.body["field"], "key");
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn purge_and_unknown_routes() {
+    let (s, db) = state(KEY).await;
+    let a = post(&s, "/v1/admin/purge", json!({})).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, json!({"tokens": 0, "events": 0}));
+    let a = post(&s, "/v1/nothing-here", json!({})).await;
+    assert_problem(&a, StatusCode::NOT_FOUND, "not_found");
+    db.finish().await;
+}
