@@ -44,6 +44,7 @@ pub fn free_port() -> u16 {
 pub struct Worker {
     pub child: Child,
     pub addr: SocketAddr,
+    pub log: std::path::PathBuf,
 }
 
 impl Worker {
@@ -51,17 +52,20 @@ impl Worker {
     /// 200 (or the process exits, which panics with its stderr).
     pub fn start(cwd: &Path, args: &[&str]) -> Worker {
         let port = free_port();
+        // The log goes to a file, not a pipe nobody reads: a full pipe would stall the worker.
+        let log = cwd.join(format!("worker-{port}.log"));
         let mut cmd = tessera(cwd);
         cmd.arg("serve")
             .args(["--bind", "127.0.0.1:0", "--port", &port.to_string()])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(std::fs::File::create(&log).expect("a log file"));
         let child = cmd.spawn().expect("tessera serve starts");
         let mut w = Worker {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
         };
         w.wait_ready();
         w
@@ -71,13 +75,7 @@ impl Worker {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .ok();
+                let err = std::fs::read_to_string(&self.log).unwrap_or_default();
                 panic!("tessera serve exited with {status}: {err}");
             }
             if get(self.addr, "/readyz").map(|(s, _)| s) == Some(200) {

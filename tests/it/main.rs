@@ -6,3 +6,4 @@ mod helpers;
 mod limits;
 mod race;
 mod serve;
+mod workers;

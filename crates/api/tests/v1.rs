@@ -466,3 +466,64 @@ async fn purge_and_unknown_routes() {
     assert_problem(&a, StatusCode::NOT_FOUND, "not_found");
     db.finish().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_validates() {
+    let (s, db) = state(KEY).await;
+    let res = router(s.clone())
+        .oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&bytes).unwrap();
+    let with_body = [
+        "/v1/tokens",
+        "/v1/tokens/consume",
+        "/v1/tokens/peek",
+        "/v1/tokens/revoke",
+        "/v1/ratelimit/hit",
+        "/v1/ratelimit/peek",
+        "/v1/ratelimit/reset",
+    ];
+    for path in with_body.iter().chain(&["/v1/admin/purge"]) {
+        let responses = &doc["paths"][path]["post"]["responses"];
+        assert!(responses.is_object(), "{path} is documented");
+        let mut codes = vec!["401", "503"];
+        if with_body.contains(path) {
+            codes.extend(["400", "413", "415", "422"]);
+        }
+        for code in codes {
+            assert!(responses[code].is_object(), "{path} documents {code}");
+        }
+        assert_eq!(
+            doc["paths"][path]["post"]["security"][0]["service_key"],
+            json!([])
+        );
+    }
+    for path in ["/healthz", "/readyz"] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path}");
+    }
+    // An independent validator of the OpenAPI specification.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &bytes).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(file.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator (pip install openapi-spec-validator) rejects the document: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = router(s)
+        .oneshot(Request::get("/docs/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(docs.status(), StatusCode::OK, "the docs page is served");
+    db.finish().await;
+}
