@@ -51,6 +51,11 @@ impl Worker {
     /// Starts `tessera serve` on a free port with `args`, and waits until `/readyz` answers
     /// 200 (or the process exits, which panics with its stderr).
     pub fn start(cwd: &Path, args: &[&str]) -> Worker {
+        Worker::start_env(cwd, args, &[])
+    }
+
+    /// [`Worker::start`] with extra environment variables.
+    pub fn start_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Worker {
         let port = free_port();
         // The log goes to a file, not a pipe nobody reads: a full pipe would stall the worker.
         let log = cwd.join(format!("worker-{port}.log"));
@@ -58,6 +63,7 @@ impl Worker {
         cmd.arg("serve")
             .args(["--bind", "127.0.0.1:0", "--port", &port.to_string()])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("a log file"));

@@ -90,6 +90,11 @@ pub struct ServeConfig {
     )]
     pub api_keys: String,
 
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` header
+    /// gives the client address; from anyone else the header is ignored.
+    #[arg(long, env = "TESSERA_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
     /// Largest request body in bytes; larger ones get 413 `body_too_large`.
     #[arg(long, env = "TESSERA_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,

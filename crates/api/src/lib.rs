@@ -12,12 +12,14 @@
 //! - [`error`]: [`AppError`], the one error type, rendered as RFC 7807 problem+json.
 //! - [`extract`]: the JSON extractor that names the offending field.
 //! - [`auth`]: service keys for `/v1`.
+//! - [`client_ip`]: the client's address, behind trusted proxies.
 //! - [`telemetry`]: request ids, logs, metrics, timeouts.
 //! - [`openapi`]: the generated OpenAPI document and `/docs`.
 //! - [`startup`]: [`Application`], backend selection, schema checks, the purge task.
 //! - `routes`: one module per group of routes, each exposing `router()`.
 
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -27,6 +29,7 @@ pub mod startup;
 pub mod telemetry;
 
 pub use auth::ApiKeys;
+pub use client_ip::TrustedProxies;
 pub use config::{DatabaseArgs, ServeConfig};
 pub use error::AppError;
 pub use startup::{Application, StartupError};
@@ -73,6 +76,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Body size and time limits.
     pub limits: Limits,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub proxies: TrustedProxies,
 }
 
 impl AppState {
@@ -84,6 +89,7 @@ impl AppState {
             api_keys,
             metrics: telemetry::metrics_handle(),
             limits: Limits::default(),
+            proxies: TrustedProxies::default(),
         }
     }
 }
@@ -93,6 +99,7 @@ impl AppState {
 /// and the body limit.
 pub fn router(state: AppState) -> Router {
     let limits = state.limits;
+    let proxies = state.proxies.clone();
     Router::new()
         .merge(routes::health::router())
         .merge(routes::v1::router(state.clone()))
@@ -105,13 +112,16 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(telemetry::record_metrics))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|req: &Request<_>| {
+                .make_span_with(move |req: &Request<_>| {
                     let id = req
                         .headers()
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    let client = proxies
+                        .client_ip(req)
+                        .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, client_ip = %client)
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )

@@ -160,6 +160,8 @@ impl Application {
             body_bytes: config.body_limit,
             request_timeout: Duration::from_secs(config.request_timeout.max(1)),
         };
+        state.proxies = crate::TrustedProxies::parse(&config.trusted_proxies)
+            .map_err(|e| StartupError::Config(format!("TESSERA_TRUSTED_PROXIES: {e}")))?;
         if state.api_keys.is_empty() {
             tracing::warn!("no TESSERA_API_KEYS configured: /v1 refuses every request");
         }
@@ -192,7 +194,8 @@ impl Application {
             .purge_every
             .map(|every| tokio::spawn(purge_loop(self.state.clone(), every, stop_rx)));
         tracing::info!(addr = %self.local_addr(), "listening");
-        let served = axum::serve(self.listener, router(self.state))
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         stop_tx.send(true).ok();
