@@ -1,7 +1,6 @@
 //! The load-balanced path: Debian's nginx, running the very configuration docker-compose
 //! mounts (deploy/nginx/nginx.conf), in front of three local workers.
 
-use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
