@@ -182,3 +182,27 @@ fn serve_refuses_to_start_when_redis_is_unreachable() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach Redis"), "{err}");
 }
+
+#[test]
+fn sigterm_stops_serve_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = Worker::start_env(dir.path(), &[], &[("TESSERA_LOG", "info")]);
+    let pid = w.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = w.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "a clean exit: {status}");
+    assert!(get(w.addr, "/healthz").is_none(), "the listener is closed");
+    let log = std::fs::read_to_string(&w.log).unwrap();
+    assert!(log.contains("finishing requests in flight"), "{log}");
+}

@@ -307,3 +307,49 @@ async fn a_worker_answers_503_while_redis_is_down_and_recovers_by_itself() {
     .await;
     assert_eq!(s, StatusCode::CREATED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_store_gets_a_timeout_answer_not_a_hang() {
+    let redis = OwnRedis::start(free_port(), tempfile::tempdir().unwrap());
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let ws = workers(
+        1,
+        vec![
+            "--redis-url".into(),
+            url,
+            "--request-timeout".into(),
+            "1".into(),
+        ],
+    )
+    .await;
+    let c = client();
+    let hit = json!({"event": "e2e", "key": "stall"});
+    assert_eq!(
+        post(&c, ws[0].addr, "/v1/ratelimit/hit", hit.clone())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // Redis stops answering anyone for 4 s.
+    let paused = Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "CLIENT",
+            "PAUSE",
+            "4000",
+            "ALL",
+        ])
+        .output()
+        .unwrap();
+    assert!(paused.status.success());
+    let started = Instant::now();
+    let (s, b) = post(&c, ws[0].addr, "/v1/ratelimit/hit", hit.clone()).await;
+    let took = started.elapsed();
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert_eq!(b["code"], "timeout");
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
+}

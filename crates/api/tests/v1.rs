@@ -527,3 +527,56 @@ async fn the_openapi_document_lists_every_route_and_validates() {
     assert_eq!(docs.status(), StatusCode::OK, "the docs page is served");
     db.finish().await;
 }
+
+#[tokio::test]
+async fn metrics_count_requests_tokens_and_decisions() {
+    let (s, db) = state(KEY).await;
+    let a = post(
+        &s,
+        "/v1/tokens",
+        json!({"kind": "download", "username": "ann", "data": "/f"}),
+    )
+    .await;
+    let token = a.body["token"].as_str().unwrap().to_owned();
+    post(
+        &s,
+        "/v1/tokens/consume",
+        json!({"kind": "download", "token": token}),
+    )
+    .await;
+    post(
+        &s,
+        "/v1/tokens/consume",
+        json!({"kind": "download", "token": token}),
+    )
+    .await;
+    post(
+        &s,
+        "/v1/ratelimit/hit",
+        json!({"event": "demo", "key": "m"}),
+    )
+    .await;
+    let res = router(s)
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    for needle in [
+        "tessera_http_requests_total{",
+        "route=\"/v1/tokens/consume\"",
+        "tessera_http_request_duration_seconds_bucket{",
+        "tessera_tokens_total{kind=\"download\",op=\"consume\",outcome=\"ok\"}",
+        "tessera_tokens_total{kind=\"download\",op=\"consume\",outcome=\"invalid\"}",
+        "tessera_ratelimit_decisions_total{event=\"demo\",allowed=\"true\"}",
+    ] {
+        assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
+    }
+    db.finish().await;
+}

@@ -6,7 +6,9 @@
 //! exactly one gets the record, and a wrong challenge leaves it in place. Revoke reads a
 //! per-user index set, `tessera:tok:idx:{KIND:USER}`, instead of scanning the keyspace;
 //! the index lives in another slot than the tokens, so it is maintained by separate
-//! commands, and a stale entry in it (a consumed or expired token) costs nothing.
+//! commands. Consume leaves the token's entry in the index (one round trip, not two): a
+//! stale entry costs a few bytes until the index expires with the user's newest token,
+//! and revoke skips it.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -109,14 +111,6 @@ impl RedisTokenStore {
             return Ok(None);
         };
         let opt = |s: String| (!s.is_empty()).then_some(s);
-        if delete && let Some(user) = opt(username.clone()) {
-            // Best effort: a stale index entry only costs a no-op at revoke.
-            let _: Result<i64, _> = redis::cmd("SREM")
-                .arg(self.index_key(kind, &user))
-                .arg(hash.to_hex())
-                .query_async(&mut conn)
-                .await;
-        }
         Ok(Some(StoredRecord {
             kind,
             username: opt(username),
