@@ -194,6 +194,44 @@ pub struct PurgeResponse {
     pub events: u64,
 }
 
+/// The error answers every `/v1` route can give.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ServiceErrors {
+    /// No valid service key, or none configured: `unauthorized`.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The store cannot be reached (`store_unavailable`) or the request took too long
+    /// (`timeout`).
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
+/// The error answers of every `/v1` route that takes a JSON body.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyErrors {
+    /// The body is not JSON: `malformed_json`.
+    #[response(status = 400, content_type = "application/problem+json")]
+    MalformedJson(Problem),
+    /// No valid service key, or none configured: `unauthorized`.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The body is over the size limit: `body_too_large`.
+    #[response(status = 413, content_type = "application/problem+json")]
+    BodyTooLarge(Problem),
+    /// The body is not sent as JSON: `unsupported_media_type`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
+    /// A field is missing, unknown or invalid (named in `field`): `validation_failed`.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Validation(Problem),
+    /// The store cannot be reached (`store_unavailable`) or the request took too long
+    /// (`timeout`).
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
 fn username(value: Option<String>, kind: TokenType) -> Result<Username, AppError> {
     let v = value.ok_or_else(|| AppError::field("username", format!("required for {kind}")))?;
     Username::parse(v).map_err(|e| AppError::field("username", e.to_string()))
@@ -289,12 +327,7 @@ fn count_token(kind: TokenType, op: &'static str, result: &Result<impl Sized, St
     security(("service_key" = [])),
     responses(
         (status = 201, description = "Issued", body = IssuedResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is missing, unknown or invalid for the kind", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        BodyErrors,
     ))]
 pub async fn issue(
     State(state): State<AppState>,
@@ -320,13 +353,8 @@ pub async fn issue(
     security(("service_key" = [])),
     responses(
         (status = 200, description = "Consumed: what the token carried", body = TokenRecord),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown, expired, used, other kind or wrong challenge: `invalid_or_expired_token`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        BodyErrors,
     ))]
 pub async fn consume(
     State(state): State<AppState>,
@@ -346,13 +374,8 @@ pub async fn consume(
     security(("service_key" = [])),
     responses(
         (status = 200, description = "What the token carries", body = TokenRecord),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`invalid_or_expired_token`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        BodyErrors,
     ))]
 pub async fn peek(
     State(state): State<AppState>,
@@ -372,12 +395,7 @@ pub async fn peek(
     security(("service_key" = [])),
     responses(
         (status = 200, description = "Revoked", body = RevokeResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        BodyErrors,
     ))]
 pub async fn revoke(
     State(state): State<AppState>,
@@ -421,12 +439,7 @@ fn decision_response(state: &AppState, event: &Event, d: Decision) -> Result<Res
     security(("service_key" = [])),
     responses(
         (status = 200, description = "The decision, with RateLimit-Policy, RateLimit and (when denied) Retry-After headers", body = DecisionResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown event, bad key or cost", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        BodyErrors,
     ))]
 pub async fn hit(
     State(state): State<AppState>,
@@ -447,12 +460,7 @@ pub async fn hit(
     security(("service_key" = [])),
     responses(
         (status = 200, description = "The state now", body = DecisionResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown event or bad key", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        BodyErrors,
     ))]
 pub async fn ratelimit_peek(
     State(state): State<AppState>,
@@ -468,12 +476,7 @@ pub async fn ratelimit_peek(
     security(("service_key" = [])),
     responses(
         (status = 204, description = "Reset"),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown event or bad key", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        BodyErrors,
     ))]
 pub async fn reset(
     State(state): State<AppState>,
@@ -489,8 +492,7 @@ pub async fn reset(
     security(("service_key" = [])),
     responses(
         (status = 200, description = "Deleted", body = PurgeResponse),
-        (status = 401, description = "No valid service key", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        ServiceErrors,
     ))]
 pub async fn purge(State(state): State<AppState>) -> Result<Json<PurgeResponse>, AppError> {
     let (tokens, events) = crate::startup::purge(&state.tokens, &state.limiter).await?;
