@@ -2,9 +2,10 @@
 //! (`GET /healthz`) measured in the same run as the baseline.
 //!
 //! `cargo bench --bench http` runs it on Redis and on PostgreSQL (a fresh database from
-//! `TESSERA_TEST_POSTGRES_URL`); `TESSERA_BENCH_SECONDS` (default 5) sets each phase's
-//! length, `TESSERA_BENCH_CONCURRENCY` (default 64) the requests in flight. Each phase
-//! prints requests per second and its ratio to the trivial route.
+//! `TESSERA_TEST_POSTGRES_URL`). The routes are measured in interleaved one-second
+//! slices, `TESSERA_BENCH_SECONDS` (default 8) rounds of them, with
+//! `TESSERA_BENCH_CONCURRENCY` (default 64) requests in flight; each route prints requests
+//! per second and its ratio to the trivial route.
 
 use futures::future::join_all;
 use serde_json::json;
@@ -60,16 +61,16 @@ fn start_workers(args: &[&str]) -> Vec<Worker> {
     workers
 }
 
-/// Runs `op(0)`, `op(1)`, ... from `concurrency` tasks for `secs` or until `max` calls;
-/// answers the calls made and the requests per second.
-async fn phase<F, Fut>(concurrency: usize, secs: u64, max: usize, op: F) -> (usize, f64)
+/// Runs `op(0)`, `op(1)`, ... from `concurrency` tasks for `dur` or until `max` calls;
+/// answers the calls made and the time they took.
+async fn phase<F, Fut>(concurrency: usize, dur: Duration, max: usize, op: F) -> (usize, Duration)
 where
     F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
-    let end = start + Duration::from_secs(secs);
+    let end = start + dur;
     let tasks = (0..concurrency).map(|_| {
         let op = op.clone();
         let next = next.clone();
@@ -84,10 +85,29 @@ where
         })
     });
     join_all(tasks).await;
-    let done = next.load(Ordering::Relaxed).min(max);
-    (done, done as f64 / start.elapsed().as_secs_f64())
+    (next.load(Ordering::Relaxed).min(max), start.elapsed())
 }
 
+/// Requests and time, summed over rounds.
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    requests: usize,
+    time: Duration,
+}
+
+impl Tally {
+    fn add(&mut self, (requests, time): (usize, Duration)) {
+        self.requests += requests;
+        self.time += time;
+    }
+
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.time.as_secs_f64()
+    }
+}
+
+/// Measures the routes in rounds of one second each, interleaved, so that the load this
+/// shared machine sees from elsewhere falls on every route alike.
 async fn run(name: &str, workers: &[Worker], concurrency: usize, secs: u64) {
     let addrs: Arc<Vec<SocketAddr>> = Arc::new(workers.iter().map(|w| w.1).collect());
     let client = reqwest::Client::builder()
@@ -98,73 +118,85 @@ async fn run(name: &str, workers: &[Worker], concurrency: usize, secs: u64) {
         let addrs = addrs.clone();
         move |i: usize, path: &str| format!("http://{}{path}", addrs[i % addrs.len()])
     };
-
-    let (c, u) = (client.clone(), url.clone());
-    let (_, trivial) = phase(concurrency, secs, usize::MAX, move |i| {
-        let req = c.get(u(i, "/healthz"));
-        async move {
-            assert!(req.send().await.unwrap().status().is_success());
-        }
-    })
-    .await;
-
-    let (c, u) = (client.clone(), url.clone());
+    let slice = Duration::from_secs(1);
     let prefix = unique_prefix();
-    let (_, hit) = phase(concurrency, secs, usize::MAX, move |i| {
-        let req = c
-            .post(u(i, "/v1/ratelimit/hit"))
-            .bearer_auth(KEY)
-            .json(&json!({"event": "bench", "key": format!("{prefix}{}", i % 1024)}));
-        async move {
-            assert!(req.send().await.unwrap().status().is_success());
-        }
-    })
-    .await;
+    let [mut trivial, mut hit, mut issue, mut consume] = [Tally::default(); 4];
+    for _ in 0..secs {
+        let (c, u) = (client.clone(), url.clone());
+        trivial.add(
+            phase(concurrency, slice, usize::MAX, move |i| {
+                let req = c.get(u(i, "/healthz"));
+                async move {
+                    assert!(req.send().await.unwrap().status().is_success());
+                }
+            })
+            .await,
+        );
 
-    // Issue as many tokens as the consume phase can use, measuring the issue rate too.
-    let tokens = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let (c, u, t) = (client.clone(), url.clone(), tokens.clone());
-    let (_, issue) = phase(concurrency, secs, usize::MAX, move |i| {
-        let req = c
-            .post(u(i, "/v1/tokens"))
-            .bearer_auth(KEY)
-            .json(&json!({"kind": "pre_auth", "username": format!("u{i}"), "challenge": "cookie"}));
-        let t = t.clone();
-        async move {
-            let res = req.send().await.unwrap();
-            assert_eq!(res.status(), 201);
-            let body: serde_json::Value = res.json().await.unwrap();
-            t.lock()
-                .unwrap()
-                .push(body["token"].as_str().unwrap().to_owned());
-        }
-    })
-    .await;
-    let tokens = Arc::new(std::mem::take(&mut *tokens.lock().unwrap()));
+        let (c, u, p) = (client.clone(), url.clone(), prefix.clone());
+        hit.add(
+            phase(concurrency, slice, usize::MAX, move |i| {
+                let req = c
+                    .post(u(i, "/v1/ratelimit/hit"))
+                    .bearer_auth(KEY)
+                    .json(&json!({"event": "bench", "key": format!("{p}{}", i % 1024)}));
+                async move {
+                    assert!(req.send().await.unwrap().status().is_success());
+                }
+            })
+            .await,
+        );
 
-    let (c, u, t) = (client.clone(), url.clone(), tokens.clone());
-    let (consumed, consume) = phase(concurrency, secs, tokens.len(), move |i| {
-        let req = c
-            .post(u(i, "/v1/tokens/consume"))
-            .bearer_auth(KEY)
-            .json(&json!({"kind": "pre_auth", "token": t[i], "challenge": "cookie"}));
-        async move {
-            assert_eq!(req.send().await.unwrap().status(), 200);
-        }
-    })
-    .await;
-    assert!(consumed > 0);
+        // The tokens this round's consume slice uses.
+        let tokens = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let (c, u, t) = (client.clone(), url.clone(), tokens.clone());
+        issue.add(
+            phase(concurrency, slice, usize::MAX, move |i| {
+                let req = c.post(u(i, "/v1/tokens")).bearer_auth(KEY).json(
+                    &json!({"kind": "pre_auth", "username": format!("u{i}"), "challenge": "cookie"}),
+                );
+                let t = t.clone();
+                async move {
+                    let res = req.send().await.unwrap();
+                    assert_eq!(res.status(), 201);
+                    let body: serde_json::Value = res.json().await.unwrap();
+                    t.lock()
+                        .unwrap()
+                        .push(body["token"].as_str().unwrap().to_owned());
+                }
+            })
+            .await,
+        );
+        let tokens = Arc::new(std::mem::take(&mut *tokens.lock().unwrap()));
 
-    println!("{name}: {concurrency} requests in flight, 3 workers, {secs} s per phase");
-    println!("  GET /healthz (baseline)   {trivial:>9.0} req/s");
-    for (label, rate) in [
+        let (c, u, t) = (client.clone(), url.clone(), tokens.clone());
+        consume.add(
+            phase(concurrency, slice, tokens.len(), move |i| {
+                let req = c
+                    .post(u(i, "/v1/tokens/consume"))
+                    .bearer_auth(KEY)
+                    .json(&json!({"kind": "pre_auth", "token": t[i], "challenge": "cookie"}));
+                async move {
+                    assert_eq!(req.send().await.unwrap().status(), 200);
+                }
+            })
+            .await,
+        );
+    }
+    assert!(consume.requests > 0);
+
+    let base = trivial.rate();
+    println!("{name}: {concurrency} requests in flight, 3 workers, {secs} rounds of 1 s per route");
+    println!("  GET /healthz (baseline)   {base:>9.0} req/s");
+    for (label, t) in [
         ("POST /v1/ratelimit/hit", hit),
         ("POST /v1/tokens (issue)", issue),
         ("POST /v1/tokens/consume", consume),
     ] {
         println!(
-            "  {label:<26}{rate:>9.0} req/s  {:>5.1}% of baseline",
-            100.0 * rate / trivial
+            "  {label:<26}{:>9.0} req/s  {:>5.1}% of baseline",
+            t.rate(),
+            100.0 * t.rate() / base
         );
     }
 }
@@ -178,7 +210,7 @@ fn main() {
     let secs: u64 = std::env::var("TESSERA_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(8);
     let concurrency: usize = std::env::var("TESSERA_BENCH_CONCURRENCY")
         .ok()
         .and_then(|s| s.parse().ok())
