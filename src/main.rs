@@ -20,6 +20,9 @@ enum Command {
     Serve(ServeConfig),
     /// Apply pending database migrations (idempotent).
     Migrate(DatabaseArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Delete expired tokens now, in bounded batches.
     Purge {
         #[command(flatten)]
@@ -30,6 +33,108 @@ enum Command {
         #[arg(long, env = "TESSERA_PURGE_BATCH", default_value_t = tessera_store::DEFAULT_PURGE_BATCH)]
         purge_batch: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account. The password comes from TESSERA_USER_PASSWORD or, with
+    /// --password-stdin, from the first line of standard input.
+    Create {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The login name.
+        username: String,
+        /// The mail address (for second-factor codes and password resets).
+        #[arg(long)]
+        email: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(
+            long,
+            env = "TESSERA_USER_PASSWORD",
+            hide_env_values = true,
+            hide = true
+        )]
+        password: Option<String>,
+    },
+    /// List accounts, one JSON object per line (no secrets).
+    List {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Refuse every login of an account.
+    Disable {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The login name.
+        username: String,
+    },
+    /// Clear an account's failure count and lock.
+    Unlock {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The login name.
+        username: String,
+    },
+    /// Require a second factor before the account's next login completes.
+    EnforceMfa {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The login name.
+        username: String,
+    },
+}
+
+async fn user_command(command: UserCommand) -> anyhow::Result<()> {
+    use tessera_api::users::{self, Change};
+    let open = |database: DatabaseArgs| async move {
+        let db = startup::open_database(&database).await?;
+        startup::prepare_schema(&db, &database, false).await?;
+        anyhow::Ok(db)
+    };
+    let name = |s: String| {
+        tessera_entity::Username::parse(s).map_err(|e| anyhow::anyhow!("invalid username: {e}"))
+    };
+    let (database, username, change) = match command {
+        UserCommand::Create {
+            database,
+            username,
+            email,
+            password_stdin,
+            password,
+        } => {
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_owned()
+            } else {
+                password.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "give the password in TESSERA_USER_PASSWORD or with --password-stdin"
+                    )
+                })?
+            };
+            let password = tessera_api::password::Password::parse(password)?;
+            let db = open(database).await?;
+            let user = users::create(&db, name(username)?, email, password).await?;
+            println!("{}", serde_json::to_string(&user)?);
+            return Ok(());
+        }
+        UserCommand::List { database } => {
+            let db = open(database).await?;
+            for user in users::list(&db).await? {
+                println!("{}", serde_json::to_string(&user)?);
+            }
+            return Ok(());
+        }
+        UserCommand::Disable { database, username } => (database, username, Change::Disable),
+        UserCommand::Unlock { database, username } => (database, username, Change::Unlock),
+        UserCommand::EnforceMfa { database, username } => (database, username, Change::EnforceMfa),
+    };
+    let db = open(database).await?;
+    users::change(&db, &name(username)?, change).await?;
+    Ok(())
 }
 
 #[tokio::main]
@@ -51,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
             let n = startup::migrate(&db).await?;
             println!("{n} migration(s) applied; the schema is up to date");
         }
+        Command::User(command) => user_command(command).await?,
         Command::Purge {
             database,
             limits,

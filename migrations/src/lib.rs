@@ -13,6 +13,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_create_auth_ephemeral_tokens;
 mod m20261123_000002_create_auth_rate_limit_events;
 mod m20261123_000003_create_auth_rate_limit_counters;
+mod m20261123_000004_create_users;
 
 use sea_orm_migration::sea_orm::{DatabaseConnection, Statement};
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_auth_ephemeral_tokens::Migration),
             Box::new(m20261123_000002_create_auth_rate_limit_events::Migration),
             Box::new(m20261123_000003_create_auth_rate_limit_counters::Migration),
+            Box::new(m20261123_000004_create_users::Migration),
         ]
     }
 }

@@ -7,4 +7,5 @@ mod limits;
 mod proxy;
 mod race;
 mod serve;
+mod users;
 mod workers;

@@ -15,6 +15,8 @@
 //! - [`client_ip`]: the client's address, behind trusted proxies.
 //! - [`telemetry`]: request ids, logs, metrics, timeouts.
 //! - [`openapi`]: the generated OpenAPI document and `/docs`.
+//! - [`password`]: argon2id hashing on blocking threads.
+//! - [`users`]: account administration (`tessera user ...`).
 //! - [`startup`]: [`Application`], backend selection, schema checks, the purge task.
 //! - `routes`: one module per group of routes, each exposing `router()`.
 
@@ -24,9 +26,11 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod password;
 mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod users;
 
 pub use auth::ApiKeys;
 pub use client_ip::TrustedProxies;

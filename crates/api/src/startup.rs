@@ -120,10 +120,14 @@ async fn check_schema(db: &DatabaseConnection) -> Result<SchemaState, StartupErr
 
 /// Checks the schema before serving: migrates it when allowed (SQLite, or `--migrate`),
 /// refuses it otherwise with a message that names `tessera migrate`.
-async fn prepare_schema(db: &DatabaseConnection, config: &ServeConfig) -> Result<(), StartupError> {
+pub async fn prepare_schema(
+    db: &DatabaseConnection,
+    args: &DatabaseArgs,
+    auto_migrate: bool,
+) -> Result<(), StartupError> {
     match check_schema(db).await? {
         SchemaState::UpToDate => Ok(()),
-        SchemaState::Behind(_) if config.auto_migrate || config.database.is_sqlite() => {
+        SchemaState::Behind(_) if auto_migrate || args.is_sqlite() => {
             let n = migrate(db).await?;
             tracing::info!(applied = n, "migrations applied");
             Ok(())
@@ -148,7 +152,7 @@ impl Application {
     /// Opens the store, prepares the schema and binds the listener.
     pub async fn build(config: ServeConfig) -> Result<Application, StartupError> {
         let db = open_database(&config.database).await?;
-        prepare_schema(&db, &config).await?;
+        prepare_schema(&db, &config.database, config.auto_migrate).await?;
         let policies = config
             .limits
             .policies()

@@ -16,7 +16,8 @@
 //! - [`kinds`]: [`TokenType`] and [`EventType`], stored as their snake_case names.
 //! - [`token`]: [`Token`] generation and parsing, [`TokenHash`], [`Challenge`].
 //! - [`new_token`]: [`AuthEphemeralToken`], the typed constructors, [`Username`].
-//! - [`auth_ephemeral_tokens`], [`auth_rate_limit_events`]: the sea-orm entities.
+//! - [`auth_ephemeral_tokens`], [`auth_rate_limit_events`], [`users`]: the sea-orm
+//!   entities.
 //! - [`db`]: how database errors are classified.
 //! - [`redis`]: the shared connection to Redis or a Redis Cluster.
 
@@ -27,6 +28,7 @@ pub mod kinds;
 pub mod new_token;
 pub mod redis;
 pub mod token;
+pub mod users;
 
 pub use kinds::{EventType, TokenType};
 pub use new_token::{AuthEphemeralToken, InvalidUsername, Payload, Username};

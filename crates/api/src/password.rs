@@ -1,0 +1,100 @@
+//! Passwords: argon2id with OWASP's parameters (19 MiB, 2 passes, 1 lane), always on a
+//! blocking thread, never on the async runtime.
+
+use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
+use std::sync::LazyLock;
+
+use crate::AppError;
+
+/// The argon2id instance every hash and check uses.
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).expect("OWASP's argon2id parameters are valid");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// A password as a user chose it: 8 to 1024 characters. Never printed.
+pub struct Password(String);
+
+impl Password {
+    /// Checks a chosen password.
+    pub fn parse(value: String) -> Result<Self, AppError> {
+        let n = value.chars().count();
+        if (8..=1024).contains(&n) {
+            Ok(Password(value))
+        } else {
+            Err(AppError::field(
+                "password",
+                "a password is 8 to 1024 characters",
+            ))
+        }
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// Hashes `password` (PHC string, random salt).
+pub async fn hash(password: Password) -> Result<String, AppError> {
+    tokio::task::spawn_blocking(move || {
+        let hash: PasswordHash = argon2()
+            .hash_password(password.0.as_bytes())
+            .map_err(|e| AppError::Internal(format!("argon2: {e}")))?;
+        Ok(hash.to_string())
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))?
+}
+
+/// A hash of a password nobody knows, checked when the account does not exist, so that an
+/// unknown user costs the same time as a wrong password.
+static DECOY: LazyLock<String> = LazyLock::new(|| {
+    let secret = uuid::Uuid::new_v4();
+    let hash: PasswordHash = argon2()
+        .hash_password(secret.as_bytes())
+        .expect("hashing a random password succeeds");
+    hash.to_string()
+});
+
+/// Whether `password` matches `stored`; with no stored hash, checks a decoy and answers
+/// false, taking the same time.
+pub async fn verify(password: String, stored: Option<String>) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let target = stored.as_deref().unwrap_or(DECOY.as_str());
+        let ok = argon2()
+            .verify_password(password.as_bytes(), target)
+            .is_ok();
+        ok && stored.is_some()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_with_owasp_parameters_and_verify() {
+        let h = hash(Password::parse("correct horse".into()).unwrap())
+            .await
+            .unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        assert!(verify("correct horse".into(), Some(h.clone())).await);
+        assert!(!verify("wrong horse!".into(), Some(h.clone())).await);
+        assert!(!verify("correct horse".into(), None).await);
+        let again = hash(Password::parse("correct horse".into()).unwrap())
+            .await
+            .unwrap();
+        assert_ne!(h, again, "every hash has its own salt");
+    }
+
+    #[test]
+    fn passwords_are_checked_and_never_printed() {
+        assert!(Password::parse("short".into()).is_err());
+        let p = Password::parse("long enough".into()).unwrap();
+        assert!(!format!("{p:?}").contains("long"));
+    }
+}

@@ -1,0 +1,41 @@
+//! `users`: the accounts of the login flows.
+
+use sea_orm::entity::prelude::*;
+
+/// An account.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "users")]
+pub struct Model {
+    /// Surrogate key.
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// The login name (unique).
+    #[sea_orm(unique)]
+    pub username: String,
+    /// Where mails go.
+    pub email: Option<String>,
+    /// argon2id PHC string; `None` for accounts that only sign in through OIDC.
+    pub password_hash: Option<String>,
+    /// The TOTP secret, encrypted; never stored in clear.
+    pub totp_secret: Option<Vec<u8>>,
+    /// TOTP confirmed and required at login.
+    pub totp_enabled: bool,
+    /// Email codes enabled as a second factor.
+    pub email_otp_enabled: bool,
+    /// An admin requires a second factor before the next login completes.
+    pub mfa_enforce_pending: bool,
+    /// Refused at every login.
+    pub disabled: bool,
+    /// Failed password or second-factor checks since the last success.
+    pub failed_login_count: i32,
+    /// Refused until then (by the database's clock).
+    pub locked_until: Option<DateTimeUtc>,
+    /// When the account was created.
+    pub created_at: DateTimeUtc,
+}
+
+/// No relations yet.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
