@@ -360,12 +360,30 @@ pub async fn consume(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<Json<TokenRecord>, AppError> {
+    read_token(&state, req, true).await
+}
+
+/// Consume (or only peek at) the token of `req`, counting the outcome.
+async fn read_token(
+    state: &AppState,
+    req: TokenRequest,
+    consume: bool,
+) -> Result<Json<TokenRecord>, AppError> {
     let challenge = req.challenge.map(Challenge::new);
-    let got = state
-        .tokens
-        .consume(req.kind, &req.token, challenge.as_ref())
-        .await;
-    count_token(req.kind, "consume", &got);
+    let (got, op) = if consume {
+        let got = state
+            .tokens
+            .consume(req.kind, &req.token, challenge.as_ref())
+            .await;
+        (got, "consume")
+    } else {
+        let got = state
+            .tokens
+            .peek(req.kind, &req.token, challenge.as_ref())
+            .await;
+        (got, "peek")
+    };
+    count_token(req.kind, op, &got);
     Ok(Json(got?.into()))
 }
 
@@ -381,13 +399,7 @@ pub async fn peek(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<Json<TokenRecord>, AppError> {
-    let challenge = req.challenge.map(Challenge::new);
-    let got = state
-        .tokens
-        .peek(req.kind, &req.token, challenge.as_ref())
-        .await;
-    count_token(req.kind, "peek", &got);
-    Ok(Json(got?.into()))
+    read_token(&state, req, false).await
 }
 
 /// Revoke every token of a kind for a user.
