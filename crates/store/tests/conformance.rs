@@ -63,10 +63,7 @@ impl Harness {
     }
 
     async fn redis_cluster() -> Harness {
-        let urls = tokio::task::spawn_blocking(|| RedisCluster::shared().urls.clone())
-            .await
-            .unwrap();
-        Harness::redis_on(&urls).await
+        Harness::redis_on(&RedisCluster::shared_urls().await).await
     }
 
     fn db(&self) -> &TestDb {

@@ -161,6 +161,14 @@ impl RedisCluster {
         CLUSTER.get_or_init(RedisCluster::start)
     }
 
+    /// The node URLs of [`RedisCluster::shared`], from async code (starting the cluster
+    /// blocks, so it runs on a blocking thread).
+    pub async fn shared_urls() -> String {
+        tokio::task::spawn_blocking(|| RedisCluster::shared().urls.clone())
+            .await
+            .expect("the cluster starts")
+    }
+
     fn start() -> RedisCluster {
         use std::process::{Command, Stdio};
         use std::time::{Duration, Instant};
