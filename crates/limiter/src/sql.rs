@@ -36,6 +36,10 @@ struct Statements {
     purge_events: &'static str,
     /// Counters whose windows both ended before `$1`.
     purge_counters: &'static str,
+    /// Forgets a key's events.
+    reset_events: &'static str,
+    /// Forgets a key's counter.
+    reset_counters: &'static str,
 }
 
 const POSTGRES: Statements = Statements {
@@ -55,6 +59,8 @@ const POSTGRES: Statements = Statements {
                    SELECT id FROM auth_rate_limit_events WHERE occurred_at <= $1 \
                    LIMIT $2 FOR UPDATE SKIP LOCKED)",
     purge_counters: "DELETE FROM auth_rate_limit_counters WHERE window_start <= $1",
+    reset_events: "DELETE FROM auth_rate_limit_events WHERE event_type = $1 AND key = $2",
+    reset_counters: "DELETE FROM auth_rate_limit_counters WHERE event_type = $1 AND key = $2",
 };
 
 const SQLITE: Statements = Statements {
@@ -76,6 +82,8 @@ const SQLITE: Statements = Statements {
     purge_events: "DELETE FROM auth_rate_limit_events WHERE id IN ( \
                    SELECT id FROM auth_rate_limit_events WHERE occurred_at <= ?1 LIMIT ?2)",
     purge_counters: "DELETE FROM auth_rate_limit_counters WHERE window_start <= ?1",
+    reset_events: "DELETE FROM auth_rate_limit_events WHERE event_type = ?1 AND key = ?2",
+    reset_counters: "DELETE FROM auth_rate_limit_counters WHERE event_type = ?1 AND key = ?2",
 };
 
 /// Rate limits in `auth_rate_limit_events` / `auth_rate_limit_counters`.
@@ -257,18 +265,9 @@ impl LimiterStore for SqlLimiter {
     }
 
     async fn reset(&self, event: &Event, key: &str) -> Result<(), LimiterError> {
-        let p = |n| match self.backend {
-            DbBackend::Postgres => format!("${n}"),
-            _ => format!("?{n}"),
-        };
-        for table in ["auth_rate_limit_events", "auth_rate_limit_counters"] {
-            let sql = format!(
-                "DELETE FROM {table} WHERE event_type = {} AND key = {}",
-                p(1),
-                p(2)
-            );
+        for sql in [self.sql.reset_events, self.sql.reset_counters] {
             self.db
-                .execute_raw(self.stmt(&sql, vec![event.as_str().into(), key.into()]))
+                .execute_raw(self.stmt(sql, vec![event.as_str().into(), key.into()]))
                 .await
                 .map_err(map_err)?;
         }

@@ -318,7 +318,7 @@ fn count_token(kind: TokenType, op: &'static str, result: &Result<impl Sized, St
         Err(StoreError::InvalidOrExpired) => "invalid",
         Err(_) => "error",
     };
-    metrics::counter!("tessera_tokens_total", "kind" => kind.as_ref().to_owned(), "op" => op, "outcome" => outcome)
+    metrics::counter!("tessera_tokens_total", "kind" => <&'static str>::from(kind), "op" => op, "outcome" => outcome)
         .increment(1);
 }
 
