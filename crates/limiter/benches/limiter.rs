@@ -5,7 +5,10 @@
 //! `cargo bench -p tessera-limiter --bench limiter`. Criterion reports time per operation
 //! across all callers, and the throughput in operations per second.
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 use futures::future::join_all;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use std::sync::Arc;
@@ -52,6 +55,36 @@ fn key(caller: u64, i: u64) -> String {
     format!("caller-{caller}-{}", i % 64)
 }
 
+/// A benchmark group measuring operations per second.
+fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    g
+}
+
+/// Limiter hits from `callers` concurrent callers, whatever the backend.
+fn bench_hits(g: &mut BenchmarkGroup<'_, WallTime>, rt: &Runtime, limiter: &Limiter, callers: u64) {
+    g.bench_with_input(
+        BenchmarkId::new("limiter_hit", callers),
+        &callers,
+        |b, &n| {
+            b.to_async(rt).iter_custom(|iters| {
+                let limiter = limiter.clone();
+                concurrently(n, iters, move |c, i| {
+                    let limiter = limiter.clone();
+                    async move {
+                        let event = Event::custom("bench").unwrap();
+                        limiter.hit(&event, &key(c, i), 1).await.unwrap();
+                    }
+                })
+            })
+        },
+    );
+}
+
 fn bench_redis(c: &mut Criterion, rt: &Runtime) {
     let url = require_redis();
     let conn = rt.block_on(RedisConnection::connect(&url)).unwrap();
@@ -70,11 +103,7 @@ fn bench_redis(c: &mut Criterion, rt: &Runtime) {
             Arc::new(redis::Script::new("local t = redis.call('TIME') return 1")),
         ),
     ];
-    let mut g = c.benchmark_group("redis");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(1));
+    let mut g = group(c, "redis");
     for callers in CALLERS {
         for (name, script) in &baselines {
             g.bench_with_input(BenchmarkId::new(*name, callers), &callers, |b, &n| {
@@ -93,22 +122,7 @@ fn bench_redis(c: &mut Criterion, rt: &Runtime) {
                 })
             });
         }
-        g.bench_with_input(
-            BenchmarkId::new("limiter_hit", callers),
-            &callers,
-            |b, &n| {
-                b.to_async(rt).iter_custom(|iters| {
-                    let limiter = limiter.clone();
-                    concurrently(n, iters, move |c, i| {
-                        let limiter = limiter.clone();
-                        async move {
-                            let event = Event::custom("bench").unwrap();
-                            limiter.hit(&event, &key(c, i), 1).await.unwrap();
-                        }
-                    })
-                })
-            },
-        );
+        bench_hits(&mut g, rt, &limiter, callers);
     }
     g.finish();
 }
@@ -127,11 +141,7 @@ fn bench_postgres(c: &mut Criterion, rt: &Runtime) {
     let db = rt.block_on(TestDb::postgres());
     let conn = rt.block_on(pool(&db.url));
     let limiter = Limiter::new(Arc::new(SqlLimiter::new(conn.clone()).unwrap()), policies());
-    let mut g = c.benchmark_group("postgres");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(1));
+    let mut g = group(c, "postgres");
     for callers in CALLERS {
         g.bench_with_input(
             BenchmarkId::new("bare_insert", callers),
@@ -146,22 +156,7 @@ fn bench_postgres(c: &mut Criterion, rt: &Runtime) {
                 })
             },
         );
-        g.bench_with_input(
-            BenchmarkId::new("limiter_hit", callers),
-            &callers,
-            |b, &n| {
-                b.to_async(rt).iter_custom(|iters| {
-                    let limiter = limiter.clone();
-                    concurrently(n, iters, move |c, i| {
-                        let limiter = limiter.clone();
-                        async move {
-                            let event = Event::custom("bench").unwrap();
-                            limiter.hit(&event, &key(c, i), 1).await.unwrap();
-                        }
-                    })
-                })
-            },
-        );
+        bench_hits(&mut g, rt, &limiter, callers);
     }
     g.finish();
     rt.block_on(db.finish());
