@@ -1,4 +1,4 @@
-//! Tessera's data model: the sea-orm entities of the token and event tables, the closed
+//! Tessera's data model: the sea-orm entities of the token, event and account tables, the closed
 //! sets of token and event kinds, and the secret-handling of tokens themselves.
 //!
 //! What this crate guarantees:
@@ -16,18 +16,22 @@
 //! - [`kinds`]: [`TokenType`] and [`EventType`], stored as their snake_case names.
 //! - [`token`]: [`Token`] generation and parsing, [`TokenHash`], [`Challenge`].
 //! - [`new_token`]: [`AuthEphemeralToken`], the typed constructors, [`Username`].
-//! - [`auth_ephemeral_tokens`], [`auth_rate_limit_events`], [`users`]: the sea-orm
-//!   entities.
+//! - [`auth_ephemeral_tokens`], [`auth_rate_limit_events`], [`users`], [`sessions`],
+//!   [`totp_usage`], [`backup_codes`], [`email_otp_codes`]: the sea-orm entities.
 //! - [`db`]: how database errors are classified.
 //! - [`redis`]: the shared connection to Redis or a Redis Cluster.
 
 pub mod auth_ephemeral_tokens;
 pub mod auth_rate_limit_events;
+pub mod backup_codes;
 pub mod db;
+pub mod email_otp_codes;
 pub mod kinds;
 pub mod new_token;
 pub mod redis;
+pub mod sessions;
 pub mod token;
+pub mod totp_usage;
 pub mod users;
 
 pub use kinds::{EventType, TokenType};

@@ -28,7 +28,7 @@ pub struct Model {
     pub disabled: bool,
     /// Failed password or second-factor checks since the last success.
     pub failed_login_count: i32,
-    /// Refused until then (by the database's clock).
+    /// Refused until then (set and compared by the workers' clocks: minutes, not seconds, matter here).
     pub locked_until: Option<DateTimeUtc>,
     /// When the account was created.
     pub created_at: DateTimeUtc,
