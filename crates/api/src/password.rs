@@ -1,8 +1,33 @@
 //! Passwords: argon2id with OWASP's parameters (19 MiB, 2 passes, 1 lane), always on a
 //! blocking thread, never on the async runtime.
+//!
+//! At most one hash per CPU runs at a time ([`HASHING`]): twenty logins at once queue for
+//! the CPUs instead of all sharing them, so the runtime's own threads keep getting theirs
+//! and every other request (`/healthz` included) answers as fast as before.
+
+// The only place argon2 is called: every call is inside spawn_blocking.
+#![allow(clippy::disallowed_methods)]
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 use std::sync::LazyLock;
+use tokio::sync::Semaphore;
+
+/// Permits to hash: one per CPU.
+static HASHING: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
+/// Runs argon2 work `f` on a blocking thread once a CPU is free for it.
+async fn on_blocking_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AppError> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))
+}
 
 use crate::AppError;
 
@@ -38,14 +63,49 @@ impl std::fmt::Debug for Password {
 
 /// Hashes `password` (PHC string, random salt).
 pub async fn hash(password: Password) -> Result<String, AppError> {
-    tokio::task::spawn_blocking(move || {
+    on_blocking_thread(move || {
         let hash: PasswordHash = argon2()
             .hash_password(password.0.as_bytes())
             .map_err(|e| AppError::Internal(format!("argon2: {e}")))?;
         Ok(hash.to_string())
     })
+    .await?
+}
+
+/// Hashes each of `codes` (backup codes, mailed codes) with argon2id, on one blocking
+/// thread.
+pub async fn hash_codes(codes: Vec<String>) -> Result<Vec<String>, AppError> {
+    on_blocking_thread(move || {
+        let a = argon2();
+        codes
+            .iter()
+            .map(|c| {
+                a.hash_password(c.as_bytes())
+                    .map(|h| h.to_string())
+                    .map_err(|e| AppError::Internal(format!("argon2: {e}")))
+            })
+            .collect()
+    })
+    .await?
+}
+
+/// The id of the first of `candidates` (id, argon2id hash) that `input` matches. Every
+/// candidate is checked, so the time taken does not tell which one matched.
+pub async fn first_match(input: String, candidates: Vec<(i64, String)>) -> Option<i64> {
+    on_blocking_thread(move || {
+        let a = argon2();
+        let mut found = None;
+        for (id, hash) in &candidates {
+            let ok = a.verify_password(input.as_bytes(), hash.as_str()).is_ok();
+            if ok && found.is_none() {
+                found = Some(*id);
+            }
+        }
+        found
+    })
     .await
-    .map_err(|e| AppError::Internal(e.to_string()))?
+    .ok()
+    .flatten()
 }
 
 /// A hash of a password nobody knows, checked when the account does not exist, so that an
@@ -61,7 +121,7 @@ static DECOY: LazyLock<String> = LazyLock::new(|| {
 /// Whether `password` matches `stored`; with no stored hash, checks a decoy and answers
 /// false, taking the same time.
 pub async fn verify(password: String, stored: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || {
+    on_blocking_thread(move || {
         let target = stored.as_deref().unwrap_or(DECOY.as_str());
         let ok = argon2()
             .verify_password(password.as_bytes(), target)

@@ -1,0 +1,130 @@
+//! Outgoing mail: second-factor codes and password-reset links.
+//!
+//! With `TESSERA_SMTP_URL` set, mail goes out over SMTP (lettre). Without it — the embedded
+//! default — each message is written as an `.eml` file to the outbox folder and the log
+//! says where (never what: the messages carry codes).
+
+use lettre::message::Mailbox;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a mail was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// An address could not be parsed.
+    #[error("invalid address `{0}`")]
+    Address(String),
+    /// The SMTP server refused or could not be reached.
+    #[error("smtp: {0}")]
+    Smtp(String),
+    /// The outbox folder could not be written.
+    #[error("outbox: {0}")]
+    Outbox(String),
+}
+
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Outbox(PathBuf),
+}
+
+/// Sends the service's mail.
+pub struct Mailer {
+    from: Mailbox,
+    transport: Transport,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.transport {
+            Transport::Smtp(_) => f.write_str("Mailer(smtp)"),
+            Transport::Outbox(dir) => write!(f, "Mailer(outbox {})", dir.display()),
+        }
+    }
+}
+
+impl Mailer {
+    /// SMTP at `url` (`smtp://host:port`, `smtps://...`; lettre's URL form) when given,
+    /// else the outbox folder `outbox`.
+    pub fn new(smtp_url: Option<&str>, outbox: PathBuf, from: &str) -> Result<Mailer, MailError> {
+        let from: Mailbox = from
+            .parse()
+            .map_err(|_| MailError::Address(from.to_owned()))?;
+        let transport = match smtp_url.filter(|u| !u.is_empty()) {
+            Some(url) => Transport::Smtp(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|e| MailError::Smtp(e.to_string()))?
+                    .timeout(Some(Duration::from_secs(10)))
+                    .build(),
+            ),
+            None => Transport::Outbox(outbox),
+        };
+        Ok(Mailer { from, transport })
+    }
+
+    /// A mailer writing to `dir` (tests).
+    pub fn outbox(dir: PathBuf) -> Mailer {
+        Mailer::new(None, dir, "Tessera <tessera@localhost>").expect("a valid sender")
+    }
+
+    /// Sends a plain-text mail.
+    pub async fn send(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
+        let to: Mailbox = to.parse().map_err(|_| MailError::Address(to.to_owned()))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .body(body)
+            .map_err(|e| MailError::Address(e.to_string()))?;
+        match &self.transport {
+            Transport::Smtp(smtp) => {
+                smtp.send(message)
+                    .await
+                    .map_err(|e| MailError::Smtp(e.to_string()))?;
+                Ok(())
+            }
+            Transport::Outbox(dir) => {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| MailError::Outbox(e.to_string()))?;
+                let name = format!(
+                    "{}-{}.eml",
+                    chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
+                    uuid::Uuid::new_v4().simple()
+                );
+                let path = dir.join(name);
+                tokio::fs::write(&path, message.formatted())
+                    .await
+                    .map_err(|e| MailError::Outbox(e.to_string()))?;
+                tracing::info!(path = %path.display(), "mail written to the outbox (no SMTP configured)");
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_outbox_holds_one_file_per_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let mailer = Mailer::outbox(dir.path().join("outbox"));
+        mailer
+            .send("alice@example.com", "Your code", "123456".into())
+            .await
+            .unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("outbox"))
+            .unwrap()
+            .collect();
+        assert_eq!(files.len(), 1);
+        let text = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+        assert!(text.contains("To: alice@example.com"), "{text}");
+        assert!(text.contains("123456"));
+        assert!(matches!(
+            mailer.send("not an address", "x", "y".into()).await,
+            Err(MailError::Address(_))
+        ));
+    }
+}
