@@ -1,7 +1,7 @@
 //! The `tessera` command: parses the command line and hands over to `tessera-api`.
 
 use clap::{Parser, Subcommand};
-use tessera_api::config::{DatabaseArgs, LimitArgs, ServeConfig};
+use tessera_api::config::{DatabaseArgs, KeyArgs, LimitArgs, ServeConfig};
 use tessera_api::{Application, startup};
 use tracing_subscriber::EnvFilter;
 
@@ -17,13 +17,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Apply pending database migrations (idempotent).
     Migrate(DatabaseArgs),
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
-    /// Delete expired tokens now, in bounded batches.
+    /// Manage the key that encrypts secrets at rest.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Delete expired tokens, events, sessions and codes now, in bounded batches.
     Purge {
         #[command(flatten)]
         database: DatabaseArgs,
@@ -32,6 +35,19 @@ enum Command {
         /// Rows one statement deletes at most.
         #[arg(long, env = "TESSERA_PURGE_BATCH", default_value_t = tessera_store::DEFAULT_PURGE_BATCH)]
         purge_batch: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-encrypt every secret at rest under TESSERA_SECRET_KEY; secrets sealed under a key
+    /// in TESSERA_PREVIOUS_SECRET_KEYS are opened with it first. Run it after rolling in a
+    /// new key, then drop the old one from TESSERA_PREVIOUS_SECRET_KEYS.
+    Rotate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
     },
 }
 
@@ -148,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(config) => {
-            let app = Application::build(config).await?;
+            let app = Application::build(*config).await?;
             app.run_until_stopped(shutdown_signal()).await?;
         }
         Command::Migrate(database) => {
@@ -163,10 +179,24 @@ async fn main() -> anyhow::Result<()> {
             purge_batch,
         } => {
             let db = startup::open_database(&database).await?;
+            let db_for_login = db.clone();
             let (tokens, limiter) =
                 startup::open_stores(db, &database, limits.policies()?, purge_batch).await?;
             let (tokens, events) = startup::purge(&tokens, &limiter).await?;
-            println!("{{\"tokens\":{tokens},\"events\":{events}}}");
+            let login_rows = tessera_api::login::purge(&db_for_login).await?;
+            println!("{{\"tokens\":{tokens},\"events\":{events},\"login_rows\":{login_rows}}}");
+        }
+        Command::Keys(KeysCommand::Rotate { database, keys }) => {
+            let ring = startup::key_ring(&database, &keys)?;
+            let db = startup::open_database(&database).await?;
+            startup::prepare_schema(&db, &database, false).await?;
+            let report = tessera_api::users::rotate_secrets(&db, &ring).await?;
+            println!(
+                "{} secret(s) re-encrypted under key {}, {} already under it",
+                report.rotated,
+                ring.current_id(),
+                report.current
+            );
         }
     }
     Ok(())

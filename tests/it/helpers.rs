@@ -11,7 +11,11 @@ pub fn tessera_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tessera")
 }
 
-/// A `tessera` command with no `TESSERA_*` setting inherited from the environment.
+/// The secret key every test process shares (as the workers of one deployment must).
+pub const SECRET_KEY: &str = "e2e-secret-key-shared-by-every-worker-0123456789";
+
+/// A `tessera` command with no `TESSERA_*` setting inherited from the environment, and the
+/// shared test secret key.
 pub fn tessera(cwd: &Path) -> Command {
     let mut cmd = Command::new(tessera_bin());
     cmd.current_dir(cwd);
@@ -21,6 +25,7 @@ pub fn tessera(cwd: &Path) -> Command {
         }
     }
     cmd.env("TESSERA_LOG", "warn");
+    cmd.env("TESSERA_SECRET_KEY", SECRET_KEY);
     cmd
 }
 

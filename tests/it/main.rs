@@ -4,6 +4,7 @@
 
 mod helpers;
 mod limits;
+mod login;
 mod proxy;
 mod race;
 mod serve;

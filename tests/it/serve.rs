@@ -19,6 +19,70 @@ fn serve_with_no_configuration_runs_on_sqlite_in_the_working_directory() {
     assert!(dir.path().join("tessera.db").exists());
 }
 
+/// Without TESSERA_SECRET_KEY, the embedded default makes a key once, beside the database,
+/// readable by its owner only; any other database is refused, naming the setting.
+#[tokio::test]
+async fn the_secret_key_is_generated_only_for_the_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::helpers::free_port();
+    let mut serve = tessera(dir.path());
+    serve
+        .env_remove("TESSERA_SECRET_KEY")
+        .args(["serve", "--port", &port.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = serve.spawn().unwrap();
+    let key = dir.path().join("tessera.db.key");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "/readyz",
+    )
+    .map(|r| r.0)
+        != Some(200)
+    {
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().ok();
+    child.wait().ok();
+    let first = std::fs::read_to_string(&key).unwrap();
+    assert!(first.len() >= 32);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    let db = TestDb::postgres().await;
+    let mut serve = tessera(dir.path());
+    serve.env_remove("TESSERA_SECRET_KEY").args([
+        "serve",
+        "--database-url",
+        &db.url,
+        "--port",
+        "1",
+    ]);
+    let out = run(serve);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TESSERA_SECRET_KEY is required"), "{err}");
+    let mut short = tessera(dir.path());
+    short.env("TESSERA_SECRET_KEY", "too short").args([
+        "serve",
+        "--database-url",
+        &db.url,
+        "--port",
+        "1",
+    ]);
+    let out = run(short);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32"));
+    db.finish().await;
+}
+
 #[tokio::test]
 async fn serve_refuses_an_unmigrated_database_and_migrate_is_idempotent() {
     let db = TestDb::postgres_unmigrated().await;
@@ -33,7 +97,7 @@ async fn serve_refuses_an_unmigrated_database_and_migrate_is_idempotent() {
         "{err}"
     );
 
-    for expected in ["4 migration(s) applied", "0 migration(s) applied"] {
+    for expected in ["5 migration(s) applied", "0 migration(s) applied"] {
         let mut migrate = tessera(dir.path());
         migrate.args(["migrate", "--database-url", &db.url]);
         let out = run(migrate);
@@ -157,7 +221,7 @@ async fn the_purge_command_deletes_expired_tokens() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "{\"tokens\":12,\"events\":0}"
+        "{\"tokens\":12,\"events\":0,\"login_rows\":0}"
     );
     assert_eq!(count_tokens(&db).await, 2);
     db.finish().await;

@@ -197,14 +197,14 @@ async fn three_workers_on_redis() {
 }
 
 /// A redis-server of this test, on its own port.
-struct OwnRedis {
-    port: u16,
+pub(crate) struct OwnRedis {
+    pub(crate) port: u16,
     child: Child,
     dir: tempfile::TempDir,
 }
 
 impl OwnRedis {
-    fn start(port: u16, dir: tempfile::TempDir) -> OwnRedis {
+    pub(crate) fn start(port: u16, dir: tempfile::TempDir) -> OwnRedis {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -231,7 +231,7 @@ impl OwnRedis {
         OwnRedis { port, child, dir }
     }
 
-    fn stop(mut self) -> (u16, tempfile::TempDir) {
+    pub(crate) fn stop(mut self) -> (u16, tempfile::TempDir) {
         self.kill();
         let dir = tempfile::tempdir().unwrap();
         (self.port, std::mem::replace(&mut self.dir, dir))

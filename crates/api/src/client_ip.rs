@@ -2,7 +2,9 @@
 //! proxy — the address the proxies recorded in `X-Forwarded-For`.
 
 use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap, Request};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -35,16 +37,19 @@ impl TrustedProxies {
     /// trusted proxy, the first untrusted address; the peer itself when it is not a
     /// trusted proxy (its header could be anything). `None` without a socket (tests).
     pub fn client_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
-        let peer = req
-            .extensions()
+        self.client_of(req.extensions(), req.headers())
+    }
+
+    /// [`TrustedProxies::client_ip`] on a request's parts.
+    pub fn client_of(&self, extensions: &Extensions, headers: &HeaderMap) -> Option<IpAddr> {
+        let peer = extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())?;
         if !self.trusts(peer) {
             return Some(peer);
         }
         let mut client = peer;
-        let hops = req
-            .headers()
+        let hops = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -64,6 +69,31 @@ impl TrustedProxies {
             }
         }
         Some(client)
+    }
+}
+
+/// The client's address as a handler argument; `None` only without a socket (tests).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl ClientIp {
+    /// The address as a rate-limit key (`unknown` without a socket).
+    pub fn key(&self) -> String {
+        self.0
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    }
+}
+
+impl FromRequestParts<crate::AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &crate::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            state.proxies.client_of(&parts.extensions, &parts.headers),
+        ))
     }
 }
 

@@ -53,6 +53,75 @@ impl LimitArgs {
     }
 }
 
+/// The key that encrypts secrets at rest (TOTP secrets, OIDC client secrets).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct KeyArgs {
+    /// Key (at least 32 characters) from which the encryption key for secrets at rest is
+    /// derived; every worker must share it. Unset with the embedded SQLite default: a key is
+    /// generated once into `DATABASE.key` (mode 0600). Unset with any other database: `serve`
+    /// refuses to start.
+    #[arg(long, env = "TESSERA_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// Former secret keys, comma-separated, still accepted for reading secrets sealed before
+    /// a rotation; `tessera keys rotate` re-seals those under the current key.
+    #[arg(
+        long,
+        env = "TESSERA_PREVIOUS_SECRET_KEYS",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub previous_secret_keys: String,
+}
+
+/// The login flows under `/auth`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AuthArgs {
+    /// The URL users reach the service at. Cookies are `Secure` when it is https, links in
+    /// mails are built from it, and a request whose `Origin` is not its origin is refused
+    /// on cookie-authorized routes. Default: `http://` + the listen address.
+    #[arg(long, env = "TESSERA_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// SMTP server for mail, for example `smtp://127.0.0.1:2525` (`smtps://` for TLS, user
+    /// and password in the URL). Unset: mail is written to the outbox folder.
+    #[arg(long, env = "TESSERA_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// Folder that receives mail when no SMTP server is configured.
+    #[arg(long, env = "TESSERA_OUTBOX_DIR", default_value = "./outbox")]
+    pub outbox_dir: std::path::PathBuf,
+
+    /// Sender of the service's mail.
+    #[arg(
+        long,
+        env = "TESSERA_MAIL_FROM",
+        default_value = "Tessera <tessera@localhost>"
+    )]
+    pub mail_from: String,
+
+    /// Whether `POST /auth/register` creates accounts (`false`: 403 `registration_disabled`).
+    #[arg(long, env = "TESSERA_REGISTRATION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub registration: bool,
+
+    /// Seconds a session lasts.
+    #[arg(long, env = "TESSERA_SESSION_TTL", default_value_t = 12 * 60 * 60)]
+    pub session_ttl: u64,
+
+    /// Failed password or second-factor checks in a row that lock an account.
+    #[arg(long, env = "TESSERA_LOCKOUT_THRESHOLD", default_value_t = 10)]
+    pub lockout_threshold: u32,
+
+    /// Minutes an account stays locked.
+    #[arg(long, env = "TESSERA_LOCKOUT_MINUTES", default_value_t = 30)]
+    pub lockout_minutes: u64,
+
+    /// Issuer name shown by authenticator apps.
+    #[arg(long, env = "TESSERA_TOTP_ISSUER", default_value = "Tessera")]
+    pub totp_issuer: String,
+}
+
 /// `tessera serve`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeConfig {
@@ -61,6 +130,12 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub keys: KeyArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     /// Address to listen on.
     #[arg(long, env = "TESSERA_BIND", default_value = "127.0.0.1:8080")]

@@ -46,6 +46,59 @@ pub enum AppError {
     /// Anything else that is the server's fault.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Unknown user, wrong password or disabled account: one answer for all.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// A wrong, expired or replayed second-factor code.
+    #[error("invalid code")]
+    InvalidCode,
+    /// The mfa_token or its challenge cookie is unknown, expired, used or missing.
+    #[error("second-factor session expired")]
+    MfaSessionExpired,
+    /// No valid session cookie.
+    #[error("not signed in")]
+    NotAuthenticated,
+    /// Too many failed attempts: the account is locked for `seconds` more.
+    #[error("account locked for {seconds} s")]
+    AccountLocked {
+        /// Seconds until the lock ends.
+        seconds: u64,
+    },
+    /// A rate limit refused the request.
+    #[error("rate limited ({event})")]
+    RateLimited {
+        /// The limited event.
+        event: String,
+        /// The limiter's decision.
+        decision: tessera_limiter::Decision,
+        /// The policy's window.
+        window: std::time::Duration,
+    },
+    /// A cross-site request to a cookie-authorized route.
+    #[error("cross-site request refused")]
+    CsrfRejected,
+    /// Refused by configuration or state (`registration_disabled`).
+    #[error("{detail}")]
+    Forbidden {
+        /// The stable code.
+        code: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// Conflicts with the current state (`username_taken`, `totp_already_enabled`, ...).
+    #[error("{detail}")]
+    Conflict {
+        /// The stable code.
+        code: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// A password-reset token that is unknown, expired or used.
+    #[error("invalid or expired reset token")]
+    InvalidResetToken,
+    /// Mail could not be sent.
+    #[error("mail unavailable: {0}")]
+    MailUnavailable(String),
 }
 
 impl AppError {
@@ -64,6 +117,22 @@ impl From<StoreError> for AppError {
             StoreError::InvalidOrExpired => AppError::InvalidOrExpiredToken,
             StoreError::Unavailable(m) => AppError::StoreUnavailable(m),
             StoreError::Backend(m) => AppError::Internal(m),
+        }
+    }
+}
+
+impl From<crate::mail::MailError> for AppError {
+    fn from(e: crate::mail::MailError) -> Self {
+        AppError::MailUnavailable(e.to_string())
+    }
+}
+
+impl From<sea_orm::DbErr> for AppError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        if tessera_entity::db::is_unreachable(&e) {
+            AppError::StoreUnavailable(e.to_string())
+        } else {
+            AppError::Internal(e.to_string())
         }
     }
 }
@@ -167,6 +236,71 @@ impl AppError {
                 "Internal error",
                 "the server failed to answer; the failure is logged".into(),
             ),
+            E::InvalidCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "Invalid credentials",
+                "the username or the password is wrong".into(),
+            ),
+            E::InvalidCode => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_code",
+                "Invalid code",
+                "the code is wrong, expired or already used".into(),
+            ),
+            E::MfaSessionExpired => (
+                StatusCode::UNAUTHORIZED,
+                "mfa_session_expired",
+                "Second-factor session expired",
+                "the mfa_token is unknown, expired or used, or its cookie is missing; sign in again"
+                    .into(),
+            ),
+            E::NotAuthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "not_authenticated",
+                "Not signed in",
+                "no valid session; sign in first".into(),
+            ),
+            E::AccountLocked { seconds } => (
+                StatusCode::LOCKED,
+                "account_locked",
+                "Account locked",
+                format!(
+                    "too many failed attempts: the account is locked for another {} minute(s)",
+                    seconds.div_ceil(60).max(1)
+                ),
+            ),
+            E::RateLimited { event, decision, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests",
+                format!(
+                    "too many `{event}` attempts; retry in {} s",
+                    decision.retry_after.as_secs().max(1)
+                ),
+            ),
+            E::CsrfRejected => (
+                StatusCode::FORBIDDEN,
+                "csrf_rejected",
+                "Cross-site request refused",
+                "the request's Origin is not this service's public URL".into(),
+            ),
+            E::Forbidden { code, detail } => {
+                (StatusCode::FORBIDDEN, code, "Forbidden", detail.clone())
+            }
+            E::Conflict { code, detail } => (StatusCode::CONFLICT, code, "Conflict", detail.clone()),
+            E::InvalidResetToken => (
+                StatusCode::BAD_REQUEST,
+                "invalid_or_expired_token",
+                "Invalid or expired token",
+                "the reset link is unknown, expired or already used; request a new one".into(),
+            ),
+            E::MailUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "mail_unavailable",
+                "Mail unavailable",
+                "the mail could not be sent; try again shortly".into(),
+            ),
         }
     }
 }
@@ -196,9 +330,32 @@ impl IntoResponse for AppError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::UNAUTHORIZED {
-            res.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let headers = res.headers_mut();
+        match &self {
+            AppError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            AppError::AccountLocked { seconds } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from((*seconds).max(1)));
+            }
+            AppError::RateLimited {
+                event,
+                decision,
+                window,
+            } => {
+                let mut put = |name: &'static str, value: Option<String>| {
+                    if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                        headers.insert(name, v);
+                    }
+                };
+                put(
+                    "ratelimit-policy",
+                    Some(decision.policy_header(event, *window)),
+                );
+                put("ratelimit", Some(decision.ratelimit_header(event)));
+                put("retry-after", decision.retry_after_header());
+            }
+            _ => {}
         }
         res
     }

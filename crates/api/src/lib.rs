@@ -16,6 +16,10 @@
 //! - [`telemetry`]: request ids, logs, metrics, timeouts.
 //! - [`openapi`]: the generated OpenAPI document and `/docs`.
 //! - [`password`]: argon2id hashing on blocking threads.
+//! - [`secrets`]: encryption of secrets at rest under `TESSERA_SECRET_KEY`, with rotation.
+//! - [`mfa`]: TOTP, backup codes and mailed codes.
+//! - [`mail`]: SMTP, or the outbox folder.
+//! - [`login`]: the login flows' rules: lockout, throttling, sessions, factor checks.
 //! - [`users`]: account administration (`tessera user ...`).
 //! - [`startup`]: [`Application`], backend selection, schema checks, the purge task.
 //! - `routes`: one module per group of routes, each exposing `router()`.
@@ -25,23 +29,30 @@ pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod login;
+pub mod mail;
+pub mod mfa;
 pub mod openapi;
 pub mod password;
 mod routes;
+pub mod secrets;
 pub mod startup;
 pub mod telemetry;
 pub mod users;
 
 pub use auth::ApiKeys;
-pub use client_ip::TrustedProxies;
+pub use client_ip::{ClientIp, TrustedProxies};
 pub use config::{DatabaseArgs, ServeConfig};
 pub use error::AppError;
+pub use login::AuthSettings;
 pub use startup::{Application, StartupError};
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
 use axum::{Router, middleware};
 use metrics_exporter_prometheus::PrometheusHandle;
+use sea_orm::DatabaseConnection;
+use std::sync::Arc;
 use std::time::Duration;
 use tessera_limiter::Limiter;
 use tessera_store::Tokens;
@@ -70,6 +81,11 @@ impl Default for Limits {
 /// What every handler can reach. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
 pub struct AppState {
+    /// The database: accounts, sessions and the rest of the login flows' rows (and tokens
+    /// and limits too, unless they live in Redis).
+    pub db: DatabaseConnection,
+    /// Settings and secrets of the login flows.
+    pub auth: Arc<AuthSettings>,
     /// The token store.
     pub tokens: Tokens,
     /// The rate limiter.
@@ -85,9 +101,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// A state over `tokens` and `limiter`, with `api_keys` and default limits.
-    pub fn new(tokens: Tokens, limiter: Limiter, api_keys: ApiKeys) -> Self {
+    /// A state over `db`, `tokens` and `limiter`, with `api_keys`, default limits, and
+    /// login flows on a throwaway secret key with mail to `./outbox` ([`AuthSettings::ephemeral`]).
+    pub fn new(
+        db: DatabaseConnection,
+        tokens: Tokens,
+        limiter: Limiter,
+        api_keys: ApiKeys,
+    ) -> Self {
         AppState {
+            db,
+            auth: Arc::new(AuthSettings::ephemeral("./outbox".into())),
             tokens,
             limiter,
             api_keys,
@@ -107,6 +131,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::health::router())
         .merge(routes::v1::router(state.clone()))
+        .merge(routes::auth::router(state.clone()))
         .merge(openapi::router())
         .fallback(telemetry::not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))

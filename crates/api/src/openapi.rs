@@ -6,7 +6,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::routes::v1;
+use crate::routes::{auth, v1};
 use crate::{AppState, error::Problem};
 
 #[derive(OpenApi)]
@@ -19,6 +19,11 @@ use crate::{AppState, error::Problem};
         v1::issue, v1::consume, v1::peek, v1::revoke,
         v1::hit, v1::ratelimit_peek, v1::reset, v1::purge,
         crate::routes::health::healthz, crate::routes::health::readyz,
+        auth::register, auth::login, auth::verify, auth::email_send,
+        auth::totp_setup, auth::totp_confirm, auth::totp_status, auth::totp_disable,
+        auth::regenerate_backup_codes, auth::enforce_setup, auth::enforce_confirm,
+        auth::email_otp_enable, auth::email_otp_confirm,
+        auth::reset_request, auth::reset_confirm, auth::me, auth::logout,
     ),
     components(schemas(Problem)),
     modifiers(&ServiceKey),
@@ -27,6 +32,7 @@ use crate::{AppState, error::Problem};
         (name = "ratelimit", description = "Sliding-window rate limits"),
         (name = "admin", description = "Maintenance"),
         (name = "health", description = "Probes"),
+        (name = "auth", description = "End-user login flows (cookies; JSON only; Origin must be the public URL's)"),
     )
 )]
 pub struct ApiDoc;

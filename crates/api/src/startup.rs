@@ -12,8 +12,9 @@ use tessera_store::{RedisTokenStore, SqlTokenStore, StoreError, TokenStore, Toke
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{DatabaseArgs, ServeConfig};
-use crate::{ApiKeys, AppState, Limits, router};
+use crate::config::{DatabaseArgs, KeyArgs, ServeConfig};
+use crate::secrets::{self, KeyRing};
+use crate::{ApiKeys, AppState, AuthSettings, Limits, router};
 
 /// Why the service did not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,42 @@ pub enum StartupError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// The key ring for secrets at rest: `TESSERA_SECRET_KEY` (with the previous keys); unset,
+/// the key file beside an embedded SQLite database, generated on first use. Any other
+/// database without a key is refused: several workers must share one key, and a key made
+/// up by one of them would strand every secret it sealed.
+pub fn key_ring(db: &DatabaseArgs, keys: &KeyArgs) -> Result<KeyRing, StartupError> {
+    let previous: Vec<&str> = keys
+        .previous_secret_keys
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .collect();
+    let ring = |current: &str| {
+        KeyRing::new(current, &previous)
+            .map_err(|e| StartupError::Config(format!("TESSERA_SECRET_KEY: {e}")))
+    };
+    if let Some(key) = keys.secret_key.as_deref().filter(|k| !k.is_empty()) {
+        return ring(key);
+    }
+    match secrets::key_file_for(&db.database_url) {
+        Some(path) => {
+            let (key, created) = secrets::load_or_create_key_file(&path)
+                .map_err(|e| StartupError::Config(e.to_string()))?;
+            if created {
+                tracing::warn!(path = %path.display(), "no TESSERA_SECRET_KEY: generated a secret key beside the database (mode 0600); keep it with the database, and set TESSERA_SECRET_KEY before running several workers");
+            }
+            ring(&key)
+        }
+        None => Err(StartupError::Config(
+            "TESSERA_SECRET_KEY is required with this database: every worker must share one \
+             key to read the secrets the others encrypted (generate one with \
+             `openssl rand -base64 32`)"
+                .into(),
+        )),
+    }
 }
 
 /// Opens the database named by `args`.
@@ -151,6 +188,7 @@ pub struct Application {
 impl Application {
     /// Opens the store, prepares the schema and binds the listener.
     pub async fn build(config: ServeConfig) -> Result<Application, StartupError> {
+        let keys = key_ring(&config.database, &config.keys)?;
         let db = open_database(&config.database).await?;
         prepare_schema(&db, &config.database, config.auto_migrate).await?;
         let policies = config
@@ -158,8 +196,12 @@ impl Application {
             .policies()
             .map_err(|e| StartupError::Config(e.to_string()))?;
         let (tokens, limiter) =
-            open_stores(db, &config.database, policies, config.purge_batch).await?;
-        let mut state = AppState::new(tokens, limiter, ApiKeys::parse(&config.api_keys));
+            open_stores(db.clone(), &config.database, policies, config.purge_batch).await?;
+        let mut state = AppState::new(db, tokens, limiter, ApiKeys::parse(&config.api_keys));
+        state.auth = std::sync::Arc::new(
+            AuthSettings::from_args(&config.auth, keys, config.listen_addr())
+                .map_err(StartupError::Config)?,
+        );
         state.limits = Limits {
             body_bytes: config.body_limit,
             request_timeout: Duration::from_secs(config.request_timeout.max(1)),
@@ -232,6 +274,11 @@ async fn purge_loop(state: AppState, every: Duration, mut stop: watch::Receiver<
             Ok((0, 0)) => {}
             Ok((tokens, events)) => tracing::info!(tokens, events, "purged expired state"),
             Err(e) => tracing::warn!(error = %e, "purge failed; retrying at the next interval"),
+        }
+        match crate::login::purge(&state.db).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "purged expired sessions, codes and TOTP windows"),
+            Err(e) => tracing::warn!(error = %e, "purge of login state failed"),
         }
     }
 }

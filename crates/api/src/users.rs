@@ -51,14 +51,6 @@ impl From<users::Model> for UserSummary {
     }
 }
 
-fn db_err(e: sea_orm::DbErr) -> AppError {
-    if tessera_entity::db::is_unreachable(&e) {
-        AppError::StoreUnavailable(e.to_string())
-    } else {
-        AppError::Internal(e.to_string())
-    }
-}
-
 /// Creates an account with a password (hashed with argon2id).
 pub async fn create(
     db: &DatabaseConnection,
@@ -80,20 +72,19 @@ pub async fn create(
     };
     match row.insert(db).await {
         Ok(model) => Ok(model.into()),
-        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => Err(
-            AppError::field("username", format!("the user `{username}` exists already")),
-        ),
-        Err(e) => Err(db_err(e)),
+        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            Err(AppError::Conflict {
+                code: "username_taken",
+                detail: format!("the user `{username}` exists already"),
+            })
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Every account, by name.
 pub async fn list(db: &DatabaseConnection) -> Result<Vec<UserSummary>, AppError> {
-    let all = Users::find()
-        .order_by_asc(Column::Username)
-        .all(db)
-        .await
-        .map_err(db_err)?;
+    let all = Users::find().order_by_asc(Column::Username).all(db).await?;
     Ok(all.into_iter().map(UserSummary::from).collect())
 }
 
@@ -125,9 +116,56 @@ pub async fn change(
             ),
         Change::EnforceMfa => update.col_expr(Column::MfaEnforcePending, Expr::value(true)),
     };
-    let done = update.exec(db).await.map_err(db_err)?;
+    let done = update.exec(db).await?;
     if done.rows_affected == 0 {
         return Err(AppError::field("username", format!("no user `{username}`")));
     }
     Ok(())
+}
+
+/// What `tessera keys rotate` did.
+#[derive(Debug, Default, Serialize)]
+pub struct RotateReport {
+    /// Secrets re-encrypted under the current key.
+    pub rotated: u64,
+    /// Secrets that were under the current key already.
+    pub current: u64,
+}
+
+/// Re-encrypts every TOTP secret under the ring's current key. Each row is rewritten only
+/// if it still holds the ciphertext that was read, so a concurrent setup is never
+/// overwritten with an older secret.
+pub async fn rotate_secrets(
+    db: &DatabaseConnection,
+    ring: &crate::secrets::KeyRing,
+) -> Result<RotateReport, AppError> {
+    let mut report = RotateReport::default();
+    let sealed = Users::find()
+        .filter(Column::TotpSecret.is_not_null())
+        .all(db)
+        .await?;
+    for user in sealed {
+        let Some(old) = user.totp_secret else {
+            continue;
+        };
+        if ring.is_current(&old) {
+            report.current += 1;
+            continue;
+        }
+        let place = crate::login::totp_place(user.id);
+        let plain = ring
+            .open(&place, &old)
+            .map_err(|e| AppError::Internal(format!("user `{}`: {e}", user.username)))?;
+        Users::update_many()
+            .col_expr(
+                Column::TotpSecret,
+                Expr::value(Some(ring.seal(&place, &plain))),
+            )
+            .filter(Column::Id.eq(user.id))
+            .filter(Column::TotpSecret.eq(old))
+            .exec(db)
+            .await?;
+        report.rotated += 1;
+    }
+    Ok(report)
 }

@@ -19,7 +19,10 @@ async fn state(keys: &str) -> (AppState, TestDb) {
     let mut policies = Policies::default();
     policies.apply_overrides("demo=3/1m").unwrap();
     let limiter = Limiter::new(Arc::new(SqlLimiter::new(db.db.clone()).unwrap()), policies);
-    (AppState::new(tokens, limiter, ApiKeys::parse(keys)), db)
+    (
+        AppState::new(db.db.clone(), tokens, limiter, ApiKeys::parse(keys)),
+        db,
+    )
 }
 
 struct Answer {

@@ -1,0 +1,595 @@
+//! The login flows' state and rules, apart from HTTP: accounts, failure counting and
+//! lockout, throttling, sessions, and checking each second factor.
+//!
+//! Nothing here lives in a worker's memory: pending logins are `pre_auth` tokens in the
+//! token store, attempt counts are limiter events, used TOTP windows, backup codes,
+//! mailed codes and sessions are rows. Any worker can take any step.
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    Set, SqlErr, TransactionTrait,
+};
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tessera_entity::{EventType, backup_codes, email_otp_codes, sessions, totp_usage, users};
+use tessera_limiter::{Event, Limiter};
+
+use crate::config::AuthArgs;
+use crate::mail::Mailer;
+use crate::secrets::KeyRing;
+use crate::{AppError, mfa, password};
+
+/// Prefix of session cookie values, so a leaked one is recognisable.
+const SESSION_PREFIX: &str = "tsr_se_";
+/// How long a mailed login code is accepted.
+pub const EMAIL_CODE_TTL: Duration = Duration::from_secs(10 * 60);
+/// How long a used TOTP window is remembered. It must outlive the accepted skew,
+/// (2·1+1)·30 s = 90 s; a shorter life would let a code be replayed.
+pub const TOTP_USAGE_RETENTION: Duration = Duration::from_secs(10 * 60);
+
+/// Settings of the login flows.
+pub struct AuthSettings {
+    /// Encrypts TOTP secrets at rest.
+    pub keys: KeyRing,
+    /// Sends codes and reset links.
+    pub mailer: Mailer,
+    /// The URL users reach the service at, without a trailing slash.
+    pub public_url: String,
+    /// The origin of `public_url` (`scheme://host[:port]`), the only `Origin` accepted.
+    pub public_origin: String,
+    /// Cookies carry `Secure` (the public URL is https).
+    pub secure_cookies: bool,
+    /// `POST /auth/register` is open.
+    pub registration: bool,
+    /// How long a session lasts.
+    pub session_ttl: Duration,
+    /// Failures in a row that lock an account.
+    pub lockout_threshold: u32,
+    /// How long a lock lasts.
+    pub lockout_duration: Duration,
+    /// Issuer shown by authenticator apps.
+    pub totp_issuer: String,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("public_url", &self.public_url)
+            .field("mailer", &self.mailer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `scheme://host[:port]` of an absolute http(s) URL, lowercased.
+pub fn origin_of(url: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("`{url}` is not an absolute URL"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("`{url}` is not an http or https URL"));
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    Ok(format!("{scheme}://{}", host.to_ascii_lowercase()))
+}
+
+impl AuthSettings {
+    /// Settings from the command line, with `keys` and `listen` (for the default public
+    /// URL).
+    pub fn from_args(args: &AuthArgs, keys: KeyRing, listen: SocketAddr) -> Result<Self, String> {
+        let public_url = args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let public_url = public_url.trim_end_matches('/').to_owned();
+        let public_origin =
+            origin_of(&public_url).map_err(|e| format!("TESSERA_PUBLIC_URL: {e}"))?;
+        let mailer = Mailer::new(
+            args.smtp_url.as_deref(),
+            args.outbox_dir.clone(),
+            &args.mail_from,
+        )
+        .map_err(|e| format!("mail: {e}"))?;
+        Ok(AuthSettings {
+            keys,
+            mailer,
+            secure_cookies: public_origin.starts_with("https://"),
+            public_url,
+            public_origin,
+            registration: args.registration,
+            session_ttl: Duration::from_secs(args.session_ttl.max(60)),
+            lockout_threshold: args.lockout_threshold.max(1),
+            lockout_duration: Duration::from_secs(args.lockout_minutes.max(1) * 60),
+            totp_issuer: args.totp_issuer.clone(),
+        })
+    }
+
+    /// Defaults for a service without a socket (router tests): a throwaway key, mail to
+    /// `outbox`, the public URL `http://localhost`.
+    pub fn ephemeral(outbox: std::path::PathBuf) -> Self {
+        AuthSettings {
+            keys: KeyRing::ephemeral(),
+            mailer: Mailer::outbox(outbox),
+            public_url: "http://localhost".into(),
+            public_origin: "http://localhost".into(),
+            secure_cookies: false,
+            registration: true,
+            session_ttl: Duration::from_secs(12 * 60 * 60),
+            lockout_threshold: 10,
+            lockout_duration: Duration::from_secs(30 * 60),
+            totp_issuer: "Tessera".into(),
+        }
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+fn after(d: Duration) -> DateTime<Utc> {
+    now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The account named `username`.
+pub async fn find_user(
+    db: &DatabaseConnection,
+    username: &str,
+) -> Result<Option<users::Model>, AppError> {
+    Ok(users::Entity::find()
+        .filter(users::Column::Username.eq(username))
+        .one(db)
+        .await?)
+}
+
+/// Seconds left on the account's lock, if it is locked.
+pub fn lock_remaining(user: &users::Model) -> Option<u64> {
+    let until = user.locked_until?;
+    let left = (until - now()).num_seconds();
+    (left > 0).then_some(left as u64)
+}
+
+/// Refuses a locked account with 423.
+pub fn ensure_unlocked(user: &users::Model) -> Result<(), AppError> {
+    match lock_remaining(user) {
+        Some(seconds) => Err(AppError::AccountLocked { seconds }),
+        None => Ok(()),
+    }
+}
+
+/// Counts a failed password or second-factor check; the `threshold`-th in a row locks the
+/// account. Both statements are single atomic updates, so failures on several workers at
+/// once are all counted and the lock is set once.
+pub async fn record_failure(
+    db: &DatabaseConnection,
+    settings: &AuthSettings,
+    user_id: i64,
+) -> Result<(), AppError> {
+    // Scoped: the trait's blanket `max`/`min` would shadow the integer ones elsewhere.
+    use sea_orm::sea_query::ExprTrait as _;
+    users::Entity::update_many()
+        .col_expr(
+            users::Column::FailedLoginCount,
+            Expr::col(users::Column::FailedLoginCount).add(1),
+        )
+        .filter(users::Column::Id.eq(user_id))
+        .exec(db)
+        .await?;
+    let locked = users::Entity::update_many()
+        .col_expr(
+            users::Column::LockedUntil,
+            Expr::value(Some(after(settings.lockout_duration))),
+        )
+        .col_expr(users::Column::FailedLoginCount, Expr::value(0))
+        .filter(users::Column::Id.eq(user_id))
+        .filter(users::Column::FailedLoginCount.gte(settings.lockout_threshold as i32))
+        .exec(db)
+        .await?;
+    if locked.rows_affected > 0 {
+        tracing::warn!(user_id, "account locked after repeated failures");
+    }
+    Ok(())
+}
+
+/// A successful check: the failure count starts again from zero.
+pub async fn record_success(db: &DatabaseConnection, user_id: i64) -> Result<(), AppError> {
+    users::Entity::update_many()
+        .col_expr(users::Column::FailedLoginCount, Expr::value(0))
+        .col_expr(
+            users::Column::LockedUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(users::Column::Id.eq(user_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Records one `event` for `key` and refuses with 429 when the policy is exhausted. The
+/// hit is recorded before the attempt it guards, so concurrent attempts on any number of
+/// workers can never get past the limit; a successful attempt clears the key again
+/// ([`clear`]), so what stays counted are the failures. An unreachable store fails closed
+/// (503).
+pub async fn throttle(limiter: &Limiter, event: EventType, key: &str) -> Result<(), AppError> {
+    let event = Event::from(event);
+    let decision = limiter.hit(&event, key, 1).await?;
+    if decision.allowed {
+        Ok(())
+    } else {
+        let window = limiter.policy(&event)?.window;
+        Err(AppError::RateLimited {
+            event: event.as_str().to_owned(),
+            decision,
+            window,
+        })
+    }
+}
+
+/// Forgets the recorded `event`s of `key` (after a success).
+pub async fn clear(limiter: &Limiter, event: EventType, key: &str) -> Result<(), AppError> {
+    Ok(limiter.reset(&Event::from(event), key).await?)
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    Sha256::digest(bytes).to_vec()
+}
+
+/// Starts a session for `user_id`; answers the cookie value (only its hash is stored).
+pub async fn start_session(
+    db: &DatabaseConnection,
+    settings: &AuthSettings,
+    user_id: i64,
+    ip: Option<String>,
+    user_agent: Option<String>,
+) -> Result<String, AppError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| AppError::Internal(e.to_string()))?;
+    let value = format!(
+        "{SESSION_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    sessions::ActiveModel {
+        id_hash: Set(sha256(value.as_bytes())),
+        user_id: Set(user_id),
+        expires_at: Set(after(settings.session_ttl)),
+        created_at: Set(now()),
+        ip: Set(ip),
+        user_agent: Set(user_agent.map(|ua| ua.chars().take(512).collect())),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(value)
+}
+
+/// The user of a live session cookie; 401 `not_authenticated` otherwise.
+pub async fn session_user(
+    db: &DatabaseConnection,
+    cookie: Option<&str>,
+) -> Result<users::Model, AppError> {
+    let value = cookie
+        .filter(|v| v.starts_with(SESSION_PREFIX) && v.len() < 128)
+        .ok_or(AppError::NotAuthenticated)?;
+    let session = sessions::Entity::find()
+        .filter(sessions::Column::IdHash.eq(sha256(value.as_bytes())))
+        .filter(sessions::Column::ExpiresAt.gt(now()))
+        .one(db)
+        .await?
+        .ok_or(AppError::NotAuthenticated)?;
+    let user = users::Entity::find_by_id(session.user_id)
+        .one(db)
+        .await?
+        .filter(|u| !u.disabled)
+        .ok_or(AppError::NotAuthenticated)?;
+    Ok(user)
+}
+
+/// Ends the session of a cookie (no error when there is none).
+pub async fn end_session(db: &DatabaseConnection, cookie: &str) -> Result<(), AppError> {
+    sessions::Entity::delete_many()
+        .filter(sessions::Column::IdHash.eq(sha256(cookie.as_bytes())))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Ends every session of a user (password reset).
+pub async fn end_all_sessions(db: &DatabaseConnection, user_id: i64) -> Result<u64, AppError> {
+    Ok(sessions::Entity::delete_many()
+        .filter(sessions::Column::UserId.eq(user_id))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
+/// What `/auth/login` offers a user with a second factor: `totp`, `backup_code`,
+/// `email_otp`.
+pub fn methods(user: &users::Model) -> Vec<&'static str> {
+    let mut m = Vec::new();
+    if user.totp_enabled {
+        m.push("totp");
+        m.push("backup_code");
+    }
+    if user.email_otp_enabled && user.email.is_some() {
+        m.push("email_otp");
+    }
+    m
+}
+
+/// The associated data a TOTP secret is sealed to: its row.
+pub fn totp_place(user_id: i64) -> String {
+    format!("totp:{user_id}")
+}
+
+/// The user's TOTP secret, opened.
+pub fn totp_secret(
+    settings: &AuthSettings,
+    user: &users::Model,
+) -> Result<Option<Vec<u8>>, AppError> {
+    user.totp_secret
+        .as_deref()
+        .map(|sealed| {
+            settings
+                .keys
+                .open(&totp_place(user.id), sealed)
+                .map_err(|e| AppError::Internal(format!("TOTP secret of user {}: {e}", user.id)))
+        })
+        .transpose()
+}
+
+/// The user's pending (or current) TOTP secret, created on the first call: two setups at
+/// once agree on one secret, because only the first write of a secret succeeds.
+pub async fn ensure_totp_secret(
+    db: &DatabaseConnection,
+    settings: &AuthSettings,
+    user: &users::Model,
+) -> Result<Vec<u8>, AppError> {
+    if let Some(secret) = totp_secret(settings, user)? {
+        return Ok(secret);
+    }
+    let fresh = mfa::new_secret();
+    users::Entity::update_many()
+        .col_expr(
+            users::Column::TotpSecret,
+            Expr::value(Some(settings.keys.seal(&totp_place(user.id), &fresh))),
+        )
+        .filter(users::Column::Id.eq(user.id))
+        .filter(users::Column::TotpSecret.is_null())
+        .exec(db)
+        .await?;
+    let stored = users::Entity::find_by_id(user.id)
+        .one(db)
+        .await?
+        .ok_or(AppError::NotAuthenticated)?;
+    totp_secret(settings, &stored)?.ok_or_else(|| AppError::Internal("TOTP secret vanished".into()))
+}
+
+/// Checks a TOTP code against the user's secret and records the window it matched. The
+/// unique (user, window) row makes the check single-use: of two requests with the same
+/// code, on any workers, one insert wins and the other is a replay.
+pub async fn check_totp(
+    db: &DatabaseConnection,
+    settings: &AuthSettings,
+    user: &users::Model,
+    code: &str,
+) -> Result<bool, AppError> {
+    let Some(secret) = totp_secret(settings, user)? else {
+        return Ok(false);
+    };
+    let unix = now().timestamp().max(0) as u64;
+    let Some(step) = mfa::matching_step(&secret, code, unix) else {
+        return Ok(false);
+    };
+    let used = totp_usage::ActiveModel {
+        user_id: Set(user.id),
+        code: Set(code.trim().to_owned()),
+        time_step: Set(step as i64),
+        used_at: Set(now()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await;
+    match used {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            tracing::info!(user_id = user.id, "TOTP code replayed");
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Replaces the user's backup codes with 10 new ones; answers them (shown once).
+pub async fn replace_backup_codes(
+    db: &DatabaseConnection,
+    user_id: i64,
+) -> Result<Vec<String>, AppError> {
+    let codes: Vec<String> = (0..mfa::BACKUP_CODES)
+        .map(|_| mfa::new_backup_code())
+        .collect();
+    let hashes = password::hash_codes(codes.clone()).await?;
+    let txn = db.begin().await?;
+    backup_codes::Entity::delete_many()
+        .filter(backup_codes::Column::UserId.eq(user_id))
+        .exec(&txn)
+        .await?;
+    backup_codes::Entity::insert_many(hashes.into_iter().map(|h| backup_codes::ActiveModel {
+        user_id: Set(user_id),
+        code_hash: Set(h),
+        used_at: Set(None),
+        created_at: Set(now()),
+        ..Default::default()
+    }))
+    .exec(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(codes)
+}
+
+/// Unused backup codes of a user.
+pub async fn backup_codes_remaining(
+    db: &DatabaseConnection,
+    user_id: i64,
+) -> Result<u64, AppError> {
+    Ok(backup_codes::Entity::find()
+        .filter(backup_codes::Column::UserId.eq(user_id))
+        .filter(backup_codes::Column::UsedAt.is_null())
+        .count(db)
+        .await?)
+}
+
+/// Uses a backup code: true when it matched an unused code and this call marked it used.
+/// Marking is one conditional update, so of two concurrent uses of one code one wins.
+pub async fn use_backup_code(
+    db: &DatabaseConnection,
+    user_id: i64,
+    input: &str,
+) -> Result<bool, AppError> {
+    let Some(code) = mfa::normalize_backup_code(input) else {
+        return Ok(false);
+    };
+    let unused: Vec<(i64, String)> = backup_codes::Entity::find()
+        .filter(backup_codes::Column::UserId.eq(user_id))
+        .filter(backup_codes::Column::UsedAt.is_null())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c.code_hash))
+        .collect();
+    let Some(id) = password::first_match(code, unused).await else {
+        return Ok(false);
+    };
+    let marked = backup_codes::Entity::update_many()
+        .col_expr(backup_codes::Column::UsedAt, Expr::value(Some(now())))
+        .filter(backup_codes::Column::Id.eq(id))
+        .filter(backup_codes::Column::UsedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(marked.rows_affected == 1)
+}
+
+/// Mails a fresh 6-digit login code to the user, replacing any earlier one.
+pub async fn send_login_code(
+    db: &DatabaseConnection,
+    settings: &AuthSettings,
+    user: &users::Model,
+) -> Result<(), AppError> {
+    let to = user.email.as_deref().ok_or_else(|| AppError::Conflict {
+        code: "email_missing",
+        detail: "the account has no mail address".into(),
+    })?;
+    let code = mfa::new_email_code();
+    let hash = password::hash_codes(vec![code.clone()])
+        .await?
+        .pop()
+        .expect("one hash per code");
+    email_otp_codes::Entity::insert(email_otp_codes::ActiveModel {
+        user_id: Set(user.id),
+        code_hash: Set(hash),
+        expires_at: Set(after(EMAIL_CODE_TTL)),
+    })
+    .on_conflict(
+        OnConflict::column(email_otp_codes::Column::UserId)
+            .update_columns([
+                email_otp_codes::Column::CodeHash,
+                email_otp_codes::Column::ExpiresAt,
+            ])
+            .to_owned(),
+    )
+    .exec(db)
+    .await?;
+    settings
+        .mailer
+        .send(to, "Your sign-in code", code_mail(&code, "sign in"))
+        .await?;
+    Ok(())
+}
+
+/// The body of a mail carrying `code`.
+pub fn code_mail(code: &str, purpose: &str) -> String {
+    format!(
+        "Your code to {purpose} is: {code}\n\nIt expires in 10 minutes. If you did not ask \
+         for it, someone knows your password: change it.\n"
+    )
+}
+
+/// Checks a mailed login code; a match is used up (deleted) by exactly one caller.
+pub async fn use_login_code(
+    db: &DatabaseConnection,
+    user_id: i64,
+    input: &str,
+) -> Result<bool, AppError> {
+    if !mfa::is_email_code(input) {
+        return Ok(false);
+    }
+    let Some(row) = email_otp_codes::Entity::find_by_id(user_id)
+        .filter(email_otp_codes::Column::ExpiresAt.gt(now()))
+        .one(db)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let hash = row.code_hash.clone();
+    if password::first_match(input.trim().to_owned(), vec![(user_id, hash.clone())])
+        .await
+        .is_none()
+    {
+        return Ok(false);
+    }
+    let taken = email_otp_codes::Entity::delete_many()
+        .filter(email_otp_codes::Column::UserId.eq(user_id))
+        .filter(email_otp_codes::Column::CodeHash.eq(hash))
+        .exec(db)
+        .await?;
+    Ok(taken.rows_affected == 1)
+}
+
+/// Deletes expired sessions, mailed codes, and TOTP windows past their retention.
+pub async fn purge(db: &DatabaseConnection) -> Result<u64, AppError> {
+    let s = sessions::Entity::delete_many()
+        .filter(sessions::Column::ExpiresAt.lte(now()))
+        .exec(db)
+        .await?;
+    let c = email_otp_codes::Entity::delete_many()
+        .filter(email_otp_codes::Column::ExpiresAt.lte(now()))
+        .exec(db)
+        .await?;
+    let cutoff = now() - chrono::Duration::from_std(TOTP_USAGE_RETENTION).unwrap_or_default();
+    let t = totp_usage::Entity::delete_many()
+        .filter(totp_usage::Column::UsedAt.lt(cutoff))
+        .exec(db)
+        .await?;
+    Ok(s.rows_affected + c.rows_affected + t.rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            origin_of("https://Auth.Example.com/app/").unwrap(),
+            "https://auth.example.com"
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert!(origin_of("ftp://x").is_err());
+        assert!(origin_of("/relative").is_err());
+        assert!(origin_of("http://").is_err());
+    }
+
+    #[test]
+    fn usage_outlives_the_accepted_skew() {
+        let accepted = (2 * mfa::SKEW + 1) * mfa::STEP;
+        assert!(TOTP_USAGE_RETENTION.as_secs() >= accepted);
+    }
+}

@@ -1,0 +1,615 @@
+//! `/auth` driven through the router without a socket, on a fresh SQLite database per test:
+//! the refusals a browser or an attacker meets (CSRF, media types, bad fields, cookies),
+//! the secrets at rest, and the account rules that need no second process.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tessera_api::{ApiKeys, AppState, AuthSettings, mfa, router};
+use tessera_limiter::{Limiter, Policies, SqlLimiter};
+use tessera_store::{SqlTokenStore, Tokens};
+use tessera_testkit::TestDb;
+use tower::ServiceExt;
+
+async fn app_state(
+    configure: impl FnOnce(&mut AuthSettings),
+) -> (AppState, TestDb, tempfile::TempDir) {
+    let db = TestDb::sqlite_file().await;
+    let tokens = Tokens::new(Arc::new(SqlTokenStore::new(db.db.clone()).unwrap()));
+    let limiter = Limiter::new(
+        Arc::new(SqlLimiter::new(db.db.clone()).unwrap()),
+        Policies::default(),
+    );
+    let outbox = tempfile::tempdir().unwrap();
+    let mut settings = AuthSettings::ephemeral(outbox.path().to_owned());
+    settings.public_url = "https://auth.example.com".into();
+    settings.public_origin = "https://auth.example.com".into();
+    settings.secure_cookies = true;
+    configure(&mut settings);
+    let mut state = AppState::new(db.db.clone(), tokens, limiter, ApiKeys::parse(""));
+    state.auth = Arc::new(settings);
+    (state, db, outbox)
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+async fn send(state: &AppState, req: Request<Body>) -> Answer {
+    let res = router(state.clone()).oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn post(path: &str) -> axum::http::request::Builder {
+    Request::post(path).header(header::CONTENT_TYPE, "application/json")
+}
+
+async fn json_post(state: &AppState, path: &str, body: Value, cookie: Option<&str>) -> Answer {
+    let mut req = post(path);
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    send(state, req.body(Body::from(body.to_string())).unwrap()).await
+}
+
+fn problem(a: &Answer, status: StatusCode, code: &str) {
+    assert_eq!(a.status, status, "{}", a.body);
+    assert_eq!(a.body["code"], code, "{}", a.body);
+    assert_eq!(
+        a.headers[header::CONTENT_TYPE],
+        "application/problem+json",
+        "{}",
+        a.body
+    );
+}
+
+fn set_cookie(a: &Answer, name: &str) -> Option<String> {
+    a.headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with(&format!("{name}=")))
+}
+
+fn cookie_value(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn register(state: &AppState, user: &str, password: &str) {
+    let r = json_post(
+        state,
+        "/auth/register",
+        json!({"username": user, "email": format!("{user}@example.com"), "password": password}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+}
+
+#[tokio::test]
+async fn cross_site_and_non_json_requests_are_refused() {
+    let (state, _db, _o) = app_state(|_| {}).await;
+    register(&state, "alice", "correct horse").await;
+    let body = json!({"username": "alice", "password": "correct horse"}).to_string();
+
+    let evil = Request::post("/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ORIGIN, "https://evil.example")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    problem(
+        &send(&state, evil).await,
+        StatusCode::FORBIDDEN,
+        "csrf_rejected",
+    );
+
+    let form = Request::post("/auth/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("username=alice&password=correct+horse"))
+        .unwrap();
+    problem(
+        &send(&state, form).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    // Routes without a body are held to it too: a cross-site form cannot log anyone out.
+    let logout = Request::post("/auth/logout")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::empty())
+        .unwrap();
+    problem(
+        &send(&state, logout).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+
+    let same = Request::post("/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ORIGIN, "https://auth.example.com")
+        .body(Body::from(body))
+        .unwrap();
+    let ok = send(&state, same).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    let session = set_cookie(&ok, "tessera_session").expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+        assert!(session.contains(attr), "{session} lacks {attr}");
+    }
+}
+
+#[tokio::test]
+async fn bad_bodies_name_their_field() {
+    let (state, _db, _o) = app_state(|_| {}).await;
+    for (path, body, field) in [
+        (
+            "/auth/register",
+            json!({"username": "bob", "email": "bob@example.com", "password": "short"}),
+            "password",
+        ),
+        (
+            "/auth/register",
+            json!({"username": "", "email": "bob@example.com", "password": "long enough"}),
+            "username",
+        ),
+        (
+            "/auth/register",
+            json!({"username": "bob", "email": "nope", "password": "long enough"}),
+            "email",
+        ),
+        ("/auth/login", json!({"username": "bob"}), "password"),
+        (
+            "/auth/login",
+            json!({"username": "bob", "password": "x", "extra": 1}),
+            "extra",
+        ),
+        (
+            "/auth/2fa/verify",
+            json!({"mfa_token": "x", "code": "1", "backup_code": "2"}),
+            "code",
+        ),
+        (
+            "/auth/password-reset/confirm",
+            json!({"token": "x", "new_password": "short"}),
+            "new_password",
+        ),
+        ("/auth/password-reset/request", json!({"email": 5}), "email"),
+    ] {
+        let r = json_post(&state, path, body, None).await;
+        problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(r.body["field"], field, "{path}: {}", r.body);
+    }
+    let malformed = send(
+        &state,
+        post("/auth/login").body(Body::from("{nope")).unwrap(),
+    )
+    .await;
+    problem(&malformed, StatusCode::BAD_REQUEST, "malformed_json");
+}
+
+#[tokio::test]
+async fn registration_can_be_switched_off_and_names_are_unique() {
+    let (state, _db, _o) = app_state(|_| {}).await;
+    register(&state, "carol", "correct horse").await;
+    let again = json_post(
+        &state,
+        "/auth/register",
+        json!({"username": "carol", "email": "c@example.com", "password": "another one"}),
+        None,
+    )
+    .await;
+    problem(&again, StatusCode::CONFLICT, "username_taken");
+
+    let (closed, _db2, _o2) = app_state(|s| s.registration = false).await;
+    let r = json_post(
+        &closed,
+        "/auth/register",
+        json!({"username": "dave", "email": "d@example.com", "password": "long enough"}),
+        None,
+    )
+    .await;
+    problem(&r, StatusCode::FORBIDDEN, "registration_disabled");
+}
+
+#[tokio::test]
+async fn sessions_and_second_factor_sessions_need_their_cookies() {
+    let (state, _db, _o) = app_state(|_| {}).await;
+    let me = send(
+        &state,
+        Request::get("/auth/me").body(Body::empty()).unwrap(),
+    )
+    .await;
+    problem(&me, StatusCode::UNAUTHORIZED, "not_authenticated");
+    let forged = send(
+        &state,
+        Request::get("/auth/me")
+            .header(header::COOKIE, "tessera_session=tsr_se_forged")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    problem(&forged, StatusCode::UNAUTHORIZED, "not_authenticated");
+    let r = json_post(
+        &state,
+        "/auth/2fa/verify",
+        json!({"mfa_token": "tsr_pa_nope", "code": "123456"}),
+        None,
+    )
+    .await;
+    problem(&r, StatusCode::UNAUTHORIZED, "mfa_session_expired");
+    let r = json_post(
+        &state,
+        "/auth/password-reset/confirm",
+        json!({"token": "tsr_pr_nope", "new_password": "long enough"}),
+        None,
+    )
+    .await;
+    problem(&r, StatusCode::BAD_REQUEST, "invalid_or_expired_token");
+}
+
+/// Setup, a code, logout, and a login with the second factor, all on one router; then the
+/// database holds the TOTP secret only encrypted and the backup codes only hashed.
+#[tokio::test]
+async fn totp_secrets_and_backup_codes_are_never_stored_in_clear() {
+    let (state, db, _o) = app_state(|_| {}).await;
+    register(&state, "erin", "correct horse").await;
+    let login = json_post(
+        &state,
+        "/auth/login",
+        json!({"username": "erin", "password": "correct horse"}),
+        None,
+    )
+    .await;
+    let session = cookie_value(&set_cookie(&login, "tessera_session").unwrap());
+    let setup = json_post(&state, "/auth/totp/setup", json!({}), Some(&session)).await;
+    assert_eq!(setup.status, StatusCode::OK, "{}", setup.body);
+    let secret_b32 = setup.body["secret"].as_str().unwrap().to_owned();
+    assert!(
+        setup.body["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/Tessera:erin?")
+    );
+    let codes: Vec<String> = setup.body["backup_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    let status = send(
+        &state,
+        Request::get("/auth/totp/status")
+            .header(header::COOKIE, &session)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        status.body,
+        json!({"enabled": false, "backup_codes_remaining": 0})
+    );
+
+    let secret = base32_decode(&secret_b32);
+    let now = chrono::Utc::now().timestamp() as u64;
+    let code = mfa::code_at(&secret, now / mfa::STEP);
+    let wrong = json_post(
+        &state,
+        "/auth/totp/confirm",
+        json!({"code": "000000"}),
+        Some(&session),
+    )
+    .await;
+    if code != "000000" {
+        problem(&wrong, StatusCode::UNAUTHORIZED, "invalid_code");
+    }
+    let ok = json_post(
+        &state,
+        "/auth/totp/confirm",
+        json!({"code": code}),
+        Some(&session),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    let again = json_post(&state, "/auth/totp/setup", json!({}), Some(&session)).await;
+    problem(&again, StatusCode::CONFLICT, "totp_already_enabled");
+
+    // Disable needs the password and a fresh code; the one just used is spent.
+    let replay = json_post(
+        &state,
+        "/auth/totp/disable",
+        json!({"password": "correct horse", "code": code}),
+        Some(&session),
+    )
+    .await;
+    problem(&replay, StatusCode::UNAUTHORIZED, "invalid_code");
+
+    // The database files themselves, write-ahead log included: what a stolen disk shows.
+    let path = db
+        .url
+        .trim_start_matches("sqlite://")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut raw = std::fs::read(&path).unwrap();
+    raw.extend(std::fs::read(format!("{path}-wal")).unwrap_or_default());
+    let dump = String::from_utf8_lossy(&raw).into_owned();
+    assert!(dump.contains("argon2id"));
+    assert!(
+        !dump.contains(&secret_b32),
+        "the base32 secret is not stored"
+    );
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        !dump.to_lowercase().contains(&hex),
+        "the raw secret is not stored"
+    );
+    for c in &codes {
+        assert!(
+            !dump.contains(c.as_str()) && !dump.contains(&c.replace('-', "")),
+            "{c}"
+        );
+    }
+    assert!(
+        !dump.contains(&session["tessera_session=".len()..]),
+        "the session id is not stored"
+    );
+}
+
+fn base32_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut bits = 0u64;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.trim_end_matches('=').bytes() {
+        bits = (bits << 5) | ALPHABET.iter().position(|a| *a == c).unwrap() as u64;
+        n += 5;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    out
+}
+
+async fn sign_in(state: &AppState, user: &str, password: &str) -> String {
+    let r = json_post(
+        state,
+        "/auth/login",
+        json!({"username": user, "password": password}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    cookie_value(&set_cookie(&r, "tessera_session").expect("a session"))
+}
+
+/// Disable and regenerate need the password and an unused code; regenerated codes replace
+/// the old ones.
+#[tokio::test]
+async fn disable_and_regenerate_need_the_password_and_a_fresh_code() {
+    let (state, _db, _o) = app_state(|_| {}).await;
+    register(&state, "gina", "correct horse").await;
+    let session = sign_in(&state, "gina", "correct horse").await;
+    let setup = json_post(&state, "/auth/totp/setup", json!({}), Some(&session)).await;
+    let secret = base32_decode(setup.body["secret"].as_str().unwrap());
+    let old_codes = setup.body["backup_codes"].clone();
+    // Early enough in a window that the previous one stays within the skew to the end.
+    while chrono::Utc::now().timestamp() % 30 > 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let step = chrono::Utc::now().timestamp() as u64 / mfa::STEP;
+    let at = |s: u64| mfa::code_at(&secret, s);
+    let ok = json_post(
+        &state,
+        "/auth/totp/confirm",
+        json!({"code": at(step)}),
+        Some(&session),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+
+    let bad_pw = json_post(
+        &state,
+        "/auth/totp/backup-codes/regenerate",
+        json!({"password": "wrong horse", "code": at(step + 1)}),
+        Some(&session),
+    )
+    .await;
+    problem(&bad_pw, StatusCode::UNAUTHORIZED, "invalid_credentials");
+    let regen = json_post(
+        &state,
+        "/auth/totp/backup-codes/regenerate",
+        json!({"password": "correct horse", "code": at(step + 1)}),
+        Some(&session),
+    )
+    .await;
+    assert_eq!(regen.status, StatusCode::OK, "{}", regen.body);
+    assert_eq!(regen.body["backup_codes"].as_array().unwrap().len(), 10);
+    assert_ne!(regen.body["backup_codes"], old_codes);
+
+    // The old codes no longer sign in; a new one does.
+    let login = json_post(
+        &state,
+        "/auth/login",
+        json!({"username": "gina", "password": "correct horse"}),
+        None,
+    )
+    .await;
+    let challenge = cookie_value(&set_cookie(&login, "tessera_challenge").unwrap());
+    let token = login.body["mfa_token"].as_str().unwrap().to_owned();
+    let old = json_post(
+        &state,
+        "/auth/2fa/verify",
+        json!({"mfa_token": token, "backup_code": old_codes[0]}),
+        Some(&challenge),
+    )
+    .await;
+    problem(&old, StatusCode::UNAUTHORIZED, "invalid_code");
+    let new = json_post(
+        &state,
+        "/auth/2fa/verify",
+        json!({"mfa_token": token, "backup_code": regen.body["backup_codes"][0]}),
+        Some(&challenge),
+    )
+    .await;
+    assert_eq!(new.status, StatusCode::OK, "{}", new.body);
+
+    let off = json_post(
+        &state,
+        "/auth/totp/disable",
+        json!({"password": "correct horse", "code": at(step - 1)}),
+        Some(&session),
+    )
+    .await;
+    assert_eq!(off.status, StatusCode::OK, "{}", off.body);
+    assert_eq!(
+        off.body,
+        json!({"enabled": false, "backup_codes_remaining": 0})
+    );
+    let login = json_post(
+        &state,
+        "/auth/login",
+        json!({"username": "gina", "password": "correct horse"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        login.body["authenticated"], true,
+        "no second factor any more"
+    );
+}
+
+async fn outbox_mails(dir: &std::path::Path, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        if files.len() >= n {
+            return files
+                .iter()
+                .map(|p| {
+                    std::fs::read_to_string(p)
+                        .unwrap()
+                        .replace("=\r\n", "")
+                        .replace("=3D", "=")
+                })
+                .collect();
+        }
+        assert!(std::time::Instant::now() < deadline, "{n} mails expected");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn token_in(mail: &str) -> String {
+    let at = mail.find("#token=").unwrap() + 7;
+    mail[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect()
+}
+
+/// A reset revokes the user's other reset links and ends their sessions; the link points
+/// at the public URL with the token in the fragment.
+#[tokio::test]
+async fn a_password_reset_revokes_the_other_links_and_every_session() {
+    let (state, _db, outbox) = app_state(|_| {}).await;
+    register(&state, "hana", "correct horse").await;
+    let session = sign_in(&state, "hana", "correct horse").await;
+    for _ in 0..2 {
+        let r = json_post(
+            &state,
+            "/auth/password-reset/request",
+            json!({"email": "hana@example.com"}),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        outbox_mails(outbox.path(), 1).await;
+    }
+    let mails = outbox_mails(outbox.path(), 2).await;
+    assert!(mails[0].contains("https://auth.example.com/reset-password#token=tsr_pr_"));
+    let (first, second) = (token_in(&mails[0]), token_in(&mails[1]));
+    assert_ne!(first, second);
+    let done = json_post(
+        &state,
+        "/auth/password-reset/confirm",
+        json!({"token": first, "new_password": "new horse staple"}),
+        None,
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(done.body["sessions_ended"], 1);
+    let other = json_post(
+        &state,
+        "/auth/password-reset/confirm",
+        json!({"token": second, "new_password": "another horse"}),
+        None,
+    )
+    .await;
+    problem(&other, StatusCode::BAD_REQUEST, "invalid_or_expired_token");
+    let me = send(
+        &state,
+        Request::get("/auth/me")
+            .header(header::COOKIE, &session)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    problem(&me, StatusCode::UNAUTHORIZED, "not_authenticated");
+    sign_in(&state, "hana", "new horse staple").await;
+}
+
+/// An unknown user costs one argon2id check too: the two failures take about as long.
+#[tokio::test]
+async fn an_unknown_user_takes_as_long_as_a_wrong_password() {
+    let (state, _db, _o) = app_state(|_| {}).await;
+    register(&state, "ivan", "correct horse").await;
+    let time = |user: &'static str| {
+        let state = state.clone();
+        async move {
+            let mut all = Vec::new();
+            // 4 × 2 rounds: below the lockout threshold and the login_attempt limit.
+            for _ in 0..4 {
+                let t = std::time::Instant::now();
+                let r = json_post(
+                    &state,
+                    "/auth/login",
+                    json!({"username": user, "password": "wrong horse"}),
+                    None,
+                )
+                .await;
+                problem(&r, StatusCode::UNAUTHORIZED, "invalid_credentials");
+                all.push(t.elapsed());
+            }
+            all.sort();
+            all[2]
+        }
+    };
+    // Interleaved, so both see the same background load.
+    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        unknown.push(time("nobody").await);
+        wrong.push(time("ivan").await);
+    }
+    let (u, w) = (
+        unknown.iter().sum::<std::time::Duration>(),
+        wrong.iter().sum::<std::time::Duration>(),
+    );
+    let ratio = u.as_secs_f64() / w.as_secs_f64();
+    eprintln!("median login failure: unknown user {u:?}, wrong password {w:?} (ratio {ratio:.2})");
+    assert!((0.5..2.0).contains(&ratio), "unknown {u:?} vs wrong {w:?}");
+}
