@@ -15,6 +15,7 @@ mod m20261123_000002_create_auth_rate_limit_events;
 mod m20261123_000003_create_auth_rate_limit_counters;
 mod m20261123_000004_create_users;
 mod m20261123_000005_create_login_state;
+mod m20261123_000006_create_oidc;
 
 use sea_orm_migration::sea_orm::{DatabaseConnection, Statement};
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_create_auth_rate_limit_counters::Migration),
             Box::new(m20261123_000004_create_users::Migration),
             Box::new(m20261123_000005_create_login_state::Migration),
+            Box::new(m20261123_000006_create_oidc::Migration),
         ]
     }
 }

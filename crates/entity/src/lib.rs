@@ -17,7 +17,8 @@
 //! - [`token`]: [`Token`] generation and parsing, [`TokenHash`], [`Challenge`].
 //! - [`new_token`]: [`AuthEphemeralToken`], the typed constructors, [`Username`].
 //! - [`auth_ephemeral_tokens`], [`auth_rate_limit_events`], [`users`], [`sessions`],
-//!   [`totp_usage`], [`backup_codes`], [`email_otp_codes`]: the sea-orm entities.
+//!   [`totp_usage`], [`backup_codes`], [`email_otp_codes`], [`oidc_providers`],
+//!   [`oidc_identities`]: the sea-orm entities.
 //! - [`db`]: how database errors are classified.
 //! - [`redis`]: the shared connection to Redis or a Redis Cluster.
 
@@ -28,6 +29,8 @@ pub mod db;
 pub mod email_otp_codes;
 pub mod kinds;
 pub mod new_token;
+pub mod oidc_identities;
+pub mod oidc_providers;
 pub mod redis;
 pub mod sessions;
 pub mod token;
