@@ -23,6 +23,9 @@ enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage OpenID providers (rows in the database: every worker sees them at once).
+    #[command(subcommand)]
+    Oidc(OidcCommand),
     /// Manage the key that encrypts secrets at rest.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -35,6 +38,46 @@ enum Command {
         /// Rows one statement deletes at most.
         #[arg(long, env = "TESSERA_PURGE_BATCH", default_value_t = tessera_store::DEFAULT_PURGE_BATCH)]
         purge_batch: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum OidcCommand {
+    /// Add a provider. Register `PUBLIC_URL/auth/oidc/NAME/callback` as its redirect URI.
+    Add {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
+        /// The name in the routes: `[a-z0-9_-]`, 1 to 64 characters.
+        name: String,
+        /// The issuer URL (discovery is read from ISSUER/.well-known/openid-configuration).
+        #[arg(long)]
+        issuer: String,
+        /// The client id registered at the provider.
+        #[arg(long)]
+        client_id: String,
+        /// The client secret (stored encrypted); omit for a public client.
+        #[arg(long, env = "TESSERA_OIDC_CLIENT_SECRET", hide_env_values = true)]
+        client_secret: Option<String>,
+        /// Scopes to ask for.
+        #[arg(long, default_value = "openid email profile")]
+        scopes: String,
+        /// Trust the provider's authentication: no local second factor after it.
+        #[arg(long)]
+        skip_local_mfa: bool,
+    },
+    /// List the providers (one JSON object per line, no secrets).
+    List {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Remove a provider and the account links made through it.
+    Remove {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The provider's name.
+        name: String,
     },
 }
 
@@ -186,6 +229,7 @@ async fn main() -> anyhow::Result<()> {
             let login_rows = tessera_api::login::purge(&db_for_login).await?;
             println!("{{\"tokens\":{tokens},\"events\":{events},\"login_rows\":{login_rows}}}");
         }
+        Command::Oidc(command) => oidc_command(command).await?,
         Command::Keys(KeysCommand::Rotate { database, keys }) => {
             let ring = startup::key_ring(&database, &keys)?;
             let db = startup::open_database(&database).await?;
@@ -197,6 +241,54 @@ async fn main() -> anyhow::Result<()> {
                 ring.current_id(),
                 report.current
             );
+        }
+    }
+    Ok(())
+}
+
+async fn oidc_command(command: OidcCommand) -> anyhow::Result<()> {
+    use tessera_api::oidc;
+    match command {
+        OidcCommand::Add {
+            database,
+            keys,
+            name,
+            issuer,
+            client_id,
+            client_secret,
+            scopes,
+            skip_local_mfa,
+        } => {
+            let ring = startup::key_ring(&database, &keys)?;
+            let db = startup::open_database(&database).await?;
+            startup::prepare_schema(&db, &database, false).await?;
+            let added = oidc::add_provider(
+                &db,
+                &ring,
+                oidc::NewProvider {
+                    name,
+                    issuer,
+                    client_id,
+                    client_secret,
+                    scopes,
+                    skip_local_mfa,
+                },
+            )
+            .await?;
+            println!("{}", serde_json::to_string(&added)?);
+        }
+        OidcCommand::List { database } => {
+            let db = startup::open_database(&database).await?;
+            startup::prepare_schema(&db, &database, false).await?;
+            for p in oidc::list_providers(&db).await? {
+                println!("{}", serde_json::to_string(&p)?);
+            }
+        }
+        OidcCommand::Remove { database, name } => {
+            let db = startup::open_database(&database).await?;
+            startup::prepare_schema(&db, &database, false).await?;
+            oidc::remove_provider(&db, &name).await?;
+            println!("removed `{name}`");
         }
     }
     Ok(())

@@ -125,7 +125,7 @@ fn reset_token_in(mail: &str) -> String {
 }
 
 /// A TOTP code from pyotp, an implementation independent of Tessera's, at `unix` seconds.
-fn pyotp(secret: &str, unix: u64) -> String {
+pub fn pyotp(secret: &str, unix: u64) -> String {
     let out = Command::new("python3")
         .args([
             "-c",
@@ -152,30 +152,34 @@ fn unix_now() -> u64 {
 
 /// Waits until at least 12 s remain in the current 30-s window, so a short sequence of
 /// steps stays inside it; answers the current time.
-async fn fresh_window() -> u64 {
+pub async fn fresh_window() -> u64 {
     while unix_now() % 30 > 18 {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     unix_now()
 }
 
-/// A browser: keeps the cookies the service sets and sends them back.
+/// A browser: keeps the cookies it is given and sends them back (to any host: the tests
+/// talk to one service and one provider, and neither minds the other's cookies). It follows
+/// no redirect by itself, so tests see every hop.
 #[derive(Clone)]
-struct Browser {
-    c: reqwest::Client,
-    jar: HashMap<String, String>,
+pub struct Browser {
+    pub c: reqwest::Client,
+    pub jar: HashMap<String, String>,
 }
 
-struct Answer {
-    status: u16,
-    body: Value,
-    headers: HeaderMap,
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: HeaderMap,
+    pub text: String,
 }
 
 impl Browser {
-    fn new() -> Browser {
+    pub fn new() -> Browser {
         Browser {
             c: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
@@ -205,7 +209,7 @@ impl Browser {
         }
     }
 
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> Answer {
+    pub async fn send(&mut self, req: reqwest::RequestBuilder) -> Answer {
         let res = req
             .header("cookie", self.cookie_header())
             .send()
@@ -214,26 +218,28 @@ impl Browser {
         let status = res.status().as_u16();
         let headers = res.headers().clone();
         self.keep(&headers);
-        let body = res.json().await.unwrap_or(Value::Null);
+        let text = res.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Answer {
             status,
             body,
             headers,
+            text,
         }
     }
 
-    async fn post(&mut self, addr: SocketAddr, path: &str, body: Value) -> Answer {
+    pub async fn post(&mut self, addr: SocketAddr, path: &str, body: Value) -> Answer {
         let req = self.c.post(format!("http://{addr}{path}")).json(&body);
         self.send(req).await
     }
 
-    async fn get(&mut self, addr: SocketAddr, path: &str) -> Answer {
+    pub async fn get(&mut self, addr: SocketAddr, path: &str) -> Answer {
         let req = self.c.get(format!("http://{addr}{path}"));
         self.send(req).await
     }
 }
 
-async fn start_workers(n: usize, args: Vec<String>) -> (Vec<Worker>, PathBuf) {
+pub async fn start_workers(n: usize, args: Vec<String>) -> (Vec<Worker>, PathBuf) {
     tokio::task::spawn_blocking(move || {
         let dir = tempfile::tempdir().unwrap().keep();
         let ws = (0..n)
@@ -248,7 +254,7 @@ async fn start_workers(n: usize, args: Vec<String>) -> (Vec<Worker>, PathBuf) {
     .unwrap()
 }
 
-fn unique(name: &str) -> String {
+pub fn unique(name: &str) -> String {
     format!("{name}{}", &uuid_like()[..10])
 }
 
@@ -340,7 +346,7 @@ impl Flow {
     }
 }
 
-async fn verify(
+pub async fn verify(
     b: &mut Browser,
     addr: SocketAddr,
     mfa_token: &str,
@@ -668,7 +674,7 @@ async fn login_flows(w: [SocketAddr; 3], smtp: &SmtpSink, database_url: &str) ->
 }
 
 /// Every row of every table as text (PostgreSQL).
-async fn dump_postgres(db: &TestDb) -> String {
+pub async fn dump_postgres(db: &TestDb) -> String {
     use sea_orm::{ConnectionTrait, Statement};
     let tables = [
         "users",
@@ -679,6 +685,8 @@ async fn dump_postgres(db: &TestDb) -> String {
         "auth_ephemeral_tokens",
         "auth_rate_limit_events",
         "auth_rate_limit_counters",
+        "oidc_providers",
+        "oidc_identities",
     ];
     let mut out = String::new();
     for t in tables {
@@ -695,12 +703,11 @@ async fn dump_postgres(db: &TestDb) -> String {
             out.push('\n');
         }
     }
-    assert!(out.contains("$argon2id$"), "the dump holds the accounts");
     out
 }
 
 /// Every value of every Tessera key in Redis, as text.
-fn dump_redis(url: &str) -> String {
+pub fn dump_redis(url: &str) -> String {
     let port = url.rsplit(':').next().unwrap().trim_end_matches('/');
     let cli = |args: &[&str]| {
         let out = Command::new("redis-cli")
@@ -727,6 +734,7 @@ fn dump_redis(url: &str) -> String {
 }
 
 fn assert_no_secret(dump: &str, secrets: &[String]) {
+    assert!(dump.contains("$argon2id$"), "the dump holds the accounts");
     assert!(secrets.len() > 20, "secrets were collected");
     for s in secrets {
         assert!(s.len() >= 8, "{s}");
@@ -749,9 +757,9 @@ async fn login_flows_across_three_workers_on_postgres() {
             db.url.clone(),
             "--smtp-url".into(),
             smtp.url(),
-            // Every request of the test comes from 127.0.0.1.
+            // Every request of the test comes from 127.0.0.1 (and on Redis, every run of it).
             "--rate-limits".into(),
-            "login_ip=1000/15m".into(),
+            "login_ip=1000/15m,password_reset_ip=1000/1h".into(),
         ],
     )
     .await;
@@ -777,9 +785,9 @@ async fn login_flows_across_three_workers_on_redis() {
             redis.clone(),
             "--smtp-url".into(),
             smtp.url(),
-            // Every request of the test comes from 127.0.0.1.
+            // Every request of the test comes from 127.0.0.1 (and on Redis, every run of it).
             "--rate-limits".into(),
-            "login_ip=1000/15m".into(),
+            "login_ip=1000/15m,password_reset_ip=1000/1h".into(),
         ],
     )
     .await;
@@ -935,8 +943,8 @@ async fn healthz_stays_flat_while_twenty_logins_are_hashed() {
     db.finish().await;
 }
 
-/// `tessera keys rotate`: TOTP secrets sealed under the old key are re-sealed under the new
-/// one, after which a worker that knows only the new key still verifies codes.
+/// `tessera keys rotate`: TOTP and OIDC client secrets sealed under the old key are re-sealed
+/// under the new one, after which a worker that knows only the new key still verifies codes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_rotate_reseals_totp_secrets_under_the_new_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -982,6 +990,15 @@ async fn keys_rotate_reseals_totp_secrets_under_the_new_key() {
         .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     drop(w);
+    // An OIDC client secret, sealed under the old key too.
+    let mut add = crate::helpers::tessera(dir.path());
+    add.args([
+        "oidc", "add", "corp", "--issuer", "https://idp.example", "--client-id", "tessera",
+        "--client-secret", "corp-client-secret", "--database-url", &url,
+    ])
+    .env("TESSERA_SECRET_KEY", old_key);
+    let out = crate::helpers::run(add);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let mut rotate = crate::helpers::tessera(dir.path());
     rotate
@@ -995,7 +1012,15 @@ async fn keys_rotate_reseals_totp_secrets_under_the_new_key() {
         String::from_utf8_lossy(&out.stderr)
     );
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.starts_with("1 secret(s) re-encrypted"), "{said}");
+    assert!(said.starts_with("2 secret(s) re-encrypted"), "{said}");
+    // Everything is under the new key now: a second run has nothing to do.
+    let mut again = crate::helpers::tessera(dir.path());
+    again
+        .args(["keys", "rotate", "--database-url", &url])
+        .env("TESSERA_SECRET_KEY", new_key);
+    let out = crate::helpers::run(again);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("0 secret(s) re-encrypted") && said.contains("2 already"), "{said}");
 
     let w = start(new_key).await.unwrap();
     let mut b = Browser::new();

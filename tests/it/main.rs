@@ -5,6 +5,7 @@
 mod helpers;
 mod limits;
 mod login;
+mod oidc;
 mod proxy;
 mod race;
 mod serve;

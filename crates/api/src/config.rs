@@ -117,6 +117,17 @@ pub struct AuthArgs {
     #[arg(long, env = "TESSERA_LOCKOUT_MINUTES", default_value_t = 30)]
     pub lockout_minutes: u64,
 
+    /// Where the OIDC callback sends the browser, with `#oidc_exchange=...` or
+    /// `#oidc_error=...`; a `return_to` path is taken on its origin. Default: the public
+    /// URL + `/`.
+    #[arg(long, env = "TESSERA_OIDC_RETURN_URL")]
+    pub oidc_return_url: Option<String>,
+
+    /// Whether an OIDC login of an unknown subject creates an account (`false`: it ends in
+    /// `#oidc_error=user_creation_disabled`).
+    #[arg(long, env = "TESSERA_OIDC_CREATE_USERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub oidc_create_users: bool,
+
     /// Issuer name shown by authenticator apps.
     #[arg(long, env = "TESSERA_TOTP_ISSUER", default_value = "Tessera")]
     pub totp_issuer: String,

@@ -93,9 +93,13 @@ pub enum AppError {
         /// Why.
         detail: String,
     },
-    /// A password-reset token that is unknown, expired or used.
-    #[error("invalid or expired reset token")]
-    InvalidResetToken,
+    /// A token handed to a browser (password reset, OIDC exchange) that is unknown,
+    /// expired or used.
+    #[error("invalid or expired token")]
+    TokenRejected,
+    /// No OpenID provider of that name.
+    #[error("unknown provider")]
+    UnknownProvider,
     /// Mail could not be sent.
     #[error("mail unavailable: {0}")]
     MailUnavailable(String),
@@ -289,11 +293,17 @@ impl AppError {
                 (StatusCode::FORBIDDEN, code, "Forbidden", detail.clone())
             }
             E::Conflict { code, detail } => (StatusCode::CONFLICT, code, "Conflict", detail.clone()),
-            E::InvalidResetToken => (
+            E::TokenRejected => (
                 StatusCode::BAD_REQUEST,
                 "invalid_or_expired_token",
                 "Invalid or expired token",
-                "the reset link is unknown, expired or already used; request a new one".into(),
+                "the token is unknown, expired or already used; start again".into(),
+            ),
+            E::UnknownProvider => (
+                StatusCode::NOT_FOUND,
+                "unknown_provider",
+                "Unknown provider",
+                "no OpenID provider of that name is configured".into(),
             ),
             E::MailUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -20,6 +20,7 @@
 //! - [`mfa`]: TOTP, backup codes and mailed codes.
 //! - [`mail`]: SMTP, or the outbox folder.
 //! - [`login`]: the login flows' rules: lockout, throttling, sessions, factor checks.
+//! - [`oidc`]: OpenID providers, discovery and ID-token checks, account linking.
 //! - [`users`]: account administration (`tessera user ...`).
 //! - [`startup`]: [`Application`], backend selection, schema checks, the purge task.
 //! - `routes`: one module per group of routes, each exposing `router()`.
@@ -32,6 +33,7 @@ pub mod extract;
 pub mod login;
 pub mod mail;
 pub mod mfa;
+pub mod oidc;
 pub mod openapi;
 pub mod password;
 mod routes;
@@ -132,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(routes::v1::router(state.clone()))
         .merge(routes::auth::router(state.clone()))
+        .merge(routes::oidc::router())
         .merge(openapi::router())
         .fallback(telemetry::not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))

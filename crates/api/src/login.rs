@@ -53,6 +53,12 @@ pub struct AuthSettings {
     pub lockout_duration: Duration,
     /// Issuer shown by authenticator apps.
     pub totp_issuer: String,
+    /// Where OIDC callbacks send the browser.
+    pub oidc_return_url: String,
+    /// OIDC logins of unknown subjects create accounts.
+    pub oidc_create_users: bool,
+    /// Discovery documents and key sets of the OpenID providers, and their HTTP client.
+    pub oidc: crate::oidc::OidcClients,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -97,9 +103,17 @@ impl AuthSettings {
             &args.mail_from,
         )
         .map_err(|e| format!("mail: {e}"))?;
+        let oidc_return_url = args
+            .oidc_return_url
+            .clone()
+            .unwrap_or_else(|| format!("{public_url}/"));
+        origin_of(&oidc_return_url).map_err(|e| format!("TESSERA_OIDC_RETURN_URL: {e}"))?;
         Ok(AuthSettings {
             keys,
             mailer,
+            oidc_return_url,
+            oidc_create_users: args.oidc_create_users,
+            oidc: Default::default(),
             secure_cookies: public_origin.starts_with("https://"),
             public_url,
             public_origin,
@@ -125,6 +139,9 @@ impl AuthSettings {
             lockout_threshold: 10,
             lockout_duration: Duration::from_secs(30 * 60),
             totp_issuer: "Tessera".into(),
+            oidc_return_url: "http://localhost/".into(),
+            oidc_create_users: true,
+            oidc: Default::default(),
         }
     }
 }

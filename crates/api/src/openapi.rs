@@ -6,7 +6,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::routes::{auth, v1};
+use crate::routes::{auth, oidc, v1};
 use crate::{AppState, error::Problem};
 
 #[derive(OpenApi)]
@@ -24,6 +24,7 @@ use crate::{AppState, error::Problem};
         auth::regenerate_backup_codes, auth::enforce_setup, auth::enforce_confirm,
         auth::email_otp_enable, auth::email_otp_confirm,
         auth::reset_request, auth::reset_confirm, auth::me, auth::logout,
+        oidc::start, oidc::callback, oidc::exchange,
     ),
     components(schemas(Problem)),
     modifiers(&ServiceKey),

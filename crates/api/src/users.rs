@@ -132,7 +132,7 @@ pub struct RotateReport {
     pub current: u64,
 }
 
-/// Re-encrypts every TOTP secret under the ring's current key. Each row is rewritten only
+/// Re-encrypts every TOTP secret and OIDC client secret under the ring's current key. Each row is rewritten only
 /// if it still holds the ciphertext that was read, so a concurrent setup is never
 /// overwritten with an older secret.
 pub async fn rotate_secrets(
@@ -163,6 +163,34 @@ pub async fn rotate_secrets(
             )
             .filter(Column::Id.eq(user.id))
             .filter(Column::TotpSecret.eq(old))
+            .exec(db)
+            .await?;
+        report.rotated += 1;
+    }
+    use tessera_entity::oidc_providers as p;
+    for provider in p::Entity::find()
+        .filter(p::Column::ClientSecret.is_not_null())
+        .all(db)
+        .await?
+    {
+        let Some(old) = provider.client_secret else {
+            continue;
+        };
+        if ring.is_current(&old) {
+            report.current += 1;
+            continue;
+        }
+        let place = crate::oidc::secret_place(&provider.name);
+        let plain = ring
+            .open(&place, &old)
+            .map_err(|e| AppError::Internal(format!("provider `{}`: {e}", provider.name)))?;
+        p::Entity::update_many()
+            .col_expr(
+                p::Column::ClientSecret,
+                Expr::value(Some(ring.seal(&place, &plain))),
+            )
+            .filter(p::Column::Id.eq(provider.id))
+            .filter(p::Column::ClientSecret.eq(old))
             .exec(db)
             .await?;
         report.rotated += 1;

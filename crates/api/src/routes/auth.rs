@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/auth/password-reset/confirm", post(reset_confirm))
         .route("/auth/me", get(me))
         .route("/auth/logout", post(logout))
+        .route("/auth/oidc/exchange", post(super::oidc::exchange))
         .route_layer(middleware::from_fn_with_state(state, csrf))
 }
 
@@ -139,7 +140,7 @@ pub struct LoginResponse {
 }
 
 /// Signs `user` in: a session row and its cookie.
-async fn signed_in(
+pub(crate) async fn signed_in(
     state: &AppState,
     jar: CookieJar,
     user: &users::Model,
@@ -980,12 +981,12 @@ pub async fn reset_confirm(
         .consume(TokenType::PasswordReset, &req.token, None)
         .await
         .map_err(|e| match AppError::from(e) {
-            AppError::InvalidOrExpiredToken => AppError::InvalidResetToken,
+            AppError::InvalidOrExpiredToken => AppError::TokenRejected,
             other => other,
         })?;
     let user = login::find_user(&state.db, consumed.username.as_deref().unwrap_or(""))
         .await?
-        .ok_or(AppError::InvalidResetToken)?;
+        .ok_or(AppError::TokenRejected)?;
     users::Entity::update_many()
         .col_expr(users::Column::PasswordHash, Expr::value(Some(hash)))
         .col_expr(users::Column::FailedLoginCount, Expr::value(0))

@@ -1,0 +1,585 @@
+//! OIDC login (authorization code + PKCE) with providers kept as database rows.
+//!
+//! The `openidconnect` crate does discovery, PKCE, the token request and every ID-token
+//! check (signature against the JWKS, `iss`, `aud`, `exp`, `nonce`). What this module adds
+//! is the state that must survive a change of worker: the `oidc_state` token carries the
+//! provider, nonce and PKCE verifier, sealed, bound to the `tessera_oidc` cookie, and is
+//! consumed exactly once by whichever worker the callback reaches.
+
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreProviderMetadata,
+};
+use openidconnect::{
+    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, RequestTokenError, Scope, SignatureVerificationError,
+};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
+    SqlErr,
+};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tessera_entity::{oidc_identities, oidc_providers, users};
+
+use crate::AppError;
+use crate::secrets::KeyRing;
+
+/// How long discovery documents and key sets are reused.
+const METADATA_TTL: Duration = Duration::from_secs(300);
+/// A key set is refetched for an unknown key at most this often.
+const REFETCH_AFTER: Duration = Duration::from_secs(5);
+/// Longest any call to a provider may take.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a callback failed: the stable code after `#oidc_error=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum OidcFailure {
+    /// The provider answered `error=access_denied` (the user declined).
+    AccessDenied,
+    /// The provider answered another `error=`.
+    ProviderError,
+    /// No such provider.
+    UnknownProvider,
+    /// No `state`, or a state that is unknown, expired, used, or bound to another browser.
+    InvalidState,
+    /// The `tessera_oidc` cookie is missing.
+    MissingCookie,
+    /// The callback's `iss` is not the provider's issuer (mix-up defence, RFC 9207).
+    IssuerMismatch,
+    /// No `code` in the callback.
+    MissingCode,
+    /// The provider refused the code.
+    CodeRejected,
+    /// The ID token failed a check (signature, iss, aud, exp, nonce) or was missing.
+    InvalidIdToken,
+    /// The provider did not answer in time, or its discovery document is unusable.
+    ProviderUnavailable,
+    /// No account is linked and creating one is switched off.
+    UserCreationDisabled,
+    /// The linked account is disabled.
+    AccountDisabled,
+    /// Tessera's own store failed.
+    ServerError,
+}
+
+impl OidcFailure {
+    /// The code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// A provider as `tessera oidc list` shows it (no secret).
+#[derive(Debug, Serialize)]
+pub struct ProviderSummary {
+    /// The name in the routes.
+    pub name: String,
+    /// The issuer.
+    pub issuer: String,
+    /// The client id.
+    pub client_id: String,
+    /// Whether a client secret is stored.
+    pub confidential: bool,
+    /// Scopes asked for.
+    pub scopes: String,
+    /// No local second factor after this provider.
+    pub skip_local_mfa: bool,
+}
+
+impl From<oidc_providers::Model> for ProviderSummary {
+    fn from(p: oidc_providers::Model) -> Self {
+        ProviderSummary {
+            name: p.name,
+            issuer: p.issuer,
+            client_id: p.client_id,
+            confidential: p.client_secret.is_some(),
+            scopes: p.scopes,
+            skip_local_mfa: p.skip_local_mfa,
+        }
+    }
+}
+
+/// The associated data a client secret is sealed to: its provider's name.
+pub fn secret_place(name: &str) -> String {
+    format!("oidc_client:{name}")
+}
+
+/// What `tessera oidc add` takes.
+pub struct NewProvider {
+    /// `[a-z0-9_-]{1,64}`.
+    pub name: String,
+    /// An http(s) issuer URL.
+    pub issuer: String,
+    /// The client id.
+    pub client_id: String,
+    /// The client secret, for a confidential client.
+    pub client_secret: Option<String>,
+    /// Space-separated scopes (`openid` is always asked for).
+    pub scopes: String,
+    /// No local second factor after this provider.
+    pub skip_local_mfa: bool,
+}
+
+/// Adds a provider; its client secret is stored encrypted.
+pub async fn add_provider(
+    db: &DatabaseConnection,
+    keys: &KeyRing,
+    new: NewProvider,
+) -> Result<ProviderSummary, AppError> {
+    let name_ok = (1..=64).contains(&new.name.len())
+        && new
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !name_ok {
+        return Err(AppError::field(
+            "name",
+            "a provider name is [a-z0-9_-], 1 to 64 characters",
+        ));
+    }
+    IssuerUrl::new(new.issuer.clone())
+        .ok()
+        .filter(|u| matches!(u.url().scheme(), "http" | "https"))
+        .ok_or_else(|| AppError::field("issuer", "not an http(s) URL"))?;
+    if new.client_id.is_empty() {
+        return Err(AppError::field("client_id", "required"));
+    }
+    let secret = new
+        .client_secret
+        .filter(|s| !s.is_empty())
+        .map(|s| keys.seal(&secret_place(&new.name), s.as_bytes()));
+    let row = oidc_providers::ActiveModel {
+        name: Set(new.name.clone()),
+        issuer: Set(new.issuer),
+        client_id: Set(new.client_id),
+        client_secret: Set(secret),
+        scopes: Set(new.scopes),
+        skip_local_mfa: Set(new.skip_local_mfa),
+        created_at: Set(chrono::Utc::now()),
+        ..Default::default()
+    };
+    match row.insert(db).await {
+        Ok(m) => Ok(m.into()),
+        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            Err(AppError::Conflict {
+                code: "provider_exists",
+                detail: format!("a provider `{}` exists already", new.name),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every provider, by name.
+pub async fn list_providers(db: &DatabaseConnection) -> Result<Vec<ProviderSummary>, AppError> {
+    Ok(oidc_providers::Entity::find()
+        .order_by_asc(oidc_providers::Column::Name)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(ProviderSummary::from)
+        .collect())
+}
+
+/// Removes a provider and the links made through it.
+pub async fn remove_provider(db: &DatabaseConnection, name: &str) -> Result<(), AppError> {
+    let Some(p) = find_provider(db, name).await? else {
+        return Err(AppError::field("name", format!("no provider `{name}`")));
+    };
+    oidc_identities::Entity::delete_many()
+        .filter(oidc_identities::Column::ProviderId.eq(p.id))
+        .exec(db)
+        .await?;
+    oidc_providers::Entity::delete_by_id(p.id).exec(db).await?;
+    Ok(())
+}
+
+/// The provider named `name`.
+pub async fn find_provider(
+    db: &DatabaseConnection,
+    name: &str,
+) -> Result<Option<oidc_providers::Model>, AppError> {
+    Ok(oidc_providers::Entity::find()
+        .filter(oidc_providers::Column::Name.eq(name))
+        .one(db)
+        .await?)
+}
+
+/// Discovery documents (with their key sets), per issuer, and the HTTP client that fetches
+/// them: redirects off (a provider's redirect is never followed, as the crate advises),
+/// a timeout on every call.
+pub struct OidcClients {
+    http: openidconnect::reqwest::Client,
+    cache: Mutex<HashMap<String, (CoreProviderMetadata, Instant)>>,
+}
+
+impl Default for OidcClients {
+    fn default() -> Self {
+        OidcClients {
+            http: openidconnect::reqwest::Client::builder()
+                .redirect(openidconnect::reqwest::redirect::Policy::none())
+                .timeout(PROVIDER_TIMEOUT)
+                .connect_timeout(PROVIDER_TIMEOUT)
+                .build()
+                .expect("a reqwest client with rustls builds"),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl std::fmt::Debug for OidcClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OidcClients")
+    }
+}
+
+/// A client built from discovery: authorization endpoint known, token and userinfo
+/// endpoints as the provider published them.
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// A client ready for one provider.
+pub struct Ready {
+    client: Client,
+    issuer: String,
+}
+
+impl OidcClients {
+    /// The provider's discovery document: from the cache while younger than
+    /// `refresh_older_than` (default [`METADATA_TTL`]), else fetched.
+    async fn metadata(
+        &self,
+        issuer: &str,
+        refresh_older_than: Option<Duration>,
+    ) -> Result<CoreProviderMetadata, OidcFailure> {
+        {
+            let cache = self.cache.lock().expect("the cache lock is never poisoned");
+            if let Some((m, at)) = cache.get(issuer) {
+                let limit = refresh_older_than.unwrap_or(METADATA_TTL);
+                if at.elapsed() < limit {
+                    return Ok(m.clone());
+                }
+            }
+        }
+        let url =
+            IssuerUrl::new(issuer.to_owned()).map_err(|_| OidcFailure::ProviderUnavailable)?;
+        let m = CoreProviderMetadata::discover_async(url, &self.http)
+            .await
+            .map_err(|e| {
+                tracing::warn!(issuer, error = %e, "OIDC discovery failed");
+                OidcFailure::ProviderUnavailable
+            })?;
+        self.cache
+            .lock()
+            .expect("the cache lock is never poisoned")
+            .insert(issuer.to_owned(), (m.clone(), Instant::now()));
+        Ok(m)
+    }
+
+    /// A client for `provider`, redirecting back to `redirect_uri`.
+    pub async fn ready(
+        &self,
+        provider: &oidc_providers::Model,
+        keys: &KeyRing,
+        redirect_uri: &str,
+        refresh_older_than: Option<Duration>,
+    ) -> Result<Ready, OidcFailure> {
+        let metadata = self.metadata(&provider.issuer, refresh_older_than).await?;
+        let secret = match &provider.client_secret {
+            Some(sealed) => Some(
+                keys.open(&secret_place(&provider.name), sealed)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or(OidcFailure::ServerError)?,
+            ),
+            None => None,
+        };
+        // client_secret_basic unless the provider offers only client_secret_post.
+        let post_only = metadata
+            .token_endpoint_auth_methods_supported()
+            .is_some_and(|m| {
+                m.contains(&CoreClientAuthMethod::ClientSecretPost)
+                    && !m.contains(&CoreClientAuthMethod::ClientSecretBasic)
+            });
+        let redirect =
+            RedirectUrl::new(redirect_uri.to_owned()).map_err(|_| OidcFailure::ServerError)?;
+        let client = CoreClient::from_provider_metadata(
+            metadata.clone(),
+            ClientId::new(provider.client_id.clone()),
+            secret.map(ClientSecret::new),
+        )
+        .set_redirect_uri(redirect)
+        .set_auth_type(if post_only {
+            AuthType::RequestBody
+        } else {
+            AuthType::BasicAuth
+        });
+        Ok(Ready {
+            client,
+            issuer: provider.issuer.clone(),
+        })
+    }
+
+    /// Forgets a cached document, so the next use fetches it (and the key set) again.
+    fn forget(&self, issuer: &str) {
+        self.cache
+            .lock()
+            .expect("the cache lock is never poisoned")
+            .remove(issuer);
+    }
+
+    /// Exchanges `code` and checks the ID token; answers its subject, email and preferred
+    /// username. A signature that no cached key verifies gets one more try with the key
+    /// set fetched again (the provider may have rotated its keys).
+    pub async fn finish(
+        &self,
+        provider: &oidc_providers::Model,
+        keys: &KeyRing,
+        redirect_uri: &str,
+        code: String,
+        verifier: String,
+        nonce: String,
+    ) -> Result<Identity, OidcFailure> {
+        let ready = self.ready(provider, keys, redirect_uri, None).await?;
+        let request = ready
+            .client
+            .exchange_code(AuthorizationCode::new(code))
+            .map_err(|_| OidcFailure::ProviderUnavailable)?
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier));
+        let response = request.request_async(&self.http).await.map_err(|e| match e {
+            RequestTokenError::ServerResponse(r) => {
+                tracing::warn!(provider = %provider.name, error = %r.error(), "the provider refused the code");
+                OidcFailure::CodeRejected
+            }
+            RequestTokenError::Request(e) => {
+                tracing::warn!(provider = %provider.name, error = %e, "token request failed");
+                OidcFailure::ProviderUnavailable
+            }
+            other => {
+                tracing::warn!(provider = %provider.name, error = %other, "unreadable token response");
+                OidcFailure::CodeRejected
+            }
+        })?;
+        use openidconnect::TokenResponse as _;
+        let id_token = response.id_token().ok_or(OidcFailure::InvalidIdToken)?;
+        let nonce = Nonce::new(nonce);
+        let checked = {
+            let verifier = ready.client.id_token_verifier();
+            id_token.claims(&verifier, &nonce).map(identity_of)
+        };
+        match checked {
+            Ok(identity) => Ok(identity),
+            Err(openidconnect::ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey
+                | SignatureVerificationError::CryptoError(_),
+            )) => {
+                // Refetch at most every few seconds, so forged tokens cannot make Tessera
+                // hammer the provider.
+                self.forget_if_older(&ready.issuer, REFETCH_AFTER);
+                let again = self
+                    .ready(provider, keys, redirect_uri, Some(REFETCH_AFTER))
+                    .await?;
+                let verifier = again.client.id_token_verifier();
+                id_token
+                    .claims(&verifier, &nonce)
+                    .map(identity_of)
+                    .map_err(|e| {
+                        tracing::warn!(provider = %provider.name, error = %e, "ID token refused");
+                        OidcFailure::InvalidIdToken
+                    })
+            }
+            Err(e) => {
+                tracing::warn!(provider = %provider.name, error = %e, "ID token refused");
+                Err(OidcFailure::InvalidIdToken)
+            }
+        }
+    }
+
+    fn forget_if_older(&self, issuer: &str, age: Duration) {
+        let stale = self
+            .cache
+            .lock()
+            .expect("the cache lock is never poisoned")
+            .get(issuer)
+            .is_some_and(|(_, at)| at.elapsed() >= age);
+        if stale {
+            self.forget(issuer);
+        }
+    }
+}
+
+/// Who the provider says signed in.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `sub`.
+    pub subject: String,
+    /// `email`.
+    pub email: Option<String>,
+    /// `preferred_username`.
+    pub preferred_username: Option<String>,
+}
+
+fn identity_of(c: &openidconnect::core::CoreIdTokenClaims) -> Identity {
+    Identity {
+        subject: c.subject().as_str().to_owned(),
+        email: c.email().map(|e| e.as_str().to_owned()),
+        preferred_username: c.preferred_username().map(|u| u.as_str().to_owned()),
+    }
+}
+
+impl Ready {
+    /// The authorization URL: code flow with `state`, `nonce` and the PKCE S256 `challenge`.
+    pub fn authorize(
+        &self,
+        state: String,
+        nonce: String,
+        scopes: &str,
+        challenge: PkceCodeChallenge,
+    ) -> String {
+        let mut req = self.client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            move || CsrfToken::new(state),
+            move || Nonce::new(nonce),
+        );
+        for s in scopes.split_whitespace().filter(|s| *s != "openid") {
+            req = req.add_scope(Scope::new(s.to_owned()));
+        }
+        let (url, _, _) = req.set_pkce_challenge(challenge).url();
+        url.to_string()
+    }
+}
+
+/// A fresh PKCE pair: the S256 challenge for the provider and the verifier to keep.
+pub fn new_pkce() -> (PkceCodeChallenge, String) {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    (challenge, verifier.secret().to_owned())
+}
+
+/// The local account for `identity` at `provider`: the linked one, or a new one (username
+/// `preferred_username` when free, else `NAME_sub`) when `create` allows. Two first logins
+/// of one subject at once make one link: the loser of the unique (provider, subject) insert
+/// reads the winner's.
+pub async fn link_or_create(
+    db: &DatabaseConnection,
+    provider: &oidc_providers::Model,
+    identity: &Identity,
+    create: bool,
+) -> Result<Result<users::Model, OidcFailure>, AppError> {
+    let linked = |db: &DatabaseConnection| {
+        let (pid, sub) = (provider.id, identity.subject.clone());
+        let db = db.clone();
+        async move {
+            let link = oidc_identities::Entity::find()
+                .filter(oidc_identities::Column::ProviderId.eq(pid))
+                .filter(oidc_identities::Column::Subject.eq(sub))
+                .one(&db)
+                .await?;
+            match link {
+                Some(l) => Ok::<_, AppError>(users::Entity::find_by_id(l.user_id).one(&db).await?),
+                None => Ok(None),
+            }
+        }
+    };
+    if let Some(user) = linked(db).await? {
+        return Ok(Ok(user));
+    }
+    if !create {
+        return Ok(Err(OidcFailure::UserCreationDisabled));
+    }
+    let fallback: String = format!("{}_{}", provider.name, identity.subject)
+        .chars()
+        .take(255)
+        .collect();
+    let candidates = identity
+        .preferred_username
+        .iter()
+        .filter(|u| tessera_entity::Username::parse(u.as_str()).is_ok())
+        .cloned()
+        .chain(std::iter::once(fallback));
+    let mut user = None;
+    for name in candidates {
+        let row = users::ActiveModel {
+            username: Set(name),
+            email: Set(identity.email.clone()),
+            password_hash: Set(None),
+            ..Default::default()
+        };
+        match row.insert(db).await {
+            Ok(u) => {
+                user = Some(u);
+                break;
+            }
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let Some(user) = user else {
+        return Ok(Err(OidcFailure::ServerError));
+    };
+    let link = oidc_identities::ActiveModel {
+        provider_id: Set(provider.id),
+        subject: Set(identity.subject.clone()),
+        user_id: Set(user.id),
+        email: Set(identity.email.clone()),
+        created_at: Set(chrono::Utc::now()),
+        ..Default::default()
+    };
+    match link.insert(db).await {
+        Ok(_) => Ok(Ok(user)),
+        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            // Another worker linked this subject first: use its account, drop ours.
+            users::Entity::delete_by_id(user.id).exec(db).await?;
+            Ok(linked(db).await?.ok_or(OidcFailure::ServerError))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `return_to` is a path on this site: one leading `/`, not `//` or `/\`, no
+/// scheme, no control characters.
+pub fn is_relative_path(return_to: &str) -> bool {
+    return_to.starts_with('/')
+        && !return_to.starts_with("//")
+        && !return_to.starts_with("/\\")
+        && return_to.len() <= 2048
+        && !return_to.chars().any(|c| c.is_control() || c == '\\')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_is_a_relative_path_only() {
+        for ok in ["/", "/app", "/app/page?x=1#y"] {
+            assert!(is_relative_path(ok), "{ok}");
+        }
+        for bad in [
+            "https://evil.example/",
+            "//evil.example",
+            "/\\evil.example",
+            "evil",
+            "",
+            "/a\nb",
+            "/a\\b",
+        ] {
+            assert!(!is_relative_path(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn failure_codes_are_snake_case() {
+        assert_eq!(OidcFailure::InvalidIdToken.code(), "invalid_id_token");
+        assert_eq!(OidcFailure::AccessDenied.code(), "access_denied");
+    }
+}

@@ -1,0 +1,551 @@
+//! OIDC login end to end against a real OpenID provider process: panva's certified
+//! `oidc-provider` (from the npm registry, run with the machine's node; `tests/idp`), PKCE
+//! required. The browser starts on one worker, signs in at the provider, comes back to
+//! another, and exchanges on a third.
+
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tessera_testkit::{TestDb, require_redis};
+
+use crate::helpers::{Worker, free_port, run, tessera};
+use crate::login::{
+    Browser, dump_postgres, dump_redis, fresh_window, pyotp, start_workers, unique, verify,
+};
+
+/// What the workers believe their public URL is; the provider redirects the browser there,
+/// and the test delivers each such request to the worker it chooses.
+const PUBLIC: &str = "http://tessera.test";
+const APP: &str = "http://app.test/";
+const CLIENT_SECRET: &str = "idp-client-secret-that-must-never-be-stored-in-clear";
+
+/// The provider process.
+struct Idp {
+    child: Child,
+    port: u16,
+}
+
+impl Idp {
+    fn start() -> Idp {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "the test OpenID provider is not installed: run `npm install` in tests/idp"
+        );
+        let port = free_port();
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("idp-{port}.log"))).unwrap();
+        let child = Command::new("node")
+            .current_dir(&dir)
+            .arg("server.mjs")
+            .arg(port.to_string())
+            .arg(format!("{PUBLIC}/auth/oidc/idp/callback"))
+            .arg(CLIENT_SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("node runs");
+        let mut idp = Idp { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(s) = idp.child.try_wait().unwrap() {
+                panic!("the OpenID provider exited with {s}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the OpenID provider did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        idp
+    }
+
+    fn issuer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn jwks(&self, mode: &str) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/__test/jwks/{mode}", self.issuer()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// Registers the provider `idp` with `tessera oidc add`.
+fn add_provider(database_url: &str, idp: &Idp) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tessera(dir.path());
+    cmd.args([
+        "oidc",
+        "add",
+        "idp",
+        "--issuer",
+        &idp.issuer(),
+        "--client-id",
+        "tessera",
+        "--database-url",
+        database_url,
+    ])
+    .env("TESSERA_OIDC_CLIENT_SECRET", CLIENT_SECRET);
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut list = tessera(dir.path());
+    list.args(["oidc", "list", "--database-url", database_url]);
+    let out = String::from_utf8(run(list).stdout).unwrap();
+    let row: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(row["name"], "idp");
+    assert_eq!(row["confidential"], true);
+    assert!(!out.contains(CLIENT_SECRET));
+}
+
+async fn oidc_workers(n: usize, db: &TestDb, redis: Option<String>) -> (Vec<Worker>, PathBuf) {
+    let mut args = vec![
+        "--database-url".into(),
+        db.url.clone(),
+        "--public-url".into(),
+        PUBLIC.into(),
+        "--oidc-return-url".into(),
+        APP.into(),
+        "--rate-limits".into(),
+        "login_ip=1000/15m".into(),
+    ];
+    if let Some(r) = redis {
+        args.extend(["--redis-url".into(), r]);
+    }
+    start_workers(n, args).await
+}
+
+fn location(a: &crate::login::Answer) -> String {
+    a.headers["location"].to_str().unwrap().to_owned()
+}
+
+fn param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1.split('#').next()?;
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Starts a login on `addr`; answers the provider's authorization URL.
+async fn start(b: &mut Browser, addr: SocketAddr, return_to: Option<&str>) -> String {
+    let path = match return_to {
+        Some(r) => format!("/auth/oidc/idp/start?return_to={r}"),
+        None => "/auth/oidc/idp/start".into(),
+    };
+    let r = b.get(addr, &path).await;
+    assert_eq!(r.status, 302, "{}", r.text);
+    let url = location(&r);
+    assert!(
+        b.jar.contains_key("tessera_oidc"),
+        "the browser binding cookie is set"
+    );
+    url
+}
+
+/// Signs in at the provider as `login`; answers the callback's path and query.
+async fn at_idp(b: &mut Browser, idp: &Idp, authorize: &str, login: &str) -> String {
+    let mut url = authorize.to_owned();
+    for _ in 0..12 {
+        let req = b.c.get(&url);
+        let mut r = b.send(req).await;
+        if r.status == 200 {
+            let prompt = if r.text.contains("value=\"login\"") {
+                "login"
+            } else if r.text.contains("value=\"consent\"") {
+                "consent"
+            } else {
+                panic!("an unexpected page at the provider: {}", r.text)
+            };
+            let req =
+                b.c.post(&url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(format!("prompt={prompt}&login={login}&password=any"));
+            r = b.send(req).await;
+        }
+        assert!(matches!(r.status, 302 | 303), "{} {}", r.status, r.text);
+        let loc = location(&r);
+        let next = if loc.starts_with("http") {
+            loc
+        } else {
+            format!("{}{loc}", idp.issuer())
+        };
+        if let Some(rest) = next.strip_prefix(PUBLIC) {
+            return rest.to_owned();
+        }
+        url = next;
+    }
+    panic!("the provider never sent the browser back");
+}
+
+/// The callback on `addr`: answers where Tessera sent the browser.
+async fn callback(b: &mut Browser, addr: SocketAddr, path: &str) -> String {
+    let r = b.get(addr, path).await;
+    assert_eq!(r.status, 302, "{}", r.text);
+    assert!(
+        !b.jar.contains_key("tessera_oidc"),
+        "the binding cookie is cleared"
+    );
+    location(&r)
+}
+
+fn fragment(url: &str, key: &str) -> Option<String> {
+    url.split_once('#')?
+        .1
+        .strip_prefix(&format!("{key}="))
+        .map(str::to_owned)
+}
+
+/// Start on worker 1, provider, callback on worker 2, exchange on worker 3; then the
+/// second login, a TOTP user, replay, and a worker killed mid-flow.
+async fn oidc_flows(db: &TestDb, redis: Option<String>) {
+    let idp = Idp::start();
+    add_provider(&db.url, &idp);
+    let (mut ws, _dir) = oidc_workers(3, db, redis.clone()).await;
+    let w = [ws[0].addr, ws[1].addr, ws[2].addr];
+    let login = unique("olga");
+
+    let mut b = Browser::new();
+    let authorize = start(&mut b, w[0], Some("/dashboard?tab=1")).await;
+    assert!(
+        authorize.starts_with(&format!("{}/auth?", idp.issuer())),
+        "{authorize}"
+    );
+    let state = param(&authorize, "state").unwrap();
+    let nonce = param(&authorize, "nonce").unwrap();
+    assert!(state.starts_with("tsr_os_"));
+    assert_eq!(
+        param(&authorize, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert_eq!(param(&authorize, "response_type").as_deref(), Some("code"));
+    assert_eq!(
+        param(&authorize, "redirect_uri").as_deref(),
+        Some("http://tessera.test/auth/oidc/idp/callback")
+    );
+    let binding = b.jar["tessera_oidc"].clone();
+
+    // A dump while the flow is in flight holds neither the state, the nonce, the browser
+    // binding nor the client secret.
+    let mut dump = dump_postgres(db).await;
+    if let Some(r) = &redis {
+        dump.push_str(&dump_redis(r));
+    }
+    assert!(
+        dump.contains("oidc_state"),
+        "the dump holds the flow in flight"
+    );
+    for secret in [&state, &nonce, &binding, &CLIENT_SECRET.to_owned()] {
+        assert!(!dump.contains(secret.as_str()), "in the dump: {secret}");
+    }
+
+    let back = at_idp(&mut b, &idp, &authorize, &login).await;
+    assert!(back.starts_with("/auth/oidc/idp/callback?"), "{back}");
+    let landed = callback(&mut b, w[1], &back).await;
+    assert!(
+        landed.starts_with("http://app.test/dashboard?tab=1#oidc_exchange=tsr_ox_"),
+        "{landed}"
+    );
+    let exchange = fragment(&landed, "oidc_exchange").unwrap();
+    // The same callback again (a replay, on a third worker): refused, no token.
+    let mut replayer = b.clone();
+    replayer.jar.insert("tessera_oidc".into(), binding.clone());
+    let again = callback(&mut replayer, w[2], &back).await;
+    assert_eq!(
+        fragment(&again, "oidc_error").as_deref(),
+        Some("invalid_state"),
+        "{again}"
+    );
+
+    let r = b
+        .post(w[2], "/auth/oidc/exchange", json!({"token": exchange}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["authenticated"], true);
+    assert_eq!(r.body["username"], login.as_str());
+    let me = b.get(w[0], "/auth/me").await;
+    assert_eq!(me.body["username"], login.as_str());
+    assert_eq!(me.body["email"], format!("{login}@idp.example"));
+    let used = b
+        .post(w[0], "/auth/oidc/exchange", json!({"token": exchange}))
+        .await;
+    assert_eq!(used.status, 400);
+    assert_eq!(used.body["code"], "invalid_or_expired_token");
+
+    // The second login of the subject is the same account. With TOTP on, the exchange
+    // answers the second-factor step.
+    let setup = b.post(w[1], "/auth/totp/setup", json!({})).await;
+    assert_eq!(setup.status, 200, "{}", setup.body);
+    let secret = setup.body["secret"].as_str().unwrap().to_owned();
+    let now = fresh_window().await;
+    let ok = b
+        .post(
+            w[2],
+            "/auth/totp/confirm",
+            json!({"code": pyotp(&secret, now)}),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+
+    let mut b2 = Browser::new();
+    let authorize = start(&mut b2, w[2], None).await;
+    let back = at_idp(&mut b2, &idp, &authorize, &login).await;
+    let landed = callback(&mut b2, w[0], &back).await;
+    assert!(
+        landed.starts_with("http://app.test/#oidc_exchange="),
+        "{landed}"
+    );
+    let r = b2
+        .post(
+            w[1],
+            "/auth/oidc/exchange",
+            json!({"token": fragment(&landed, "oidc_exchange").unwrap()}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["mfa_required"], true, "{}", r.body);
+    assert_eq!(r.body["methods"], json!(["totp", "backup_code"]));
+    let tok = r.body["mfa_token"].as_str().unwrap().to_owned();
+    let done = verify(&mut b2, w[2], &tok, "code", &pyotp(&secret, now + 30)).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(
+        b2.get(w[0], "/auth/me").await.body["username"],
+        login.as_str()
+    );
+    let accounts = dump_postgres(db).await;
+    assert_eq!(
+        accounts
+            .matches(&format!("\"username\":\"{login}\""))
+            .count(),
+        1,
+        "one account for the subject"
+    );
+
+    // The worker that started the flow dies (SIGKILL) before the callback; another worker
+    // finishes it.
+    let other = unique("pavel");
+    let mut b3 = Browser::new();
+    let authorize = start(&mut b3, w[0], None).await;
+    ws[0].child.kill().unwrap();
+    ws[0].child.wait().unwrap();
+    let back = at_idp(&mut b3, &idp, &authorize, &other).await;
+    let landed = callback(&mut b3, w[1], &back).await;
+    let r = b3
+        .post(
+            w[2],
+            "/auth/oidc/exchange",
+            json!({"token": fragment(&landed, "oidc_exchange").expect(&landed)}),
+        )
+        .await;
+    assert_eq!(r.body["username"], other.as_str(), "{}", r.body);
+    drop(ws);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oidc_login_across_three_workers_on_postgres() {
+    let db = TestDb::postgres().await;
+    oidc_flows(&db, None).await;
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oidc_login_across_three_workers_with_tokens_on_redis() {
+    let db = TestDb::postgres().await;
+    oidc_flows(&db, Some(require_redis())).await;
+    db.finish().await;
+}
+
+/// Every way a callback can go wrong ends in a redirect with a stable `#oidc_error` code,
+/// and never in a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oidc_refusals() {
+    let db = TestDb::postgres().await;
+    let idp = Idp::start();
+    add_provider(&db.url, &idp);
+    // The provider publishes a key that signs nothing before the worker first reads it.
+    idp.jwks("bad").await;
+    let (ws, _dir) = oidc_workers(1, &db, None).await;
+    let w = ws[0].addr;
+    let user = unique("quinn");
+    let error_of =
+        |landed: &str| fragment(landed, "oidc_error").unwrap_or_else(|| panic!("{landed}"));
+
+    // An ID token whose signature the published keys do not verify.
+    let mut b = Browser::new();
+    let authorize = start(&mut b, w, None).await;
+    let back = at_idp(&mut b, &idp, &authorize, &user).await;
+    assert_eq!(
+        error_of(&callback(&mut b, w, &back).await),
+        "invalid_id_token"
+    );
+    assert!(!b.jar.contains_key("tessera_session"));
+
+    // The provider's keys are right again: the worker fetches them anew (its cached set
+    // verifies nothing) and the login goes through.
+    idp.jwks("good").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut b = Browser::new();
+    let authorize = start(&mut b, w, None).await;
+    let back = at_idp(&mut b, &idp, &authorize, &user).await;
+    let landed = callback(&mut b, w, &back).await;
+    assert!(fragment(&landed, "oidc_exchange").is_some(), "{landed}");
+
+    // Without the cookie; with another browser's cookie.
+    let mut b = Browser::new();
+    let authorize = start(&mut b, w, None).await;
+    let back = at_idp(&mut b, &idp, &authorize, &user).await;
+    let mut cookieless = b.clone();
+    cookieless.jar.remove("tessera_oidc");
+    assert_eq!(
+        error_of(&callback(&mut cookieless, w, &back).await),
+        "missing_cookie"
+    );
+    let mut other = Browser::new();
+    start(&mut other, w, None).await;
+    let mut mixed = b.clone();
+    mixed
+        .jar
+        .insert("tessera_oidc".into(), other.jar["tessera_oidc"].clone());
+    assert_eq!(
+        error_of(&callback(&mut mixed, w, &back).await),
+        "invalid_state"
+    );
+    // Neither refusal spent the state: its own browser still finishes.
+    let landed = callback(&mut b, w, &back).await;
+    assert!(fragment(&landed, "oidc_exchange").is_some(), "{landed}");
+
+    // A tampered code; an `iss` that is not the provider's.
+    for (tamper, code) in [("code=", "code_rejected"), ("iss=", "issuer_mismatch")] {
+        let mut b = Browser::new();
+        let authorize = start(&mut b, w, None).await;
+        let back = at_idp(&mut b, &idp, &authorize, &user).await;
+        let bad = if tamper == "code=" {
+            back.replacen("code=", "code=x", 1)
+        } else {
+            let iss = param(&back, "iss").expect("the provider sends iss (RFC 9207)");
+            back.replace(&urlencode(&iss), "http%3A%2F%2Fevil.example")
+        };
+        assert_eq!(error_of(&callback(&mut b, w, &bad).await), code, "{bad}");
+    }
+
+    // The user declines at the provider: error=access_denied; the state is spent.
+    let mut b = Browser::new();
+    let authorize = start(&mut b, w, Some("/after")).await;
+    let state = param(&authorize, "state").unwrap();
+    let declined = format!("/auth/oidc/idp/callback?error=access_denied&state={state}");
+    let landed = callback(&mut b.clone(), w, &declined).await;
+    assert!(
+        landed.starts_with("http://app.test/after#oidc_error=access_denied"),
+        "{landed}"
+    );
+    let back = at_idp(&mut b, &idp, &authorize, &user).await;
+    assert_eq!(error_of(&callback(&mut b, w, &back).await), "invalid_state");
+
+    // An expired state (its expiry moved into the past, judged by the database's clock).
+    let mut b = Browser::new();
+    let authorize = start(&mut b, w, None).await;
+    let back = at_idp(&mut b, &idp, &authorize, &user).await;
+    {
+        use sea_orm::{ConnectionTrait, Statement};
+        let done = db
+            .db
+            .execute_raw(Statement::from_string(
+                db.db.get_database_backend(),
+                "UPDATE auth_ephemeral_tokens SET expires_at = now() - interval '1 second' \
+                 WHERE token_type = 'oidc_state'",
+            ))
+            .await
+            .unwrap();
+        assert!(done.rows_affected() >= 1);
+    }
+    assert_eq!(error_of(&callback(&mut b, w, &back).await), "invalid_state");
+
+    // An absolute return_to is refused before anything is issued; an unknown provider too.
+    let mut b = Browser::new();
+    for bad in [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/%5Cevil.example",
+    ] {
+        let r = b
+            .get(w, &format!("/auth/oidc/idp/start?return_to={bad}"))
+            .await;
+        assert_eq!(r.status, 422, "{bad}: {}", r.text);
+        assert_eq!(r.body["field"], "return_to");
+    }
+    let r = b.get(w, "/auth/oidc/nope/start").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body["code"], "unknown_provider");
+    assert!(!b.jar.contains_key("tessera_session"));
+
+    // The provider is unreachable: the start answers with a redirect naming the failure.
+    let idp_port = idp.port;
+    drop(idp);
+    let (ws2, _dir2) = oidc_workers(1, &db, None).await;
+    let landed = {
+        let r = Browser::new()
+            .get(ws2[0].addr, "/auth/oidc/idp/start")
+            .await;
+        assert_eq!(r.status, 302, "{}", r.text);
+        location(&r)
+    };
+    assert_eq!(error_of(&landed), "provider_unavailable", "port {idp_port}");
+    let metrics = reqwest::get(format!("http://{w}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("tessera_oidc_logins_total{provider=\"idp\",outcome=\"invalid_id_token\"}"),
+        "{metrics}"
+    );
+    drop(ws);
+    drop(ws2);
+    db.finish().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
