@@ -993,12 +993,25 @@ async fn keys_rotate_reseals_totp_secrets_under_the_new_key() {
     // An OIDC client secret, sealed under the old key too.
     let mut add = crate::helpers::tessera(dir.path());
     add.args([
-        "oidc", "add", "corp", "--issuer", "https://idp.example", "--client-id", "tessera",
-        "--client-secret", "corp-client-secret", "--database-url", &url,
+        "oidc",
+        "add",
+        "corp",
+        "--issuer",
+        "https://idp.example",
+        "--client-id",
+        "tessera",
+        "--client-secret",
+        "corp-client-secret",
+        "--database-url",
+        &url,
     ])
     .env("TESSERA_SECRET_KEY", old_key);
     let out = crate::helpers::run(add);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut rotate = crate::helpers::tessera(dir.path());
     rotate
@@ -1020,7 +1033,10 @@ async fn keys_rotate_reseals_totp_secrets_under_the_new_key() {
         .env("TESSERA_SECRET_KEY", new_key);
     let out = crate::helpers::run(again);
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.starts_with("0 secret(s) re-encrypted") && said.contains("2 already"), "{said}");
+    assert!(
+        said.starts_with("0 secret(s) re-encrypted") && said.contains("2 already"),
+        "{said}"
+    );
 
     let w = start(new_key).await.unwrap();
     let mut b = Browser::new();

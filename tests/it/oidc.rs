@@ -29,12 +29,16 @@ struct Idp {
 
 impl Idp {
     fn start() -> Idp {
+        Idp::start_on(free_port())
+    }
+
+    /// A provider on `port`, with signing keys of its own (a new key id each start).
+    fn start_on(port: u16) -> Idp {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
             "the test OpenID provider is not installed: run `npm install` in tests/idp"
         );
-        let port = free_port();
         let log =
             std::fs::File::create(std::env::temp_dir().join(format!("idp-{port}.log"))).unwrap();
         let child = Command::new("node")
@@ -354,6 +358,40 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
         "one account for the subject"
     );
 
+    // Two first logins of one subject at once, on two workers: one account, one link.
+    let twin = unique("rosa");
+    let mut trips = Vec::new();
+    for i in 0..2 {
+        let mut b = Browser::new();
+        let authorize = start(&mut b, w[i], None).await;
+        let back = at_idp(&mut b, &idp, &authorize, &twin).await;
+        trips.push((b, back, w[i + 1]));
+    }
+    let landed = futures::future::join_all(
+        trips
+            .into_iter()
+            .map(|(mut b, back, addr)| async move { callback(&mut b, addr, &back).await }),
+    )
+    .await;
+    for l in &landed {
+        let token = fragment(l, "oidc_exchange").unwrap_or_else(|| panic!("{l}"));
+        let r = Browser::new()
+            .post(w[0], "/auth/oidc/exchange", json!({"token": token}))
+            .await;
+        assert_eq!(r.body["username"], twin.as_str(), "{}", r.body);
+    }
+    let accounts = dump_postgres(db).await;
+    assert_eq!(
+        accounts
+            .matches(&format!("\"username\":\"{twin}\""))
+            .count(),
+        1
+    );
+    assert!(
+        !accounts.contains(&format!("idp_{twin}")),
+        "no second account"
+    );
+
     // The worker that started the flow dies (SIGKILL) before the callback; another worker
     // finishes it.
     let other = unique("pavel");
@@ -523,6 +561,16 @@ async fn oidc_refusals() {
         location(&r)
     };
     assert_eq!(error_of(&landed), "provider_unavailable", "port {idp_port}");
+
+    // The provider comes back with new signing keys (a new key id): the first worker, whose
+    // cache still holds the old key set, fetches the new one and the login goes through.
+    let idp = Idp::start_on(idp_port);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut b = Browser::new();
+    let authorize = start(&mut b, w, None).await;
+    let back = at_idp(&mut b, &idp, &authorize, &user).await;
+    let landed = callback(&mut b, w, &back).await;
+    assert!(fragment(&landed, "oidc_exchange").is_some(), "{landed}");
     let metrics = reqwest::get(format!("http://{w}/metrics"))
         .await
         .unwrap()
