@@ -248,6 +248,20 @@ pub async fn throttle(limiter: &Limiter, event: EventType, key: &str) -> Result<
     }
 }
 
+/// The [`Username`](tessera_entity::Username) of a stored account (checked at creation).
+pub fn username_of(user: &users::Model) -> Result<tessera_entity::Username, AppError> {
+    tessera_entity::Username::parse(user.username.clone())
+        .map_err(|e| AppError::Internal(format!("stored username: {e}")))
+}
+
+/// A token store error where "invalid or expired" means `instead` to this route.
+pub fn token_error(e: tessera_store::StoreError, instead: AppError) -> AppError {
+    match AppError::from(e) {
+        AppError::InvalidOrExpiredToken => instead,
+        other => other,
+    }
+}
+
 /// Forgets the recorded `event`s of `key` (after a success).
 pub async fn clear(limiter: &Limiter, event: EventType, key: &str) -> Result<(), AppError> {
     Ok(limiter.reset(&Event::from(event), key).await?)
@@ -502,10 +516,7 @@ pub async fn send_login_code(
         detail: "the account has no mail address".into(),
     })?;
     let code = mfa::new_email_code();
-    let hash = password::hash_codes(vec![code.clone()])
-        .await?
-        .pop()
-        .expect("one hash per code");
+    let hash = password::hash_code(code.clone()).await?;
     email_otp_codes::Entity::insert(email_otp_codes::ActiveModel {
         user_id: Set(user.id),
         code_hash: Set(hash),
@@ -553,10 +564,7 @@ pub async fn use_login_code(
         return Ok(false);
     };
     let hash = row.code_hash.clone();
-    if password::first_match(input.trim().to_owned(), vec![(user_id, hash.clone())])
-        .await
-        .is_none()
-    {
+    if !password::code_matches(input.trim().to_owned(), hash.clone()).await {
         return Ok(false);
     }
     let taken = email_otp_codes::Entity::delete_many()

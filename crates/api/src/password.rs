@@ -89,6 +89,19 @@ pub async fn hash_codes(codes: Vec<String>) -> Result<Vec<String>, AppError> {
     .await?
 }
 
+/// Hashes one code.
+pub async fn hash_code(code: String) -> Result<String, AppError> {
+    Ok(hash_codes(vec![code])
+        .await?
+        .pop()
+        .expect("one hash per code"))
+}
+
+/// Whether `input` matches the argon2id `hash`.
+pub async fn code_matches(input: String, hash: String) -> bool {
+    first_match(input, vec![(0, hash)]).await.is_some()
+}
+
 /// The id of the first of `candidates` (id, argon2id hash) that `input` matches. Every
 /// candidate is checked, so the time taken does not tell which one matched.
 pub async fn first_match(input: String, candidates: Vec<(i64, String)>) -> Option<i64> {

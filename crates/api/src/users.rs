@@ -139,61 +139,71 @@ pub async fn rotate_secrets(
     db: &DatabaseConnection,
     ring: &crate::secrets::KeyRing,
 ) -> Result<RotateReport, AppError> {
+    use tessera_entity::oidc_providers as p;
     let mut report = RotateReport::default();
-    let sealed = Users::find()
+    for user in Users::find()
         .filter(Column::TotpSecret.is_not_null())
         .all(db)
-        .await?;
-    for user in sealed {
-        let Some(old) = user.totp_secret else {
-            continue;
-        };
-        if ring.is_current(&old) {
-            report.current += 1;
-            continue;
-        }
+        .await?
+    {
         let place = crate::login::totp_place(user.id);
-        let plain = ring
-            .open(&place, &old)
-            .map_err(|e| AppError::Internal(format!("user `{}`: {e}", user.username)))?;
-        Users::update_many()
-            .col_expr(
-                Column::TotpSecret,
-                Expr::value(Some(ring.seal(&place, &plain))),
-            )
-            .filter(Column::Id.eq(user.id))
-            .filter(Column::TotpSecret.eq(old))
-            .exec(db)
-            .await?;
-        report.rotated += 1;
+        let what = format!("user `{}`", user.username);
+        if let Some(Resealed { old, new }) =
+            reseal(ring, &place, user.totp_secret, &what, &mut report)?
+        {
+            Users::update_many()
+                .col_expr(Column::TotpSecret, Expr::value(Some(new)))
+                .filter(Column::Id.eq(user.id))
+                .filter(Column::TotpSecret.eq(old))
+                .exec(db)
+                .await?;
+        }
     }
-    use tessera_entity::oidc_providers as p;
     for provider in p::Entity::find()
         .filter(p::Column::ClientSecret.is_not_null())
         .all(db)
         .await?
     {
-        let Some(old) = provider.client_secret else {
-            continue;
-        };
-        if ring.is_current(&old) {
-            report.current += 1;
-            continue;
-        }
         let place = crate::oidc::secret_place(&provider.name);
-        let plain = ring
-            .open(&place, &old)
-            .map_err(|e| AppError::Internal(format!("provider `{}`: {e}", provider.name)))?;
-        p::Entity::update_many()
-            .col_expr(
-                p::Column::ClientSecret,
-                Expr::value(Some(ring.seal(&place, &plain))),
-            )
-            .filter(p::Column::Id.eq(provider.id))
-            .filter(p::Column::ClientSecret.eq(old))
-            .exec(db)
-            .await?;
-        report.rotated += 1;
+        let what = format!("provider `{}`", provider.name);
+        if let Some(Resealed { old, new }) =
+            reseal(ring, &place, provider.client_secret, &what, &mut report)?
+        {
+            p::Entity::update_many()
+                .col_expr(p::Column::ClientSecret, Expr::value(Some(new)))
+                .filter(p::Column::Id.eq(provider.id))
+                .filter(p::Column::ClientSecret.eq(old))
+                .exec(db)
+                .await?;
+        }
     }
     Ok(report)
+}
+
+/// A ciphertext as read, and the same secret sealed under the current key.
+struct Resealed {
+    old: Vec<u8>,
+    new: Vec<u8>,
+}
+
+/// The ciphertext `sealed` (at `place`) and its re-sealing under the current key, or
+/// `None` when it is under the current key already; counts either way.
+fn reseal(
+    ring: &crate::secrets::KeyRing,
+    place: &str,
+    sealed: Option<Vec<u8>>,
+    what: &str,
+    report: &mut RotateReport,
+) -> Result<Option<Resealed>, AppError> {
+    let Some(old) = sealed else { return Ok(None) };
+    if ring.is_current(&old) {
+        report.current += 1;
+        return Ok(None);
+    }
+    let plain = ring
+        .open(place, &old)
+        .map_err(|e| AppError::Internal(format!("{what}: {e}")))?;
+    report.rotated += 1;
+    let new = ring.seal(place, &plain);
+    Ok(Some(Resealed { old, new }))
 }

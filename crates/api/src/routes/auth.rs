@@ -184,8 +184,7 @@ pub(crate) async fn after_first_factor(
     headers: &HeaderMap,
 ) -> Result<(CookieJar, Json<LoginResponse>), AppError> {
     let methods = login::methods(user);
-    let username =
-        Username::parse(user.username.clone()).map_err(|e| AppError::Internal(e.to_string()))?;
+    let username = login::username_of(user)?;
     let (token, body) = if !methods.is_empty() {
         let challenge = Challenge::generate();
         let issued = state
@@ -383,10 +382,7 @@ async fn pending_user(
 }
 
 fn expired(e: tessera_store::StoreError) -> AppError {
-    match AppError::from(e) {
-        AppError::InvalidOrExpiredToken => AppError::MfaSessionExpired,
-        other => other,
-    }
+    login::token_error(e, AppError::MfaSessionExpired)
 }
 
 /// Complete a login with a second factor.
@@ -763,12 +759,8 @@ pub async fn email_otp_enable(
     })?;
     login::throttle(&state.limiter, EventType::EmailSend, &user.username).await?;
     let code = mfa::new_email_code();
-    let hash = password::hash_codes(vec![code.clone()])
-        .await?
-        .pop()
-        .expect("one hash per code");
-    let username =
-        Username::parse(user.username.clone()).map_err(|e| AppError::Internal(e.to_string()))?;
+    let hash = password::hash_code(code.clone()).await?;
+    let username = login::username_of(&user)?;
     let issued = state
         .tokens
         .issue(AuthEphemeralToken::new_email_otp_setup(username, hash))
@@ -827,16 +819,11 @@ pub async fn email_otp_confirm(
         .tokens
         .peek(TokenType::EmailOtpSetup, &token, None)
         .await
-        .map_err(|e| match AppError::from(e) {
-            AppError::InvalidOrExpiredToken => AppError::InvalidCode,
-            other => other,
-        })?;
+        .map_err(|e| login::token_error(e, AppError::InvalidCode))?;
     let hash = pending.payload.code_hash.clone().unwrap_or_default();
     let matches = pending.username.as_deref() == Some(user.username.as_str())
         && mfa::is_email_code(&req.code)
-        && password::first_match(req.code.trim().to_owned(), vec![(0, hash)])
-            .await
-            .is_some();
+        && password::code_matches(req.code.trim().to_owned(), hash).await;
     if !matches {
         return Err(AppError::InvalidCode);
     }
@@ -917,8 +904,7 @@ async fn send_reset_links(state: &AppState, email: &str) -> Result<(), AppError>
             tracing::info!(error = %e, "password reset mail withheld");
             continue;
         }
-        let username = Username::parse(user.username.clone())
-            .map_err(|e| AppError::Internal(e.to_string()))?;
+        let username = login::username_of(&user)?;
         let issued = state
             .tokens
             .issue(AuthEphemeralToken::new_password_reset(username))
@@ -980,10 +966,7 @@ pub async fn reset_confirm(
         .tokens
         .consume(TokenType::PasswordReset, &req.token, None)
         .await
-        .map_err(|e| match AppError::from(e) {
-            AppError::InvalidOrExpiredToken => AppError::TokenRejected,
-            other => other,
-        })?;
+        .map_err(|e| login::token_error(e, AppError::TokenRejected))?;
     let user = login::find_user(&state.db, consumed.username.as_deref().unwrap_or(""))
         .await?
         .ok_or(AppError::TokenRejected)?;
@@ -997,8 +980,7 @@ pub async fn reset_confirm(
         .filter(users::Column::Id.eq(user.id))
         .exec(&state.db)
         .await?;
-    let username =
-        Username::parse(user.username.clone()).map_err(|e| AppError::Internal(e.to_string()))?;
+    let username = login::username_of(&user)?;
     state
         .tokens
         .revoke(TokenType::PasswordReset, &username)

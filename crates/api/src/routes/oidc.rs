@@ -12,7 +12,7 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
-use tessera_entity::{AuthEphemeralToken, Challenge, TokenType, Username};
+use tessera_entity::{AuthEphemeralToken, Challenge, TokenType};
 use utoipa::ToSchema;
 
 use crate::client_ip::ClientIp;
@@ -157,14 +157,20 @@ pub async fn callback(
     jar: CookieJar,
 ) -> Response {
     let mut return_to = None;
-    let outcome = finish(&state, &name, &query, &jar, &mut return_to).await;
+    let provider = oidc::find_provider(&state.db, &name).await;
+    let label = match &provider {
+        Ok(Some(_)) => name.as_str(),
+        _ => "unknown",
+    };
+    let outcome = match provider {
+        Ok(Some(p)) => finish(&state, p, &query, &jar, &mut return_to).await,
+        Ok(None) => Err(OidcFailure::UnknownProvider),
+        Err(e) => {
+            tracing::error!(error = %e, "OIDC callback: store failure");
+            Err(OidcFailure::ServerError)
+        }
+    };
     let base = landing(&state, return_to.as_deref());
-    let known = oidc::find_provider(&state.db, &name)
-        .await
-        .ok()
-        .flatten()
-        .is_some();
-    let label = if known { name.as_str() } else { "unknown" };
     let to = match outcome {
         Ok(token) => {
             count(label, "success");
@@ -183,7 +189,7 @@ pub async fn callback(
 
 async fn finish(
     state: &AppState,
-    name: &str,
+    provider: tessera_entity::oidc_providers::Model,
     query: &HashMap<String, String>,
     jar: &CookieJar,
     return_to: &mut Option<String>,
@@ -192,10 +198,6 @@ async fn finish(
         tracing::error!(error = %e, "OIDC callback: store failure");
         OidcFailure::ServerError
     };
-    let provider = oidc::find_provider(&state.db, name)
-        .await
-        .map_err(server)?
-        .ok_or(OidcFailure::UnknownProvider)?;
     let cookie = jar.get(OIDC_COOKIE).map(|c| Challenge::new(c.value()));
     let presented = query.get("state");
     // The state is spent whatever happens next: a callback is never retried.
@@ -251,7 +253,7 @@ async fn finish(
         .finish(
             &provider,
             &state.auth.keys,
-            &redirect_uri(state, name),
+            &redirect_uri(state, &provider.name),
             code,
             payload.code_verifier.unwrap_or_default(),
             payload.nonce.unwrap_or_default(),
@@ -268,7 +270,7 @@ async fn finish(
     if user.disabled {
         return Err(OidcFailure::AccountDisabled);
     }
-    let username = Username::parse(user.username).map_err(|_| OidcFailure::ServerError)?;
+    let username = login::username_of(&user).map_err(server)?;
     let issued = state
         .tokens
         .issue(AuthEphemeralToken::new_oidc_exchange(username).with_data(
@@ -304,10 +306,7 @@ pub async fn exchange(
         .tokens
         .consume(TokenType::OidcExchange, &req.token, None)
         .await
-        .map_err(|e| match AppError::from(e) {
-            AppError::InvalidOrExpiredToken => AppError::TokenRejected,
-            other => other,
-        })?;
+        .map_err(|e| login::token_error(e, AppError::TokenRejected))?;
     let user = login::find_user(&state.db, consumed.username.as_deref().unwrap_or(""))
         .await?
         .filter(|u| !u.disabled)
