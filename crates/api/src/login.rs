@@ -505,16 +505,37 @@ pub async fn use_backup_code(
     Ok(marked.rows_affected == 1)
 }
 
+/// The account's mail address; 409 `email_missing` without one.
+pub fn mail_address(user: &users::Model) -> Result<&str, AppError> {
+    user.email.as_deref().ok_or_else(|| AppError::Conflict {
+        code: "email_missing",
+        detail: "the account has no mail address".into(),
+    })
+}
+
+/// Turns a second factor on (`totp_enabled` or `email_otp_enabled`); an enforced setup is
+/// then satisfied.
+pub async fn enable_factor(
+    db: &DatabaseConnection,
+    user_id: i64,
+    factor: users::Column,
+) -> Result<(), AppError> {
+    users::Entity::update_many()
+        .col_expr(factor, Expr::value(true))
+        .col_expr(users::Column::MfaEnforcePending, Expr::value(false))
+        .filter(users::Column::Id.eq(user_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Mails a fresh 6-digit login code to the user, replacing any earlier one.
 pub async fn send_login_code(
     db: &DatabaseConnection,
     settings: &AuthSettings,
     user: &users::Model,
 ) -> Result<(), AppError> {
-    let to = user.email.as_deref().ok_or_else(|| AppError::Conflict {
-        code: "email_missing",
-        detail: "the account has no mail address".into(),
-    })?;
+    let to = mail_address(user)?;
     let code = mfa::new_email_code();
     let hash = password::hash_code(code.clone()).await?;
     email_otp_codes::Entity::insert(email_otp_codes::ActiveModel {

@@ -381,6 +381,23 @@ async fn pending_user(
     Ok(user)
 }
 
+/// Spends a pending login (`pre_auth` or `mfa_enforce`) with its cookie, on success only;
+/// a concurrent success that spent it first leaves `mfa_session_expired`.
+async fn spend_pending(
+    state: &AppState,
+    kind: TokenType,
+    mfa_token: &str,
+    jar: &CookieJar,
+) -> Result<(), AppError> {
+    let challenge = challenge_of(jar)?;
+    state
+        .tokens
+        .consume(kind, mfa_token, Some(&challenge))
+        .await
+        .map_err(expired)?;
+    Ok(())
+}
+
 fn expired(e: tessera_store::StoreError) -> AppError {
     login::token_error(e, AppError::MfaSessionExpired)
 }
@@ -426,12 +443,7 @@ pub async fn verify(
     }
     // The pending login is spent only now, on success; a concurrent success already spent
     // it.
-    let challenge = challenge_of(&jar)?;
-    state
-        .tokens
-        .consume(TokenType::PreAuth, &req.mfa_token, Some(&challenge))
-        .await
-        .map_err(expired)?;
+    spend_pending(&state, TokenType::PreAuth, &req.mfa_token, &jar).await?;
     login::record_success(&state.db, user.id).await?;
     login::clear(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
     signed_in(&state, jar, &user, &ip, &headers).await
@@ -559,13 +571,7 @@ async fn enable_totp(state: &AppState, user: &users::Model, code: &str) -> Resul
         return Err(AppError::InvalidCode);
     }
     login::clear(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
-    users::Entity::update_many()
-        .col_expr(users::Column::TotpEnabled, Expr::value(true))
-        .col_expr(users::Column::MfaEnforcePending, Expr::value(false))
-        .filter(users::Column::Id.eq(user.id))
-        .exec(&state.db)
-        .await?;
-    Ok(())
+    login::enable_factor(&state.db, user.id, users::Column::TotpEnabled).await
 }
 
 /// Confirm TOTP setup with a current code: TOTP is then required at sign-in.
@@ -726,12 +732,7 @@ pub async fn enforce_confirm(
 ) -> Result<(CookieJar, Json<LoginResponse>), AppError> {
     let user = pending_user(&state, TokenType::MfaEnforce, &req.mfa_token, &jar).await?;
     enable_totp(&state, &user, &req.code).await?;
-    let challenge = challenge_of(&jar)?;
-    state
-        .tokens
-        .consume(TokenType::MfaEnforce, &req.mfa_token, Some(&challenge))
-        .await
-        .map_err(expired)?;
+    spend_pending(&state, TokenType::MfaEnforce, &req.mfa_token, &jar).await?;
     login::record_success(&state.db, user.id).await?;
     signed_in(&state, jar, &user, &ip, &headers).await
 }
@@ -753,10 +754,7 @@ pub async fn email_otp_enable(
     jar: CookieJar,
 ) -> Result<(CookieJar, Json<SetupTokenResponse>), AppError> {
     let user = login::session_user(&state.db, session_of(&jar)).await?;
-    let to = user.email.clone().ok_or_else(|| AppError::Conflict {
-        code: "email_missing",
-        detail: "the account has no mail address".into(),
-    })?;
+    let to = login::mail_address(&user)?.to_owned();
     login::throttle(&state.limiter, EventType::EmailSend, &user.username).await?;
     let code = mfa::new_email_code();
     let hash = password::hash_code(code.clone()).await?;
@@ -833,12 +831,7 @@ pub async fn email_otp_confirm(
         .await
         .map_err(|_| AppError::InvalidCode)?;
     login::clear(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
-    users::Entity::update_many()
-        .col_expr(users::Column::EmailOtpEnabled, Expr::value(true))
-        .col_expr(users::Column::MfaEnforcePending, Expr::value(false))
-        .filter(users::Column::Id.eq(user.id))
-        .exec(&state.db)
-        .await?;
+    login::enable_factor(&state.db, user.id, users::Column::EmailOtpEnabled).await?;
     Ok((
         jar.remove(removal(EMAIL_OTP_COOKIE)),
         Json(EmailOtpStatus {
