@@ -18,6 +18,8 @@ use crate::helpers::{race_children, wait_for_go};
 const PROCESSES: usize = 3;
 const TOKENS: usize = 200;
 const TASKS_PER_TOKEN: usize = 16;
+/// Pooled connections per child process.
+const POOL: usize = 16;
 
 #[tokio::test]
 async fn three_processes_race_to_consume_each_token_once() {
@@ -77,18 +79,26 @@ async fn child_consumer() {
         return;
     };
     let var = |k: &str| PathBuf::from(std::env::var(k).unwrap());
-    let db = tessera_store::sql::connect(&url, 16).await.unwrap();
+    let db = tessera_store::sql::connect(&url, POOL as u32)
+        .await
+        .unwrap();
     let tokens = Tokens::new(Arc::new(SqlTokenStore::new(db).unwrap()));
     let list = std::fs::read_to_string(var("TESSERA_RACE_TOKENS")).unwrap();
     let challenge = Challenge::new(std::env::var("TESSERA_RACE_CHALLENGE").unwrap());
     let out = wait_for_go().await;
+    // The tasks queue here, not in the pool: 3200 of them waiting on 16 connections would
+    // outlast the pool's 5-second acquire timeout on a loaded machine. The 16 consumers of a
+    // token are spawned together, so they still race each other and the other processes.
+    let slots = Arc::new(tokio::sync::Semaphore::new(POOL));
     let mut tasks = Vec::new();
     for token in list.lines() {
         for _ in 0..TASKS_PER_TOKEN {
             let tokens = tokens.clone();
             let token = token.to_owned();
             let challenge = challenge.clone();
+            let slots = slots.clone();
             tasks.push(tokio::spawn(async move {
+                let _slot = slots.acquire().await.expect("the semaphore stays open");
                 match tokens
                     .consume(TokenType::PreAuth, &token, Some(&challenge))
                     .await
