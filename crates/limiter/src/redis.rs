@@ -8,7 +8,7 @@
 //! cannot move the tag. Keys expire by themselves when their window is over.
 
 use async_trait::async_trait;
-use redis::{RedisError, Script};
+use redis::{RedisError, Script, Value};
 use std::sync::Arc;
 use std::time::Duration;
 pub use tessera_entity::redis::RedisConnection;
@@ -32,8 +32,10 @@ end
 /// Sliding log in a sorted set: one member per admitted unit, scored by its time.
 /// ARGV: limit, window_ms, cost, now_ms ("" = Redis TIME), an id unique to this hit,
 /// record (1/0).
-/// Returns {allowed, remaining, reset_after_ms, retry_after_ms}. The arithmetic is that of
-/// `algorithm::sliding_log`.
+/// An admitted hit, the common case, returns only the count it found (an integer): the
+/// rest of its decision follows from the policy, and a bare integer is the cheapest reply.
+/// Anything else returns {allowed, remaining, reset_after_ms, retry_after_ms}. The
+/// arithmetic is that of `algorithm::sliding_log`.
 const SLIDING_LOG: &str = r#"
 local window = tonumber(ARGV[2])
 local record = ARGV[6] == '1'
@@ -47,14 +49,18 @@ else
 end
 local allowed = n + cost <= limit
 if allowed and record then
-  local members = {}
-  for i = 1, cost do
-    members[#members + 1] = now
-    members[#members + 1] = ARGV[5] .. ':' .. i
+  if cost == 1 then
+    redis.call('ZADD', KEYS[1], now, ARGV[5])
+  else
+    local members = {}
+    for i = 1, cost do
+      members[#members + 1] = now
+      members[#members + 1] = ARGV[5] .. ':' .. i
+    end
+    redis.call('ZADD', KEYS[1], unpack(members))
   end
-  redis.call('ZADD', KEYS[1], unpack(members))
   redis.call('PEXPIRE', KEYS[1], window)
-  return {1, limit - n - cost, window, 0}
+  return n
 end
 local remaining = limit - n
 if remaining < 0 then remaining = 0 end
@@ -128,7 +134,7 @@ impl RedisLimiter {
             log: Arc::new(Script::new(&[PREAMBLE, SLIDING_LOG].concat())),
             counter: Arc::new(Script::new(&[PREAMBLE, SLIDING_COUNTER].concat())),
             clock: Clock::Store,
-            instance: Arc::from(format!("{}:", uuid::Uuid::new_v4().simple())),
+            instance: Arc::from(format!("{:x}.", uuid::Uuid::new_v4().as_u64_pair().0)),
             seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
@@ -176,7 +182,7 @@ impl RedisLimiter {
         // for randomness on every hit.
         let id = if record {
             format!(
-                "{}{}",
+                "{}{:x}",
                 self.instance,
                 self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             )
@@ -184,7 +190,7 @@ impl RedisLimiter {
             String::new()
         };
         let mut conn = self.conn.clone();
-        let (allowed, remaining, reset_ms, retry_ms): (i64, i64, i64, i64) = script
+        let reply: Value = script
             .key(self.redis_key(event, key, policy.algorithm))
             .arg(policy.limit.get())
             .arg(policy.window_ms())
@@ -195,18 +201,53 @@ impl RedisLimiter {
             .invoke_async(&mut conn)
             .await
             .map_err(map_err)?;
-        let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
-        Ok(Decision {
-            allowed: allowed == 1,
-            limit: policy.limit.get(),
-            remaining: u32::try_from(remaining).unwrap_or(0),
-            reset_after: ms(reset_ms),
-            retry_after: ms(retry_ms),
-        })
+        decision_of(&reply, policy, cost)
     }
 }
 
+/// Reads a script's reply: a bare count for an admitted hit of the log, else
+/// `{allowed, remaining, reset_after_ms, retry_after_ms}`.
+fn decision_of(reply: &Value, policy: &Policy, cost: u32) -> Result<Decision, LimiterError> {
+    let limit = policy.limit.get();
+    let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+    match reply {
+        // Same as `algorithm::sliding_log` for an admitted, recorded hit.
+        Value::Int(n) => Ok(Decision {
+            allowed: true,
+            limit,
+            remaining: u32::try_from(i64::from(limit) - n - i64::from(cost)).unwrap_or(0),
+            reset_after: ms(policy.window_ms()),
+            retry_after: Duration::ZERO,
+        }),
+        Value::Array(items) => match items.as_slice() {
+            [
+                Value::Int(allowed),
+                Value::Int(remaining),
+                Value::Int(reset_ms),
+                Value::Int(retry_ms),
+            ] => Ok(Decision {
+                allowed: *allowed == 1,
+                limit,
+                remaining: u32::try_from(*remaining).unwrap_or(0),
+                reset_after: ms(*reset_ms),
+                retry_after: ms(*retry_ms),
+            }),
+            _ => Err(unexpected(reply)),
+        },
+        _ => Err(unexpected(reply)),
+    }
+}
+
+fn unexpected(reply: &Value) -> LimiterError {
+    LimiterError::Backend(format!(
+        "unexpected reply from the limiter script: {reply:?}"
+    ))
+}
+
 fn escape_tag(key: &str) -> String {
+    if !key.contains(['%', '{', '}']) {
+        return key.to_owned();
+    }
     key.replace('%', "%25")
         .replace('{', "%7B")
         .replace('}', "%7D")
