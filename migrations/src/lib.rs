@@ -16,6 +16,7 @@ mod m20261123_000003_create_auth_rate_limit_counters;
 mod m20261123_000004_create_users;
 mod m20261123_000005_create_login_state;
 mod m20261123_000006_create_oidc;
+mod m20261124_000007_create_rate_limit_function;
 
 use sea_orm_migration::sea_orm::{DatabaseConnection, Statement};
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_create_users::Migration),
             Box::new(m20261123_000005_create_login_state::Migration),
             Box::new(m20261123_000006_create_oidc::Migration),
+            Box::new(m20261124_000007_create_rate_limit_function::Migration),
         ]
     }
 }
