@@ -187,7 +187,7 @@ impl TokenStore for RedisTokenStore {
             .query_async(&mut conn)
             .await
             .map_err(map_err)?;
-        let mut revoked = 0;
+        let mut revoked = Vec::new();
         for h in &hashes {
             // Token keys live in other slots: one DEL each, checking the kind so that an
             // index can never delete a token of another kind.
@@ -204,15 +204,24 @@ impl TokenStore for RedisTokenStore {
                     .query_async(&mut conn)
                     .await
                     .map_err(map_err)?;
-                revoked += n;
+                if n == 1 {
+                    revoked.push(h);
+                }
             }
         }
-        let _: i64 = redis::cmd("DEL")
-            .arg(&index)
-            .query_async(&mut conn)
-            .await
-            .map_err(map_err)?;
-        Ok(revoked)
+        // Only the tokens deleted above leave the index. An entry whose token is not there
+        // may belong to a token being issued right now (issue indexes first), so it stays
+        // for the next revoke, like every entry added while this one ran; the stale ones
+        // go when the index expires with the user's newest token.
+        if !revoked.is_empty() {
+            let _: i64 = redis::cmd("SREM")
+                .arg(&index)
+                .arg(&revoked)
+                .query_async(&mut conn)
+                .await
+                .map_err(map_err)?;
+        }
+        Ok(revoked.len() as u64)
     }
 
     async fn purge(&self, _batch: u32) -> Result<u64, StoreError> {

@@ -503,6 +503,59 @@ mod cases {
         );
     }
 
+    pub async fn revoke_racing_issues_loses_none(h: &Harness) {
+        const ISSUERS: usize = 8;
+        const EACH: usize = 25;
+        let k = TokenType::PasswordReset;
+        let done = Arc::new(AtomicUsize::new(0));
+        let issuers = (0..ISSUERS).map(|_| {
+            let tokens = h.tokens.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut issued = Vec::with_capacity(EACH);
+                for _ in 0..EACH {
+                    let t = tokens
+                        .issue(AuthEphemeralToken::new_password_reset(user("ivan")))
+                        .await
+                        .unwrap();
+                    issued.push(t.token.expose().to_owned());
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+                issued
+            })
+        });
+        let issuers: Vec<_> = issuers.collect();
+        // Revokes run while the tokens are being issued, each racing several issues.
+        let revokers = (0..2).map(|_| {
+            let tokens = h.tokens.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                while done.load(Ordering::SeqCst) < ISSUERS {
+                    tokens.revoke(k, &user("ivan")).await.unwrap();
+                }
+            })
+        });
+        join_all(revokers)
+            .await
+            .into_iter()
+            .for_each(Result::unwrap);
+        let issued: Vec<String> = join_all(issuers)
+            .await
+            .into_iter()
+            .flat_map(Result::unwrap)
+            .collect();
+        assert_eq!(issued.len(), ISSUERS * EACH);
+        // Every token was issued before this revoke began, so none may survive it.
+        h.tokens.revoke(k, &user("ivan")).await.unwrap();
+        let mut survivors = 0;
+        for t in &issued {
+            if h.tokens.consume(k, t, None).await.is_ok() {
+                survivors += 1;
+            }
+        }
+        assert_eq!(survivors, 0, "tokens that outlived a later revoke");
+    }
+
     pub async fn purge_removes_only_expired(h: &Harness) {
         let short = Duration::from_millis(200);
         for _ in 0..5 {
@@ -705,6 +758,7 @@ macro_rules! every_backend {
                 peek_does_not_consume,
                 expiry_follows_the_store_clock,
                 revoke_removes_one_kind_of_one_user,
+                revoke_racing_issues_loses_none,
                 purge_removes_only_expired,
                 concurrent_purges_agree,
                 racing_consumers_have_one_winner_each,
