@@ -163,3 +163,72 @@ pub async fn wait_for_go() -> std::path::PathBuf {
     }
     std::path::PathBuf::from(std::env::var("TESSERA_RACE_OUT").unwrap())
 }
+
+/// A TCP forwarder in front of a real server, which a test can cut and restore to play an
+/// outage of that server without stopping it for every other test: cutting closes the
+/// listening port and drops every forwarded connection.
+pub struct TcpGate {
+    /// The port clients connect to.
+    pub port: u16,
+    target: SocketAddr,
+    accept: Option<tokio::task::JoinHandle<()>>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl TcpGate {
+    /// An open gate to `target` on a free port.
+    pub async fn open(target: SocketAddr) -> TcpGate {
+        let mut gate = TcpGate {
+            port: free_port(),
+            target,
+            accept: None,
+            conns: Default::default(),
+        };
+        gate.restore().await;
+        gate
+    }
+
+    /// Listens again on the same port.
+    pub async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("the gate's port is free again");
+        let (target, conns) = (self.target, self.conns.clone());
+        self.accept = Some(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                        tokio::io::copy_bidirectional(&mut inbound, &mut out)
+                            .await
+                            .ok();
+                    }
+                });
+                conns.lock().unwrap().push(conn);
+            }
+        }));
+    }
+
+    /// Closes the port and drops every connection through it.
+    pub async fn cut(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+            accept.await.ok();
+        }
+        let conns: Vec<_> = self.conns.lock().unwrap().drain(..).collect();
+        for conn in conns {
+            conn.abort();
+            conn.await.ok();
+        }
+    }
+}
+
+impl Drop for TcpGate {
+    fn drop(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+        }
+        for conn in self.conns.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
+}
