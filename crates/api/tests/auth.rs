@@ -491,6 +491,80 @@ async fn disable_and_regenerate_need_the_password_and_a_fresh_code() {
     );
 }
 
+/// An account without a password (as an OIDC login creates them) proves itself to disable
+/// and regenerate with the code alone; one with a password still needs it.
+#[tokio::test]
+async fn an_account_without_a_password_reauthenticates_with_the_code_alone() {
+    use sea_orm::ConnectionTrait;
+    let (state, _db, _o) = app_state(|_| {}).await;
+    register(&state, "olga", "correct horse").await;
+    let session = sign_in(&state, "olga", "correct horse").await;
+    let setup = json_post(&state, "/auth/totp/setup", json!({}), Some(&session)).await;
+    let secret = base32_decode(setup.body["secret"].as_str().unwrap());
+    while chrono::Utc::now().timestamp() % 30 > 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let step = chrono::Utc::now().timestamp() as u64 / mfa::STEP;
+    let at = |s: u64| mfa::code_at(&secret, s);
+    let ok = json_post(
+        &state,
+        "/auth/totp/confirm",
+        json!({"code": at(step)}),
+        Some(&session),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    // With a password on the account, leaving it out is refused.
+    let without = json_post(
+        &state,
+        "/auth/totp/backup-codes/regenerate",
+        json!({"code": at(step + 1)}),
+        Some(&session),
+    )
+    .await;
+    problem(&without, StatusCode::UNAUTHORIZED, "invalid_credentials");
+
+    state
+        .db
+        .execute_unprepared("UPDATE users SET password_hash = NULL WHERE username = 'olga'")
+        .await
+        .unwrap();
+    // Without one, any password sent is wrong, and the code alone works, once.
+    let with = json_post(
+        &state,
+        "/auth/totp/backup-codes/regenerate",
+        json!({"password": "correct horse", "code": at(step + 1)}),
+        Some(&session),
+    )
+    .await;
+    problem(&with, StatusCode::UNAUTHORIZED, "invalid_credentials");
+    let regen = json_post(
+        &state,
+        "/auth/totp/backup-codes/regenerate",
+        json!({"code": at(step + 1)}),
+        Some(&session),
+    )
+    .await;
+    assert_eq!(regen.status, StatusCode::OK, "{}", regen.body);
+    let replay = json_post(
+        &state,
+        "/auth/totp/disable",
+        json!({"code": at(step + 1)}),
+        Some(&session),
+    )
+    .await;
+    problem(&replay, StatusCode::UNAUTHORIZED, "invalid_code");
+    let off = json_post(
+        &state,
+        "/auth/totp/disable",
+        json!({"code": at(step - 1)}),
+        Some(&session),
+    )
+    .await;
+    assert_eq!(off.status, StatusCode::OK, "{}", off.body);
+    assert_eq!(off.body["enabled"], false);
+}
+
 async fn outbox_mails(dir: &std::path::Path, n: usize) -> Vec<String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

@@ -619,13 +619,17 @@ pub async fn totp_status(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordCodeRequest {
-    /// The account's password.
-    pub password: String,
+    /// The account's password. Left out for an account that has none (one created by an
+    /// OIDC login): the code alone proves it.
+    #[serde(default)]
+    pub password: Option<String>,
     /// A current TOTP code.
     pub code: String,
 }
 
 /// Checks the password and a TOTP code of the signed-in user (for disable / regenerate).
+/// An account with a password must send it; an account without one (created by an OIDC
+/// login) must not, and proves itself with the code.
 async fn reauthenticate(
     state: &AppState,
     jar: &CookieJar,
@@ -639,7 +643,12 @@ async fn reauthenticate(
         });
     }
     login::throttle(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
-    if !password::verify(req.password, user.password_hash.clone()).await {
+    let password_ok = match (req.password, &user.password_hash) {
+        (Some(given), Some(_)) => password::verify(given, user.password_hash.clone()).await,
+        (None, None) => true,
+        _ => false,
+    };
+    if !password_ok {
         return Err(AppError::InvalidCredentials);
     }
     if !login::check_totp(&state.db, &state.auth, &user, &req.code).await? {
