@@ -237,6 +237,18 @@ impl Browser {
         let req = self.c.get(format!("http://{addr}{path}"));
         self.send(req).await
     }
+
+    /// Registers `username` (mail at example.com) and checks the 201.
+    pub async fn register(&mut self, addr: SocketAddr, username: &str, password: &str) {
+        let r = self
+            .post(
+                addr,
+                "/auth/register",
+                json!({"username": username, "email": format!("{username}@example.com"), "password": password}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
 }
 
 pub async fn start_workers(n: usize, args: Vec<String>) -> (Vec<Worker>, PathBuf) {
@@ -278,15 +290,9 @@ impl Flow {
     async fn register(&mut self, name: &str, password: &str) -> (String, String) {
         let username = unique(name);
         let email = format!("{username}@example.com");
-        let mut b = Browser::new();
-        let r = b
-            .post(
-                self.w[0],
-                "/auth/register",
-                json!({"username": username, "email": email, "password": password}),
-            )
+        Browser::new()
+            .register(self.w[0], &username, password)
             .await;
-        assert_eq!(r.status, 201, "{}", r.body);
         self.secrets.push(password.to_owned());
         (username, email)
     }
@@ -825,14 +831,7 @@ async fn throttled_routes_fail_closed_while_the_limiter_store_is_down() {
     let mut b = Browser::new();
     let user = unique("frank");
     let pw = "correct horse battery";
-    let r = b
-        .post(
-            w,
-            "/auth/register",
-            json!({"username": user, "email": format!("{user}@example.com"), "password": pw}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    b.register(w, &user, pw).await;
     let (port, dir) = redis.stop();
     for (path, body) in [
         ("/auth/login", json!({"username": user, "password": pw})),
@@ -882,14 +881,7 @@ async fn login_fails_closed_while_postgres_is_down() {
     let mut b = Browser::new();
     let user = unique("gail");
     let pw = "correct horse battery";
-    let r = b
-        .post(
-            w,
-            "/auth/register",
-            json!({"username": user, "email": format!("{user}@example.com"), "password": pw}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    b.register(w, &user, pw).await;
     let r = b
         .post(w, "/auth/login", json!({"username": user, "password": pw}))
         .await;
@@ -971,14 +963,7 @@ async fn healthz_stays_flat_while_twenty_logins_are_hashed() {
     let w = ws[0].addr;
     let user = unique("grace");
     let pw = "correct horse battery";
-    let r = Browser::new()
-        .post(
-            w,
-            "/auth/register",
-            json!({"username": user, "email": format!("{user}@example.com"), "password": pw}),
-        )
-        .await;
-    assert_eq!(r.status, 201);
+    Browser::new().register(w, &user, pw).await;
     let c = reqwest::Client::new();
     let probe = |c: reqwest::Client| async move {
         let t = Instant::now();
@@ -1051,14 +1036,7 @@ async fn keys_rotate_reseals_totp_secrets_under_the_new_key() {
     let w = start(old_key).await.unwrap();
     let pw = "correct horse battery";
     let mut b = Browser::new();
-    let r = b
-        .post(
-            w.addr,
-            "/auth/register",
-            json!({"username": "rita", "email": "rita@example.com", "password": pw}),
-        )
-        .await;
-    assert_eq!(r.status, 201);
+    b.register(w.addr, "rita", pw).await;
     b.post(
         w.addr,
         "/auth/login",

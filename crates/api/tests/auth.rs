@@ -395,6 +395,27 @@ async fn sign_in(state: &AppState, user: &str, password: &str) -> String {
     cookie_value(&set_cookie(&r, "tessera_session").expect("a session"))
 }
 
+/// Sets up and confirms TOTP for the session's user, early enough in a window that the
+/// previous one stays within the skew to the end. Answers the secret, the window the
+/// confirmation used, and the backup codes.
+async fn confirm_totp(state: &AppState, session: &str) -> (Vec<u8>, u64, Value) {
+    let setup = json_post(state, "/auth/totp/setup", json!({}), Some(session)).await;
+    let secret = base32_decode(setup.body["secret"].as_str().unwrap());
+    while chrono::Utc::now().timestamp() % 30 > 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let step = chrono::Utc::now().timestamp() as u64 / mfa::STEP;
+    let ok = json_post(
+        state,
+        "/auth/totp/confirm",
+        json!({"code": mfa::code_at(&secret, step)}),
+        Some(session),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    (secret, step, setup.body["backup_codes"].clone())
+}
+
 /// Disable and regenerate need the password and an unused code; regenerated codes replace
 /// the old ones.
 #[tokio::test]
@@ -402,23 +423,8 @@ async fn disable_and_regenerate_need_the_password_and_a_fresh_code() {
     let (state, _db, _o) = app_state(|_| {}).await;
     register(&state, "gina", "correct horse").await;
     let session = sign_in(&state, "gina", "correct horse").await;
-    let setup = json_post(&state, "/auth/totp/setup", json!({}), Some(&session)).await;
-    let secret = base32_decode(setup.body["secret"].as_str().unwrap());
-    let old_codes = setup.body["backup_codes"].clone();
-    // Early enough in a window that the previous one stays within the skew to the end.
-    while chrono::Utc::now().timestamp() % 30 > 20 {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    let step = chrono::Utc::now().timestamp() as u64 / mfa::STEP;
+    let (secret, step, old_codes) = confirm_totp(&state, &session).await;
     let at = |s: u64| mfa::code_at(&secret, s);
-    let ok = json_post(
-        &state,
-        "/auth/totp/confirm",
-        json!({"code": at(step)}),
-        Some(&session),
-    )
-    .await;
-    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
 
     let bad_pw = json_post(
         &state,
@@ -499,21 +505,8 @@ async fn an_account_without_a_password_reauthenticates_with_the_code_alone() {
     let (state, _db, _o) = app_state(|_| {}).await;
     register(&state, "olga", "correct horse").await;
     let session = sign_in(&state, "olga", "correct horse").await;
-    let setup = json_post(&state, "/auth/totp/setup", json!({}), Some(&session)).await;
-    let secret = base32_decode(setup.body["secret"].as_str().unwrap());
-    while chrono::Utc::now().timestamp() % 30 > 20 {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    let step = chrono::Utc::now().timestamp() as u64 / mfa::STEP;
+    let (secret, step, _) = confirm_totp(&state, &session).await;
     let at = |s: u64| mfa::code_at(&secret, s);
-    let ok = json_post(
-        &state,
-        "/auth/totp/confirm",
-        json!({"code": at(step)}),
-        Some(&session),
-    )
-    .await;
-    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     // With a password on the account, leaving it out is refused.
     let without = json_post(
         &state,
