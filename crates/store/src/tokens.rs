@@ -2,9 +2,12 @@
 //! opened, whatever the backend.
 
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
-use tessera_entity::{AuthEphemeralToken, Challenge, Payload, Token, TokenType, Username};
+use tessera_entity::{
+    AuthEphemeralToken, Challenge, Payload, Token, TokenHash, TokenType, Username,
+};
 
 use crate::seal::{self, Binding};
 use crate::{SealedToken, StoreError, StoredRecord, TokenStore};
@@ -50,11 +53,21 @@ impl fmt::Debug for ConsumedToken {
 }
 
 /// Issues, consumes, peeks and revokes tokens on any [`TokenStore`].
+///
+/// A front may be bound to a namespace ([`Tokens::in_namespace`]): its tokens are stored
+/// under a hash and a username that no other namespace (nor the front without one) can
+/// produce, so fronts in different namespaces can neither consume, peek at nor revoke each
+/// other's tokens, whatever kinds they share.
 #[derive(Clone)]
 pub struct Tokens {
     store: Arc<dyn TokenStore>,
     purge_batch: u32,
+    namespace: Option<&'static str>,
 }
+
+/// Between a namespace and a username in the stored username: a control character, which
+/// no [`Username`] contains, so a namespaced name never equals a plain one.
+const NAMESPACE_SEPARATOR: char = '\u{1f}';
 
 impl Tokens {
     /// A front over `store`.
@@ -62,6 +75,50 @@ impl Tokens {
         Tokens {
             store,
             purge_batch: DEFAULT_PURGE_BATCH,
+            namespace: None,
+        }
+    }
+
+    /// The same store, with tokens kept apart in `namespace` (for example `app` for the
+    /// tokens other services manage through `/v1`).
+    pub fn in_namespace(&self, namespace: &'static str) -> Self {
+        Tokens {
+            namespace: Some(namespace),
+            ..self.clone()
+        }
+    }
+
+    /// The hash a token is stored under in this front's namespace.
+    fn hash_of(&self, token: &Token) -> TokenHash {
+        match self.namespace {
+            None => token.hash(),
+            Some(ns) => {
+                let mut h = Sha256::new();
+                h.update(ns.as_bytes());
+                h.update([0]);
+                h.update(token.expose().as_bytes());
+                TokenHash(h.finalize().into())
+            }
+        }
+    }
+
+    /// The username as stored in this front's namespace.
+    fn stored_name(&self, username: &str) -> String {
+        match self.namespace {
+            None => username.to_owned(),
+            Some(ns) => format!("{ns}{NAMESPACE_SEPARATOR}{username}"),
+        }
+    }
+
+    /// The username of a stored record, if the record belongs to this namespace.
+    fn own_name(&self, stored: Option<String>) -> Result<Option<String>, StoreError> {
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        match (self.namespace, stored.split_once(NAMESPACE_SEPARATOR)) {
+            (None, None) => Ok(Some(stored)),
+            (Some(ns), Some((found, name))) if found == ns => Ok(Some(name.to_owned())),
+            _ => Err(StoreError::InvalidOrExpired),
         }
     }
 
@@ -85,9 +142,10 @@ impl Tokens {
     pub async fn issue(&self, new: AuthEphemeralToken) -> Result<IssuedToken, StoreError> {
         let token = Token::generate(new.kind());
         let challenge_hash = new.challenge().map(Challenge::hash);
+        let username = new.username().map(|u| self.stored_name(u.as_str()));
         let binding = Binding {
             kind: new.kind(),
-            username: new.username().map(Username::as_str),
+            username: username.as_deref(),
             provider_id: new.provider_id(),
             challenge_hash: challenge_hash.as_ref(),
         };
@@ -95,9 +153,9 @@ impl Tokens {
         let expires_at = self
             .store
             .issue(SealedToken {
-                hash: token.hash(),
+                hash: self.hash_of(&token),
                 kind: new.kind(),
-                username: new.username().map(|u| u.as_str().to_owned()),
+                username,
                 provider_id: new.provider_id().map(str::to_owned),
                 challenge_hash,
                 sealed,
@@ -118,9 +176,9 @@ impl Tokens {
         let challenge_hash = challenge.map(Challenge::hash);
         let record = self
             .store
-            .consume(kind, &token.hash(), challenge_hash.as_ref())
+            .consume(kind, &self.hash_of(&token), challenge_hash.as_ref())
             .await?;
-        open(&token, challenge_hash.as_ref(), record)
+        self.open(&token, challenge_hash.as_ref(), record)
     }
 
     /// Reads a token without consuming it.
@@ -134,14 +192,16 @@ impl Tokens {
         let challenge_hash = challenge.map(Challenge::hash);
         let record = self
             .store
-            .peek(kind, &token.hash(), challenge_hash.as_ref())
+            .peek(kind, &self.hash_of(&token), challenge_hash.as_ref())
             .await?;
-        open(&token, challenge_hash.as_ref(), record)
+        self.open(&token, challenge_hash.as_ref(), record)
     }
 
     /// Removes every token of `kind` for `username`.
     pub async fn revoke(&self, kind: TokenType, username: &Username) -> Result<u64, StoreError> {
-        self.store.revoke(kind, username.as_str()).await
+        self.store
+            .revoke(kind, &self.stored_name(username.as_str()))
+            .await
     }
 
     /// Removes expired tokens in bounded batches.
@@ -153,32 +213,33 @@ impl Tokens {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.store.ping().await
     }
-}
 
-fn open(
-    token: &Token,
-    challenge_hash: Option<&tessera_entity::ChallengeHash>,
-    record: Option<StoredRecord>,
-) -> Result<ConsumedToken, StoreError> {
-    let record = record.ok_or(StoreError::InvalidOrExpired)?;
-    let binding = Binding {
-        kind: record.kind,
-        username: record.username.as_deref(),
-        provider_id: record.provider_id.as_deref(),
-        challenge_hash,
-    };
-    let Some(payload) = seal::open(token, &binding, &record.sealed) else {
-        // The hash matched but the seal did not: the record was edited or moved in the
-        // store. Treat it as unknown, and say so to the operator.
-        tracing::warn!(kind = %record.kind, "a token record failed to open: edited or moved in the store");
-        return Err(StoreError::InvalidOrExpired);
-    };
-    Ok(ConsumedToken {
-        kind: record.kind,
-        username: record.username,
-        provider_id: record.provider_id,
-        payload,
-        expires_at: record.expires_at,
-        created_at: record.created_at,
-    })
+    fn open(
+        &self,
+        token: &Token,
+        challenge_hash: Option<&tessera_entity::ChallengeHash>,
+        record: Option<StoredRecord>,
+    ) -> Result<ConsumedToken, StoreError> {
+        let record = record.ok_or(StoreError::InvalidOrExpired)?;
+        let binding = Binding {
+            kind: record.kind,
+            username: record.username.as_deref(),
+            provider_id: record.provider_id.as_deref(),
+            challenge_hash,
+        };
+        let Some(payload) = seal::open(token, &binding, &record.sealed) else {
+            // The hash matched but the seal did not: the record was edited or moved in the
+            // store. Treat it as unknown, and say so to the operator.
+            tracing::warn!(kind = %record.kind, "a token record failed to open: edited or moved in the store");
+            return Err(StoreError::InvalidOrExpired);
+        };
+        Ok(ConsumedToken {
+            kind: record.kind,
+            username: self.own_name(record.username)?,
+            provider_id: record.provider_id,
+            payload,
+            expires_at: record.expires_at,
+            created_at: record.created_at,
+        })
+    }
 }

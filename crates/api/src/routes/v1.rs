@@ -335,7 +335,7 @@ pub async fn issue(
 ) -> Result<(StatusCode, Json<IssuedResponse>), AppError> {
     let kind = req.kind;
     let new = new_token(req)?;
-    let issued = state.tokens.issue(new).await;
+    let issued = app_tokens(&state).issue(new).await;
     count_token(kind, "issue", &issued);
     let issued = issued?;
     Ok((
@@ -370,17 +370,14 @@ async fn read_token(
     consume: bool,
 ) -> Result<Json<TokenRecord>, AppError> {
     let challenge = req.challenge.map(Challenge::new);
+    let tokens = app_tokens(state);
     let (got, op) = if consume {
-        let got = state
-            .tokens
+        let got = tokens
             .consume(req.kind, &req.token, challenge.as_ref())
             .await;
         (got, "consume")
     } else {
-        let got = state
-            .tokens
-            .peek(req.kind, &req.token, challenge.as_ref())
-            .await;
+        let got = tokens.peek(req.kind, &req.token, challenge.as_ref()).await;
         (got, "peek")
     };
     count_token(req.kind, op, &got);
@@ -415,9 +412,32 @@ pub async fn revoke(
 ) -> Result<Json<RevokeResponse>, AppError> {
     let user =
         Username::parse(req.username).map_err(|e| AppError::field("username", e.to_string()))?;
-    let revoked = state.tokens.revoke(req.kind, &user).await;
+    let revoked = app_tokens(&state).revoke(req.kind, &user).await;
     count_token(req.kind, "revoke", &revoked);
     Ok(Json(RevokeResponse { revoked: revoked? }))
+}
+
+/// The tokens of `/v1`: a namespace of their own, so a service key can neither mint nor
+/// read nor revoke a token that the `/auth` flows accept, whatever its kind.
+fn app_tokens(state: &AppState) -> tessera_store::Tokens {
+    state.tokens.in_namespace(APP_NAMESPACE)
+}
+
+/// The namespace of what `/v1` creates: tokens, and the prefix of rate-limit keys (the
+/// `/auth` flows count under `auth:`).
+const APP_NAMESPACE: &str = "app";
+
+/// A caller's rate-limit key in `/v1`'s namespace: 1 to 255 characters, no control
+/// characters.
+fn app_key(key: &str) -> Result<String, AppError> {
+    let n = key.chars().count();
+    if !(1..=255).contains(&n) || key.chars().any(char::is_control) {
+        return Err(AppError::field(
+            "key",
+            "a rate-limit key is 1 to 255 characters without control characters",
+        ));
+    }
+    Ok(format!("{APP_NAMESPACE}:{key}"))
 }
 
 fn event(name: &str) -> Result<Event, AppError> {
@@ -460,7 +480,7 @@ pub async fn hit(
     let ev = event(&req.event)?;
     let d = state
         .limiter
-        .hit(&ev, &req.key, req.cost.unwrap_or(1))
+        .hit(&ev, &app_key(&req.key)?, req.cost.unwrap_or(1))
         .await?;
     metrics::counter!("tessera_ratelimit_decisions_total", "event" => ev.as_str().to_owned(), "allowed" => if d.allowed { "true" } else { "false" })
         .increment(1);
@@ -479,7 +499,7 @@ pub async fn ratelimit_peek(
     ApiJson(req): ApiJson<LimitKeyRequest>,
 ) -> Result<Response, AppError> {
     let ev = event(&req.event)?;
-    let d = state.limiter.peek(&ev, &req.key).await?;
+    let d = state.limiter.peek(&ev, &app_key(&req.key)?).await?;
     decision_response(&state, &ev, d)
 }
 
@@ -495,7 +515,7 @@ pub async fn reset(
     ApiJson(req): ApiJson<LimitKeyRequest>,
 ) -> Result<StatusCode, AppError> {
     let ev = event(&req.event)?;
-    state.limiter.reset(&ev, &req.key).await?;
+    state.limiter.reset(&ev, &app_key(&req.key)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
