@@ -191,8 +191,22 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Unlock { database, username } => (database, username, Change::Unlock),
         UserCommand::EnforceMfa { database, username } => (database, username, Change::EnforceMfa),
     };
-    let db = open(database).await?;
-    users::change(&db, &name(username)?, change).await?;
+    let db = open(database.clone()).await?;
+    let username = name(username)?;
+    let disable = matches!(change, Change::Disable);
+    users::change(&db, &username, change).await?;
+    if disable {
+        // Logins in flight end with the account: no pending second factor or OIDC
+        // exchange completes after it.
+        let (tokens, _) = startup::open_stores(
+            db,
+            &database,
+            Default::default(),
+            tessera_store::DEFAULT_PURGE_BATCH,
+        )
+        .await?;
+        tessera_api::login::revoke_pending(&tokens, &username).await?;
+    }
     Ok(())
 }
 

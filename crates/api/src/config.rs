@@ -38,8 +38,9 @@ pub struct LimitArgs {
     /// Overrides of the rate-limit policies, comma-separated `EVENT=LIMIT/WINDOW`, a
     /// trailing `~` selecting the approximate counter: for example
     /// `2fa_attempt=5/5m,login_ip=100/15m~`. Unnamed events keep their defaults
-    /// (2fa_attempt 5/5m, email_send 3/10m, login_attempt 10/15m, login_ip 50/15m,
-    /// password_reset_send 3/1h, password_reset_ip 10/1h).
+    /// (2fa_attempt 5/5m, mfa_token_attempt 5/10m, email_send 3/10m, mail_to_address 10/1h,
+    /// login_attempt 10/15m, login_ip 50/15m, login_user_ip 5/15m, password_reset_send
+    /// 3/1h, password_reset_ip 10/1h, oidc_start_ip 50/15m).
     #[arg(long, env = "TESSERA_RATE_LIMITS", default_value = "")]
     pub rate_limits: String,
 }
@@ -109,11 +110,14 @@ pub struct AuthArgs {
     #[arg(long, env = "TESSERA_SESSION_TTL", default_value_t = 12 * 60 * 60)]
     pub session_ttl: u64,
 
-    /// Failed password or second-factor checks in a row that lock an account.
+    /// Second-factor failures that lock an account. They accumulate until a complete
+    /// sign-in (a correct password does not reset them), and every further this many lock
+    /// again. Wrong passwords never lock: they are throttled.
     #[arg(long, env = "TESSERA_LOCKOUT_THRESHOLD", default_value_t = 10)]
     pub lockout_threshold: u32,
 
-    /// Minutes an account stays locked.
+    /// Minutes the first lock lasts; the second lasts twice as long, every later one 24
+    /// hours. At the defaults: at most 30 second-factor guesses per account in any 24 hours.
     #[arg(long, env = "TESSERA_LOCKOUT_MINUTES", default_value_t = 30)]
     pub lockout_minutes: u64,
 

@@ -103,6 +103,9 @@ pub enum AppError {
     /// Mail could not be sent.
     #[error("mail unavailable: {0}")]
     MailUnavailable(String),
+    /// The password-hashing queue is full: the request was refused before any work.
+    #[error("overloaded")]
+    Overloaded,
 }
 
 impl AppError {
@@ -311,6 +314,12 @@ impl AppError {
                 "Mail unavailable",
                 "the mail could not be sent; try again shortly".into(),
             ),
+            E::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Overloaded",
+                "too many password checks are waiting; retry in a second".into(),
+            ),
         }
     }
 }
@@ -347,6 +356,9 @@ impl IntoResponse for AppError {
             }
             AppError::AccountLocked { seconds } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from((*seconds).max(1)));
+            }
+            AppError::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             AppError::RateLimited {
                 event,

@@ -54,6 +54,7 @@ pub fn is_json(value: Option<&axum::http::HeaderValue>) -> bool {
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| AppError::MalformedJson(e.to_string()))?;
+    refuse_control_characters(&value, "")?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let detail = e.into_inner().to_string();
@@ -66,6 +67,50 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
         };
         AppError::field(field, detail)
     })
+}
+
+/// Refuses control characters in every string of a body, before any field is used: no
+/// field of Tessera's API means one, a NUL cannot even be stored in a PostgreSQL text
+/// column, and a line break in a name or key would forge log lines. Free-form `data` is
+/// sealed as bytes, so there only NUL is refused (it stays refused everywhere, for the
+/// apps that store what they read back).
+fn refuse_control_characters(value: &serde_json::Value, path: &str) -> Result<(), AppError> {
+    use serde_json::Value;
+    let free_form = path == "data" || path.starts_with("data.");
+    let bad = |s: &str| {
+        if free_form {
+            s.contains('\0')
+        } else {
+            s.chars().any(char::is_control)
+        }
+    };
+    let at = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) if bad(s) => Err(AppError::field(
+            if path.is_empty() { "." } else { path },
+            "control characters (such as NUL) are not allowed here",
+        )),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| refuse_control_characters(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            if bad(k) {
+                return Err(AppError::field(
+                    at(&k.escape_default().to_string()),
+                    "control characters (such as NUL) are not allowed in names",
+                ));
+            }
+            refuse_control_characters(v, &at(k))
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -97,6 +142,20 @@ mod tests {
         assert!(matches!(
             parse::<Body>(b"{not json"),
             Err(AppError::MalformedJson(_))
+        ));
+    }
+
+    #[test]
+    fn control_characters_are_refused_naming_the_field() {
+        assert_eq!(field_of(r#"{"kind": "a\u0000b"}"#), "kind");
+        assert_eq!(field_of(r#"{"kind": "line\nbreak"}"#), "kind");
+        assert!(parse::<Body>(br#"{"kind": "tab\tless", "cost": 1}"#).is_err());
+        assert!(parse::<Body>(br#"{"kind": "caf\u00e9"}"#).is_ok());
+        let v: serde_json::Value = parse(br#"{"data": {"note": "two\nlines"}}"#).unwrap();
+        assert_eq!(v["data"]["note"], "two\nlines");
+        assert!(matches!(
+            parse::<serde_json::Value>(br#"{"data": {"note": "a\u0000"}}"#),
+            Err(AppError::Validation { field, .. }) if field == "data.note"
         ));
     }
 

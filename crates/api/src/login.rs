@@ -15,8 +15,11 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tessera_entity::{EventType, backup_codes, email_otp_codes, sessions, totp_usage, users};
+use tessera_entity::{
+    EventType, TokenType, Username, backup_codes, email_otp_codes, sessions, totp_usage, users,
+};
 use tessera_limiter::{Event, Limiter};
+use tessera_store::Tokens;
 
 use crate::config::AuthArgs;
 use crate::mail::Mailer;
@@ -47,10 +50,14 @@ pub struct AuthSettings {
     pub registration: bool,
     /// How long a session lasts.
     pub session_ttl: Duration,
-    /// Failures in a row that lock an account.
+    /// Second-factor failures that lock an account (each further this many lock again).
     pub lockout_threshold: u32,
-    /// How long a lock lasts.
+    /// How long the first lock lasts; the second lasts twice as long, every later one
+    /// [`LONG_LOCK`].
     pub lockout_duration: Duration,
+    /// Where "now" comes from for locks, sessions and TOTP windows: the process's clock, or
+    /// a manual one that tests advance together with the limiter's.
+    pub clock: tessera_limiter::Clock,
     /// Issuer shown by authenticator apps.
     pub totp_issuer: String,
     /// Where OIDC callbacks send the browser.
@@ -121,6 +128,7 @@ impl AuthSettings {
             session_ttl: Duration::from_secs(args.session_ttl.max(60)),
             lockout_threshold: args.lockout_threshold.max(1),
             lockout_duration: Duration::from_secs(args.lockout_minutes.max(1) * 60),
+            clock: Default::default(),
             totp_issuer: args.totp_issuer.clone(),
         })
     }
@@ -138,6 +146,7 @@ impl AuthSettings {
             session_ttl: Duration::from_secs(12 * 60 * 60),
             lockout_threshold: 10,
             lockout_duration: Duration::from_secs(30 * 60),
+            clock: Default::default(),
             totp_issuer: "Tessera".into(),
             oidc_return_url: "http://localhost/".into(),
             oidc_create_users: true,
@@ -146,6 +155,34 @@ impl AuthSettings {
     }
 }
 
+impl AuthSettings {
+    /// The current time by [`AuthSettings::clock`].
+    pub fn now(&self) -> DateTime<Utc> {
+        match self.clock.manual_ms() {
+            Some(ms) => DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+            None => Utc::now(),
+        }
+    }
+
+    /// How long the lock that the `failures`-th second-factor failure sets lasts, if it sets
+    /// one: every `lockout_threshold`-th failure locks, the first time for
+    /// `lockout_duration`, the second for twice that, from the third on for [`LONG_LOCK`].
+    /// So at most three thresholds' worth of guesses fit in any 24 hours.
+    pub fn lock_for(&self, failures: u32) -> Option<Duration> {
+        let t = self.lockout_threshold.max(1);
+        if failures == 0 || !failures.is_multiple_of(t) {
+            return None;
+        }
+        Some(match failures / t {
+            1 => self.lockout_duration,
+            2 => self.lockout_duration * 2,
+            _ => LONG_LOCK.max(self.lockout_duration * 2),
+        })
+    }
+}
+
+/// The process's clock, for what no test needs to move: session and mailed-code expiry,
+/// purges.
 fn now() -> DateTime<Utc> {
     Utc::now()
 }
@@ -153,6 +190,10 @@ fn now() -> DateTime<Utc> {
 fn after(d: Duration) -> DateTime<Utc> {
     now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
+
+/// The lock from the third on: a day, so that no 24 hours hold more than three
+/// thresholds of second-factor guesses.
+pub const LONG_LOCK: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The account named `username`.
 pub async fn find_user(
@@ -166,55 +207,97 @@ pub async fn find_user(
 }
 
 /// Seconds left on the account's lock, if it is locked.
-pub fn lock_remaining(user: &users::Model) -> Option<u64> {
+pub fn lock_remaining(settings: &AuthSettings, user: &users::Model) -> Option<u64> {
     let until = user.locked_until?;
-    let left = (until - now()).num_seconds();
-    (left > 0).then_some(left as u64)
+    let left = (until - settings.now()).num_milliseconds();
+    // Rounded up: a lock with 300 ms left still says "1 s", never "0 s".
+    (left > 0).then(|| (left as u64).div_ceil(1000))
 }
 
 /// Refuses a locked account with 423.
-pub fn ensure_unlocked(user: &users::Model) -> Result<(), AppError> {
-    match lock_remaining(user) {
+pub fn ensure_unlocked(settings: &AuthSettings, user: &users::Model) -> Result<(), AppError> {
+    match lock_remaining(settings, user) {
         Some(seconds) => Err(AppError::AccountLocked { seconds }),
         None => Ok(()),
     }
 }
 
-/// Counts a failed password or second-factor check; the `threshold`-th in a row locks the
-/// account. Both statements are single atomic updates, so failures on several workers at
-/// once are all counted and the lock is set once.
-pub async fn record_failure(
+/// Counts a second-factor attempt *before* it is checked, and refuses it with 423 when the
+/// account is locked. Counting first (one conditional `UPDATE`, atomic on every backend)
+/// means that of any number of attempts racing on any number of workers, at most
+/// `lockout_threshold` are checked before the lock that the last of them sets: the lock is
+/// written by the same statement that counts the attempt which reaches the threshold.
+///
+/// The count is not reset by a correct password, only by a complete sign-in
+/// ([`record_success`]) or a password reset, so logging in again does not buy new
+/// guesses; each threshold reached locks for longer ([`AuthSettings::lock_for`]).
+pub async fn second_factor_attempt(
     db: &DatabaseConnection,
     settings: &AuthSettings,
-    user_id: i64,
+    user: &users::Model,
 ) -> Result<(), AppError> {
     // Scoped: the trait's blanket `max`/`min` would shadow the integer ones elsewhere.
-    use sea_orm::sea_query::ExprTrait as _;
-    users::Entity::update_many()
-        .col_expr(
-            users::Column::FailedLoginCount,
-            Expr::col(users::Column::FailedLoginCount).add(1),
+    use sea_orm::sea_query::{CaseStatement, ExprTrait as _};
+    let t = Ord::max(settings.lockout_threshold, 1) as i32;
+    let now = settings.now();
+    let count = || Expr::col(users::Column::FailedLoginCount).add(1);
+    let lock = |n: u32| {
+        Expr::value(Some(
+            now + chrono::Duration::from_std(settings.lock_for(n * t as u32).unwrap_or_default())
+                .unwrap_or(chrono::Duration::MAX),
+        ))
+    };
+    let until = CaseStatement::new()
+        .case(count().eq(t), lock(1))
+        .case(count().eq(2 * t), lock(2))
+        .case(count().gte(3 * t).and(count().modulo(t).eq(0)), lock(3))
+        .finally(Expr::col(users::Column::LockedUntil));
+    let counted = users::Entity::update_many()
+        .col_expr(users::Column::FailedLoginCount, count())
+        .col_expr(users::Column::LockedUntil, Into::<Expr>::into(until))
+        .filter(users::Column::Id.eq(user.id))
+        .filter(
+            users::Column::LockedUntil
+                .is_null()
+                .or(users::Column::LockedUntil.lte(now)),
         )
-        .filter(users::Column::Id.eq(user_id))
         .exec(db)
         .await?;
-    let locked = users::Entity::update_many()
-        .col_expr(
-            users::Column::LockedUntil,
-            Expr::value(Some(after(settings.lockout_duration))),
-        )
-        .col_expr(users::Column::FailedLoginCount, Expr::value(0))
-        .filter(users::Column::Id.eq(user_id))
-        .filter(users::Column::FailedLoginCount.gte(settings.lockout_threshold as i32))
-        .exec(db)
-        .await?;
-    if locked.rows_affected > 0 {
-        tracing::warn!(user_id, "account locked after repeated failures");
+    if counted.rows_affected == 1 {
+        return Ok(());
+    }
+    let current = users::Entity::find_by_id(user.id)
+        .one(db)
+        .await?
+        .ok_or(AppError::MfaSessionExpired)?;
+    ensure_unlocked(settings, &current)?;
+    // Unlocked between the statement and the read: refuse this once rather than loop.
+    Err(AppError::AccountLocked { seconds: 1 })
+}
+
+/// After a failed second-factor check (already counted): logs when it locked the account.
+pub async fn second_factor_failed(
+    db: &DatabaseConnection,
+    settings: &AuthSettings,
+    user: &users::Model,
+) -> Result<(), AppError> {
+    metrics::counter!("tessera_second_factor_failures_total").increment(1);
+    if let Some(u) = users::Entity::find_by_id(user.id).one(db).await?
+        && let Some(seconds) = lock_remaining(settings, &u)
+        && u.locked_until != user.locked_until
+    {
+        tracing::warn!(
+            user_id = user.id,
+            failures = u.failed_login_count,
+            seconds,
+            "account locked after repeated second-factor failures"
+        );
     }
     Ok(())
 }
 
-/// A successful check: the failure count starts again from zero.
+/// A complete sign-in (second factor passed) or a password reset: the second-factor
+/// failure count starts again from zero and any lock ends.
 pub async fn record_success(db: &DatabaseConnection, user_id: i64) -> Result<(), AppError> {
     users::Entity::update_many()
         .col_expr(users::Column::FailedLoginCount, Expr::value(0))
@@ -235,7 +318,7 @@ pub async fn record_success(db: &DatabaseConnection, user_id: i64) -> Result<(),
 /// (503).
 pub async fn throttle(limiter: &Limiter, event: EventType, key: &str) -> Result<(), AppError> {
     let event = Event::from(event);
-    let decision = limiter.hit(&event, key, 1).await?;
+    let decision = hit(limiter, &event, key).await?;
     if decision.allowed {
         Ok(())
     } else {
@@ -246,6 +329,20 @@ pub async fn throttle(limiter: &Limiter, event: EventType, key: &str) -> Result<
             window,
         })
     }
+}
+
+/// Records one `event` for `key` in the login flows' own namespace of counters, which
+/// `/v1` (keys under `app:`) can neither read nor reset.
+pub async fn hit(
+    limiter: &Limiter,
+    event: &Event,
+    key: &str,
+) -> Result<tessera_limiter::Decision, AppError> {
+    Ok(limiter.hit(event, &auth_key(key), 1).await?)
+}
+
+fn auth_key(key: &str) -> String {
+    format!("auth:{key}")
 }
 
 /// The [`Username`](tessera_entity::Username) of a stored account (checked at creation).
@@ -264,7 +361,49 @@ pub fn token_error(e: tessera_store::StoreError, instead: AppError) -> AppError 
 
 /// Forgets the recorded `event`s of `key` (after a success).
 pub async fn clear(limiter: &Limiter, event: EventType, key: &str) -> Result<(), AppError> {
-    Ok(limiter.reset(&Event::from(event), key).await?)
+    Ok(limiter.reset(&Event::from(event), &auth_key(key)).await?)
+}
+
+/// How long a device cookie keeps its device out of the per-username password throttle.
+pub const DEVICE_TTL: Duration = Duration::from_secs(180 * 24 * 60 * 60);
+const DEVICE_PLACE: &str = "device";
+
+/// The value of the device cookie for `username`: the name and the time, sealed under the
+/// service key, so it cannot be made for another account or read.
+pub fn device_token(settings: &AuthSettings, username: &str) -> String {
+    let plain = format!("{}\n{username}", settings.now().timestamp());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(settings.keys.seal(DEVICE_PLACE, plain.as_bytes()))
+}
+
+/// Whether `value` is a live device cookie of `username`.
+pub fn is_device_of(settings: &AuthSettings, value: &str, username: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let Ok(sealed) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value) else {
+        return false;
+    };
+    let Ok(plain) = settings.keys.open(DEVICE_PLACE, &sealed) else {
+        return false;
+    };
+    let Some((issued, name)) = std::str::from_utf8(&plain)
+        .ok()
+        .and_then(|p| p.split_once('\n'))
+    else {
+        return false;
+    };
+    let fresh = issued
+        .parse::<i64>()
+        .is_ok_and(|t| settings.now().timestamp() - t < DEVICE_TTL.as_secs() as i64);
+    fresh && bool::from(name.as_bytes().ct_eq(username.as_bytes()))
+}
+
+/// The limiter key of a presented token (its SHA-256, hex): counters about a token never
+/// hold the token itself.
+pub fn token_key(presented: &str) -> String {
+    sha256(presented.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn sha256(bytes: &[u8]) -> Vec<u8> {
@@ -413,7 +552,7 @@ pub async fn check_totp(
     let Some(secret) = totp_secret(settings, user)? else {
         return Ok(false);
     };
-    let unix = now().timestamp().max(0) as u64;
+    let unix = settings.now().timestamp().max(0) as u64;
     let Some(step) = mfa::matching_step(&secret, code, unix) else {
         return Ok(false);
     };
@@ -493,7 +632,7 @@ pub async fn use_backup_code(
         .into_iter()
         .map(|c| (c.id, c.code_hash))
         .collect();
-    let Some(id) = password::first_match(code, unused).await else {
+    let Some(id) = password::first_match(code, unused).await? else {
         return Ok(false);
     };
     let marked = backup_codes::Entity::update_many()
@@ -532,10 +671,12 @@ pub async fn enable_factor(
 /// Mails a fresh 6-digit login code to the user, replacing any earlier one.
 pub async fn send_login_code(
     db: &DatabaseConnection,
+    limiter: &Limiter,
     settings: &AuthSettings,
     user: &users::Model,
 ) -> Result<(), AppError> {
     let to = mail_address(user)?;
+    mail_slot(limiter, to).await?;
     let code = mfa::new_email_code();
     let hash = password::hash_code(code.clone()).await?;
     email_otp_codes::Entity::insert(email_otp_codes::ActiveModel {
@@ -558,6 +699,13 @@ pub async fn send_login_code(
         .send(to, "Your sign-in code", code_mail(&code, "sign in"))
         .await?;
     Ok(())
+}
+
+/// Takes one mail's place in the `mail_to_address` limit of `to`, before any work for the
+/// mail is done. Every mail Tessera sends goes through here: several accounts may share
+/// an address, so only a limit on the address bounds what reaches one mailbox.
+pub async fn mail_slot(limiter: &Limiter, to: &str) -> Result<(), AppError> {
+    throttle(limiter, EventType::MailToAddress, &to.trim().to_lowercase()).await
 }
 
 /// The body of a mail carrying `code`.
@@ -585,7 +733,7 @@ pub async fn use_login_code(
         return Ok(false);
     };
     let hash = row.code_hash.clone();
-    if !password::code_matches(input.trim().to_owned(), hash.clone()).await {
+    if !password::code_matches(input.trim().to_owned(), hash.clone()).await? {
         return Ok(false);
     }
     let taken = email_otp_codes::Entity::delete_many()
@@ -594,6 +742,25 @@ pub async fn use_login_code(
         .exec(db)
         .await?;
     Ok(taken.rows_affected == 1)
+}
+
+/// The kinds of token that carry a login in progress or a factor being set up: what a
+/// password reset, a password change, disabling the account or turning a factor off must
+/// end, since each was obtained under the state that just changed.
+pub const PENDING_KINDS: [TokenType; 4] = [
+    TokenType::PreAuth,
+    TokenType::MfaEnforce,
+    TokenType::OidcExchange,
+    TokenType::EmailOtpSetup,
+];
+
+/// Revokes every pending login and setup of `username` ([`PENDING_KINDS`]).
+pub async fn revoke_pending(tokens: &Tokens, username: &Username) -> Result<u64, AppError> {
+    let mut revoked = 0;
+    for kind in PENDING_KINDS {
+        revoked += tokens.revoke(kind, username).await?;
+    }
+    Ok(revoked)
 }
 
 /// Deletes expired sessions, mailed codes, and TOTP windows past their retention.

@@ -203,6 +203,11 @@ pub async fn find_provider(
     db: &DatabaseConnection,
     name: &str,
 ) -> Result<Option<oidc_providers::Model>, AppError> {
+    // A name from a URL path may hold anything; no provider's name holds a control
+    // character, and a NUL would fail the PostgreSQL query.
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Ok(None);
+    }
     Ok(oidc_providers::Entity::find()
         .filter(oidc_providers::Column::Name.eq(name))
         .one(db)

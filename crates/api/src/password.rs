@@ -9,24 +9,69 @@
 #![allow(clippy::disallowed_methods)]
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use tokio::sync::Semaphore;
 
 /// Permits to hash: one per CPU.
-static HASHING: LazyLock<Semaphore> =
-    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+static HASHING: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(cpus())));
+
+/// Places in the hashing queue, running hashes included: past them a request is refused at
+/// once with 503 `overloaded` instead of waiting ever longer.
+static QUEUE: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(cpus() * QUEUE_PER_CPU)));
+
+/// Queue places per CPU. At about 50 ms a hash, a full queue waits about 0.8 s.
+pub const QUEUE_PER_CPU: usize = 16;
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
 
 /// Runs argon2 work `f` on a blocking thread once a CPU is free for it.
+///
+/// Both permits move into the blocking closure: a request that times out (or whose client
+/// goes away) drops its future, but the hash already running goes on to the end on its
+/// thread, and its CPU and queue place stay taken until then. Releasing them with the
+/// future would let timed-out requests start ever more hashes at once.
 async fn on_blocking_thread<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, AppError> {
-    let _permit = HASHING
-        .acquire()
+    let place = QUEUE
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::Overloaded)?;
+    let cpu = HASHING
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))
+    tokio::task::spawn_blocking(move || {
+        RUNNING.fetch_add(1, Ordering::SeqCst);
+        let out = f();
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        drop((cpu, place));
+        out
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))
+}
+
+/// Hashes running or waiting now.
+pub fn queued() -> usize {
+    cpus() * QUEUE_PER_CPU - QUEUE.available_permits()
+}
+
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Hashes running now, on blocking threads: never more than the CPUs.
+pub fn running() -> usize {
+    RUNNING.load(Ordering::SeqCst)
+}
+
+/// The most hashes that may run at once: one per CPU.
+pub fn max_running() -> usize {
+    cpus()
 }
 
 use crate::AppError;
@@ -98,13 +143,16 @@ pub async fn hash_code(code: String) -> Result<String, AppError> {
 }
 
 /// Whether `input` matches the argon2id `hash`.
-pub async fn code_matches(input: String, hash: String) -> bool {
-    first_match(input, vec![(0, hash)]).await.is_some()
+pub async fn code_matches(input: String, hash: String) -> Result<bool, AppError> {
+    Ok(first_match(input, vec![(0, hash)]).await?.is_some())
 }
 
 /// The id of the first of `candidates` (id, argon2id hash) that `input` matches. Every
 /// candidate is checked, so the time taken does not tell which one matched.
-pub async fn first_match(input: String, candidates: Vec<(i64, String)>) -> Option<i64> {
+pub async fn first_match(
+    input: String,
+    candidates: Vec<(i64, String)>,
+) -> Result<Option<i64>, AppError> {
     on_blocking_thread(move || {
         let a = argon2();
         let mut found = None;
@@ -117,8 +165,6 @@ pub async fn first_match(input: String, candidates: Vec<(i64, String)>) -> Optio
         found
     })
     .await
-    .ok()
-    .flatten()
 }
 
 /// A hash of a password nobody knows, checked when the account does not exist, so that an
@@ -133,7 +179,7 @@ static DECOY: LazyLock<String> = LazyLock::new(|| {
 
 /// Whether `password` matches `stored`; with no stored hash, checks a decoy and answers
 /// false, taking the same time.
-pub async fn verify(password: String, stored: Option<String>) -> bool {
+pub async fn verify(password: String, stored: Option<String>) -> Result<bool, AppError> {
     on_blocking_thread(move || {
         let target = stored.as_deref().unwrap_or(DECOY.as_str());
         let ok = argon2()
@@ -142,7 +188,6 @@ pub async fn verify(password: String, stored: Option<String>) -> bool {
         ok && stored.is_some()
     })
     .await
-    .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -155,9 +200,17 @@ mod tests {
             .await
             .unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
-        assert!(verify("correct horse".into(), Some(h.clone())).await);
-        assert!(!verify("wrong horse!".into(), Some(h.clone())).await);
-        assert!(!verify("correct horse".into(), None).await);
+        assert!(
+            verify("correct horse".into(), Some(h.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verify("wrong horse!".into(), Some(h.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!verify("correct horse".into(), None).await.unwrap());
         let again = hash(Password::parse("correct horse".into()).unwrap())
             .await
             .unwrap();

@@ -2,8 +2,8 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
-    SqlErr,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, Set, SqlErr,
 };
 use serde::Serialize;
 use tessera_entity::Username;
@@ -63,6 +63,28 @@ pub async fn create(
     {
         return Err(AppError::field("email", "not a mail address"));
     }
+    // The cheap checks before any argon2 work: a taken name, and an address that already
+    // has its share of accounts (every account can be sent mail, so an address collecting
+    // accounts would multiply what one request can make Tessera send to it).
+    let taken = Users::find()
+        .filter(Column::Username.eq(username.as_str()))
+        .count(db)
+        .await?;
+    if taken > 0 {
+        return Err(username_taken(&username));
+    }
+    if let Some(e) = &email {
+        let sharing = Users::find()
+            .filter(Column::Email.eq(e.as_str()))
+            .count(db)
+            .await?;
+        if sharing >= ACCOUNTS_PER_ADDRESS {
+            return Err(AppError::Conflict {
+                code: "too_many_accounts_for_address",
+                detail: format!("an address may belong to at most {ACCOUNTS_PER_ADDRESS} accounts"),
+            });
+        }
+    }
     let hash = password::hash(password).await?;
     let row = users::ActiveModel {
         username: Set(username.as_str().to_owned()),
@@ -73,12 +95,19 @@ pub async fn create(
     match row.insert(db).await {
         Ok(model) => Ok(model.into()),
         Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-            Err(AppError::Conflict {
-                code: "username_taken",
-                detail: format!("the user `{username}` exists already"),
-            })
+            Err(username_taken(&username))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Accounts one mail address may have.
+pub const ACCOUNTS_PER_ADDRESS: u64 = 5;
+
+fn username_taken(username: &Username) -> AppError {
+    AppError::Conflict {
+        code: "username_taken",
+        detail: format!("the user `{username}` exists already"),
     }
 }
 

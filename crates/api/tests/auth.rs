@@ -2,102 +2,13 @@
 //! the refusals a browser or an attacker meets (CSRF, media types, bad fields, cookies),
 //! the secrets at rest, and the account rules that need no second process.
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use serde_json::{Value, json};
-use std::sync::Arc;
-use tessera_api::{ApiKeys, AppState, AuthSettings, mfa, router};
-use tessera_limiter::{Limiter, Policies, SqlLimiter};
-use tessera_store::{SqlTokenStore, Tokens};
-use tessera_testkit::TestDb;
-use tower::ServiceExt;
-
-async fn app_state(
-    configure: impl FnOnce(&mut AuthSettings),
-) -> (AppState, TestDb, tempfile::TempDir) {
-    let db = TestDb::sqlite_file().await;
-    let tokens = Tokens::new(Arc::new(SqlTokenStore::new(db.db.clone()).unwrap()));
-    let limiter = Limiter::new(
-        Arc::new(SqlLimiter::new(db.db.clone()).unwrap()),
-        Policies::default(),
-    );
-    let outbox = tempfile::tempdir().unwrap();
-    let mut settings = AuthSettings::ephemeral(outbox.path().to_owned());
-    settings.public_url = "https://auth.example.com".into();
-    settings.public_origin = "https://auth.example.com".into();
-    settings.secure_cookies = true;
-    configure(&mut settings);
-    let mut state = AppState::new(db.db.clone(), tokens, limiter, ApiKeys::parse(""));
-    state.auth = Arc::new(settings);
-    (state, db, outbox)
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-}
-
-async fn send(state: &AppState, req: Request<Body>) -> Answer {
-    let res = router(state.clone()).oneshot(req).await.unwrap();
-    let status = res.status();
-    let headers = res.headers().clone();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn post(path: &str) -> axum::http::request::Builder {
-    Request::post(path).header(header::CONTENT_TYPE, "application/json")
-}
-
-async fn json_post(state: &AppState, path: &str, body: Value, cookie: Option<&str>) -> Answer {
-    let mut req = post(path);
-    if let Some(c) = cookie {
-        req = req.header(header::COOKIE, c);
-    }
-    send(state, req.body(Body::from(body.to_string())).unwrap()).await
-}
-
-fn problem(a: &Answer, status: StatusCode, code: &str) {
-    assert_eq!(a.status, status, "{}", a.body);
-    assert_eq!(a.body["code"], code, "{}", a.body);
-    assert_eq!(
-        a.headers[header::CONTENT_TYPE],
-        "application/problem+json",
-        "{}",
-        a.body
-    );
-}
-
-fn set_cookie(a: &Answer, name: &str) -> Option<String> {
-    a.headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|v| v.starts_with(&format!("{name}=")))
-}
-
-fn cookie_value(set_cookie: &str) -> String {
-    set_cookie.split(';').next().unwrap().to_owned()
-}
-
-async fn register(state: &AppState, user: &str, password: &str) {
-    let r = json_post(
-        state,
-        "/auth/register",
-        json!({"username": user, "email": format!("{user}@example.com"), "password": password}),
-        None,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-}
+use common::*;
+use serde_json::json;
+use tessera_api::mfa;
 
 #[tokio::test]
 async fn cross_site_and_non_json_requests_are_refused() {
@@ -367,55 +278,6 @@ async fn totp_secrets_and_backup_codes_are_never_stored_in_clear() {
     );
 }
 
-fn base32_decode(s: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut bits = 0u64;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.trim_end_matches('=').bytes() {
-        bits = (bits << 5) | ALPHABET.iter().position(|a| *a == c).unwrap() as u64;
-        n += 5;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    out
-}
-
-async fn sign_in(state: &AppState, user: &str, password: &str) -> String {
-    let r = json_post(
-        state,
-        "/auth/login",
-        json!({"username": user, "password": password}),
-        None,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    cookie_value(&set_cookie(&r, "tessera_session").expect("a session"))
-}
-
-/// Sets up and confirms TOTP for the session's user, early enough in a window that the
-/// previous one stays within the skew to the end. Answers the secret, the window the
-/// confirmation used, and the backup codes.
-async fn confirm_totp(state: &AppState, session: &str) -> (Vec<u8>, u64, Value) {
-    let setup = json_post(state, "/auth/totp/setup", json!({}), Some(session)).await;
-    let secret = base32_decode(setup.body["secret"].as_str().unwrap());
-    while chrono::Utc::now().timestamp() % 30 > 20 {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    let step = chrono::Utc::now().timestamp() as u64 / mfa::STEP;
-    let ok = json_post(
-        state,
-        "/auth/totp/confirm",
-        json!({"code": mfa::code_at(&secret, step)}),
-        Some(session),
-    )
-    .await;
-    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
-    (secret, step, setup.body["backup_codes"].clone())
-}
-
 /// Disable and regenerate need the password and an unused code; regenerated codes replace
 /// the old ones.
 #[tokio::test]
@@ -558,37 +420,6 @@ async fn an_account_without_a_password_reauthenticates_with_the_code_alone() {
     assert_eq!(off.body["enabled"], false);
 }
 
-async fn outbox_mails(dir: &std::path::Path, n: usize) -> Vec<String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.sort();
-        if files.len() >= n {
-            return files
-                .iter()
-                .map(|p| {
-                    std::fs::read_to_string(p)
-                        .unwrap()
-                        .replace("=\r\n", "")
-                        .replace("=3D", "=")
-                })
-                .collect();
-        }
-        assert!(std::time::Instant::now() < deadline, "{n} mails expected");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
-fn token_in(mail: &str) -> String {
-    let at = mail.find("#token=").unwrap() + 7;
-    mail[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .collect()
-}
-
 /// A reset revokes the user's other reset links and ends their sessions; the link points
 /// at the public URL with the token in the fragment.
 #[tokio::test]
@@ -645,18 +476,20 @@ async fn a_password_reset_revokes_the_other_links_and_every_session() {
 async fn an_unknown_user_takes_as_long_as_a_wrong_password() {
     let (state, _db, _o) = app_state(|_| {}).await;
     register(&state, "ivan", "correct horse").await;
-    let time = |user: &'static str| {
+    let time = |user: &'static str, round: usize| {
         let state = state.clone();
         async move {
             let mut all = Vec::new();
-            // 4 × 2 rounds: below the lockout threshold and the login_attempt limit.
-            for _ in 0..4 {
+            // 4 × 2 rounds: below the login_attempt limit; each from its own address, below
+            // the per-username-and-address limit.
+            for i in 0..4 {
                 let t = std::time::Instant::now();
-                let r = json_post(
+                let r = from(
                     &state,
+                    &format!("198.51.100.{}", 10 * round + i),
                     "/auth/login",
                     json!({"username": user, "password": "wrong horse"}),
-                    None,
+                    &[],
                 )
                 .await;
                 problem(&r, StatusCode::UNAUTHORIZED, "invalid_credentials");
@@ -668,9 +501,9 @@ async fn an_unknown_user_takes_as_long_as_a_wrong_password() {
     };
     // Interleaved, so both see the same background load.
     let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
-    for _ in 0..2 {
-        unknown.push(time("nobody").await);
-        wrong.push(time("ivan").await);
+    for round in 0..2 {
+        unknown.push(time("nobody", round).await);
+        wrong.push(time("ivan", round).await);
     }
     let (u, w) = (
         unknown.iter().sum::<std::time::Duration>(),

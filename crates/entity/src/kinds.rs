@@ -110,6 +110,23 @@ pub enum EventType {
     #[strum(serialize = "password_reset_ip")]
     #[serde(rename = "password_reset_ip")]
     PasswordResetIp,
+    /// A failed password check, per username and client IP.
+    #[strum(serialize = "login_user_ip")]
+    #[serde(rename = "login_user_ip")]
+    LoginUserIp,
+    /// A second-factor attempt on one pending login (`mfa_token`), keyed by the token's
+    /// hash: the pending login is spent when its policy is exhausted.
+    #[strum(serialize = "mfa_token_attempt")]
+    #[serde(rename = "mfa_token_attempt")]
+    MfaTokenAttempt,
+    /// Any mail Tessera sends, per destination address (several accounts may share one).
+    #[strum(serialize = "mail_to_address")]
+    #[serde(rename = "mail_to_address")]
+    MailToAddress,
+    /// An OIDC login started, per client IP (each one stores an `oidc_state` row).
+    #[strum(serialize = "oidc_start_ip")]
+    #[serde(rename = "oidc_start_ip")]
+    OidcStartIp,
 }
 
 #[cfg(test)]
@@ -150,7 +167,11 @@ mod tests {
                 "login_attempt",
                 "login_ip",
                 "password_reset_send",
-                "password_reset_ip"
+                "password_reset_ip",
+                "login_user_ip",
+                "mfa_token_attempt",
+                "mail_to_address",
+                "oidc_start_ip"
             ]
         );
         for e in EventType::iter() {

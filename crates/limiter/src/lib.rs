@@ -57,8 +57,9 @@ pub enum LimiterError {
         /// The policy's limit.
         limit: u32,
     },
-    /// The key is empty or longer than 255 characters.
-    #[error("a rate-limit key is 1 to 255 characters")]
+    /// The key is empty, longer than 320 characters, or holds a control character (a NUL
+    /// would not even fit a PostgreSQL text column).
+    #[error("a rate-limit key is 1 to 320 characters without control characters")]
     InvalidKey,
     /// The backing store could not be reached or did not answer.
     #[error("rate-limit store unavailable: {0}")]
@@ -182,7 +183,7 @@ impl Limiter {
 }
 
 fn check_key(key: &str) -> Result<(), LimiterError> {
-    if key.is_empty() || key.chars().count() > 255 {
+    if key.is_empty() || key.chars().count() > 320 || key.chars().any(char::is_control) {
         Err(LimiterError::InvalidKey)
     } else {
         Ok(())

@@ -189,6 +189,11 @@ impl Default for Policies {
             Policy::per_seconds(3, 60 * 60),
         );
         p.set(EventType::PasswordResetIp, Policy::per_seconds(10, 60 * 60));
+        p.set(EventType::LoginUserIp, Policy::per_seconds(5, 15 * 60));
+        // The window outlives a pending login (5 minutes), so the limit is per token.
+        p.set(EventType::MfaTokenAttempt, Policy::per_seconds(5, 10 * 60));
+        p.set(EventType::MailToAddress, Policy::per_seconds(10, 60 * 60));
+        p.set(EventType::OidcStartIp, Policy::per_seconds(50, 15 * 60));
         p
     }
 }

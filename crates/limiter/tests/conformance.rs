@@ -253,9 +253,17 @@ mod cases {
             Err(LimiterError::InvalidKey)
         ));
         assert!(matches!(
-            l.hit(&e, &"x".repeat(256), 1).await,
+            l.hit(&e, &"x".repeat(321), 1).await,
             Err(LimiterError::InvalidKey)
         ));
+        // A NUL does not fit a PostgreSQL text column; no control character makes sense in
+        // a key.
+        for key in ["a\0b", "line\nbreak"] {
+            assert!(matches!(
+                l.hit(&e, key, 1).await,
+                Err(LimiterError::InvalidKey)
+            ));
+        }
         assert_eq!(
             l.peek(&e, "k").await.unwrap().remaining,
             3,

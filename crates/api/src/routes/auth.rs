@@ -34,6 +34,9 @@ pub const SESSION_COOKIE: &str = "tessera_session";
 pub const CHALLENGE_COOKIE: &str = "tessera_challenge";
 /// The cookie that carries an email-OTP setup token.
 pub const EMAIL_OTP_COOKIE: &str = "tessera_email_otp";
+/// The cookie a complete sign-in leaves: this device may try passwords for that account
+/// beyond the per-username throttle that strangers share.
+pub const DEVICE_COOKIE: &str = "tessera_device";
 
 pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
@@ -97,6 +100,16 @@ fn cookie(
             i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
         ))
         .build()
+}
+
+/// The device cookie of `user` ([`DEVICE_COOKIE`]).
+fn device_cookie(settings: &AuthSettings, user: &users::Model) -> Cookie<'static> {
+    cookie(
+        settings,
+        DEVICE_COOKIE,
+        login::device_token(settings, &user.username),
+        login::DEVICE_TTL,
+    )
 }
 
 fn removal(name: &'static str) -> Cookie<'static> {
@@ -163,6 +176,7 @@ pub(crate) async fn signed_in(
             value,
             state.auth.session_ttl,
         ))
+        .add(device_cookie(&state.auth, user))
         .remove(removal(CHALLENGE_COOKIE));
     Ok((
         jar,
@@ -320,29 +334,34 @@ pub async fn login(
     } else {
         None
     };
-    if let Some(u) = &user {
-        login::ensure_unlocked(u)?;
-    }
+    // Wrong passwords are throttled, never locked, and the same way for a name that exists
+    // and one that does not: per username (except from a device that completed a sign-in
+    // to this account before, so a stranger cannot keep the owner out), per username and
+    // address, per address (above).
+    let user_ip = format!("{}|{}", req.username, ip.key());
     if name_ok {
-        login::throttle(&state.limiter, EventType::LoginAttempt, &req.username).await?;
+        let own_device = jar
+            .get(DEVICE_COOKIE)
+            .is_some_and(|c| login::is_device_of(&state.auth, c.value(), &req.username));
+        if !own_device {
+            login::throttle(&state.limiter, EventType::LoginAttempt, &req.username).await?;
+        }
+        login::throttle(&state.limiter, EventType::LoginUserIp, &user_ip).await?;
     }
     // An unknown user costs one argon2id check too (against a decoy), like a wrong password.
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-    let good = password::verify(req.password, stored).await;
+    let good = password::verify(req.password, stored).await?;
     let user = match user {
         Some(u) if good && !u.disabled => u,
-        Some(u) => {
-            login::record_failure(&state.db, &state.auth, u.id).await?;
-            metrics::counter!("tessera_logins_total", "outcome" => "failure").increment(1);
-            return Err(AppError::InvalidCredentials);
-        }
-        None => {
+        _ => {
             metrics::counter!("tessera_logins_total", "outcome" => "failure").increment(1);
             return Err(AppError::InvalidCredentials);
         }
     };
-    login::record_success(&state.db, user.id).await?;
+    // Only now, after the right password, may the answer say the account is locked.
+    login::ensure_unlocked(&state.auth, &user)?;
     login::clear(&state.limiter, EventType::LoginAttempt, &user.username).await?;
+    login::clear(&state.limiter, EventType::LoginUserIp, &user_ip).await?;
     after_first_factor(&state, jar, &user, &ip, &headers).await
 }
 
@@ -377,8 +396,66 @@ async fn pending_user(
         .await?
         .filter(|u| !u.disabled)
         .ok_or(AppError::MfaSessionExpired)?;
-    login::ensure_unlocked(&user)?;
+    login::ensure_unlocked(&state.auth, &user)?;
     Ok(user)
+}
+
+/// One attempt on a pending login: of all attempts on one `mfa_token`, on any workers, at
+/// most the `mfa_token_attempt` limit are checked; the one past it spends the token.
+async fn pending_attempt(
+    state: &AppState,
+    kind: TokenType,
+    mfa_token: &str,
+    jar: &CookieJar,
+) -> Result<bool, AppError> {
+    let key = login::token_key(mfa_token);
+    let event = tessera_limiter::Event::from(EventType::MfaTokenAttempt);
+    let decision = login::hit(&state.limiter, &event, &key).await?;
+    if !decision.allowed {
+        spend_pending(state, kind, mfa_token, jar).await.ok();
+        return Err(AppError::MfaSessionExpired);
+    }
+    Ok(decision.remaining == 0)
+}
+
+/// Checks one second factor of `user`, wherever it is asked for (sign-in, enforced setup,
+/// turning a factor on, re-authentication): throttled per user, counted toward the lockout
+/// before it is checked ([`login::second_factor_attempt`]), `invalid_code` when `check`
+/// answers false.
+async fn second_factor(
+    state: &AppState,
+    user: &users::Model,
+    check: impl std::future::Future<Output = Result<bool, AppError>>,
+) -> Result<(), AppError> {
+    login::throttle(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
+    login::second_factor_attempt(&state.db, &state.auth, user).await?;
+    if check.await? {
+        // A factor the account holder controls was proven: the failures were theirs.
+        login::record_success(&state.db, user.id).await?;
+        login::clear(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
+        Ok(())
+    } else {
+        login::second_factor_failed(&state.db, &state.auth, user).await?;
+        metrics::counter!("tessera_logins_total", "outcome" => "failure").increment(1);
+        Err(AppError::InvalidCode)
+    }
+}
+
+/// `attempt` (a second-factor check) on a pending login: at most the `mfa_token_attempt`
+/// limit of them per `mfa_token`; a wrong code that reaches it spends the token.
+async fn on_pending<T>(
+    state: &AppState,
+    kind: TokenType,
+    mfa_token: &str,
+    jar: &CookieJar,
+    attempt: impl std::future::Future<Output = Result<T, AppError>>,
+) -> Result<T, AppError> {
+    let last = pending_attempt(state, kind, mfa_token, jar).await?;
+    let result = attempt.await;
+    if last && matches!(result, Err(AppError::InvalidCode)) {
+        spend_pending(state, kind, mfa_token, jar).await.ok();
+    }
+    result
 }
 
 /// Spends a pending login (`pre_auth` or `mfa_enforce`) with its cookie, on success only;
@@ -426,26 +503,22 @@ pub async fn verify(
         ));
     }
     let user = pending_user(&state, TokenType::PreAuth, &req.mfa_token, &jar).await?;
-    login::throttle(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
-    let good = if let Some(code) = &req.code {
-        user.totp_enabled && login::check_totp(&state.db, &state.auth, &user, code).await?
-    } else if let Some(code) = &req.backup_code {
-        user.totp_enabled && login::use_backup_code(&state.db, user.id, code).await?
-    } else if let Some(code) = &req.email_code {
-        user.email_otp_enabled && login::use_login_code(&state.db, user.id, code).await?
-    } else {
-        false
+    let check = async {
+        Ok(if let Some(code) = &req.code {
+            user.totp_enabled && login::check_totp(&state.db, &state.auth, &user, code).await?
+        } else if let Some(code) = &req.backup_code {
+            user.totp_enabled && login::use_backup_code(&state.db, user.id, code).await?
+        } else if let Some(code) = &req.email_code {
+            user.email_otp_enabled && login::use_login_code(&state.db, user.id, code).await?
+        } else {
+            false
+        })
     };
-    if !good {
-        login::record_failure(&state.db, &state.auth, user.id).await?;
-        metrics::counter!("tessera_logins_total", "outcome" => "failure").increment(1);
-        return Err(AppError::InvalidCode);
-    }
+    let attempt = second_factor(&state, &user, check);
+    on_pending(&state, TokenType::PreAuth, &req.mfa_token, &jar, attempt).await?;
     // The pending login is spent only now, on success; a concurrent success already spent
     // it.
     spend_pending(&state, TokenType::PreAuth, &req.mfa_token, &jar).await?;
-    login::record_success(&state.db, user.id).await?;
-    login::clear(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
     signed_in(&state, jar, &user, &ip, &headers).await
 }
 
@@ -482,7 +555,7 @@ pub async fn email_send(
         });
     }
     login::throttle(&state.limiter, EventType::EmailSend, &user.username).await?;
-    login::send_login_code(&state.db, &state.auth, &user).await?;
+    login::send_login_code(&state.db, &state.limiter, &state.auth, &user).await?;
     Ok((StatusCode::ACCEPTED, Json(SentResponse { sent: true })))
 }
 
@@ -566,11 +639,12 @@ async fn enable_totp(state: &AppState, user: &users::Model, code: &str) -> Resul
             detail: "call /auth/totp/setup first".into(),
         });
     }
-    login::throttle(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
-    if !login::check_totp(&state.db, &state.auth, user, code).await? {
-        return Err(AppError::InvalidCode);
-    }
-    login::clear(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
+    second_factor(
+        state,
+        user,
+        login::check_totp(&state.db, &state.auth, user, code),
+    )
+    .await?;
     login::enable_factor(&state.db, user.id, users::Column::TotpEnabled).await
 }
 
@@ -642,19 +716,19 @@ async fn reauthenticate(
             detail: "TOTP is not enabled".into(),
         });
     }
-    login::throttle(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
-    let password_ok = match (req.password, &user.password_hash) {
-        (Some(given), Some(_)) => password::verify(given, user.password_hash.clone()).await,
-        (None, None) => true,
-        _ => false,
+    // Password and code are one attempt, counted toward the lockout like a sign-in's.
+    let check = async {
+        let password_ok = match (req.password, &user.password_hash) {
+            (Some(given), Some(_)) => password::verify(given, user.password_hash.clone()).await?,
+            (None, None) => true,
+            _ => false,
+        };
+        if !password_ok {
+            return Err(AppError::InvalidCredentials);
+        }
+        login::check_totp(&state.db, &state.auth, &user, &req.code).await
     };
-    if !password_ok {
-        return Err(AppError::InvalidCredentials);
-    }
-    if !login::check_totp(&state.db, &state.auth, &user, &req.code).await? {
-        return Err(AppError::InvalidCode);
-    }
-    login::clear(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
+    second_factor(state, &user, check).await?;
     Ok(user)
 }
 
@@ -681,6 +755,7 @@ pub async fn totp_disable(
         .filter(backup_codes::Column::UserId.eq(user.id))
         .exec(&state.db)
         .await?;
+    login::revoke_pending(&state.tokens, &login::username_of(&user)?).await?;
     status_of(&state, user.id, false).await
 }
 
@@ -740,9 +815,9 @@ pub async fn enforce_confirm(
     ApiJson(req): ApiJson<EnforceConfirmRequest>,
 ) -> Result<(CookieJar, Json<LoginResponse>), AppError> {
     let user = pending_user(&state, TokenType::MfaEnforce, &req.mfa_token, &jar).await?;
-    enable_totp(&state, &user, &req.code).await?;
+    let attempt = enable_totp(&state, &user, &req.code);
+    on_pending(&state, TokenType::MfaEnforce, &req.mfa_token, &jar, attempt).await?;
     spend_pending(&state, TokenType::MfaEnforce, &req.mfa_token, &jar).await?;
-    login::record_success(&state.db, user.id).await?;
     signed_in(&state, jar, &user, &ip, &headers).await
 }
 
@@ -765,6 +840,7 @@ pub async fn email_otp_enable(
     let user = login::session_user(&state.db, session_of(&jar)).await?;
     let to = login::mail_address(&user)?.to_owned();
     login::throttle(&state.limiter, EventType::EmailSend, &user.username).await?;
+    login::mail_slot(&state.limiter, &to).await?;
     let code = mfa::new_email_code();
     let hash = password::hash_code(code.clone()).await?;
     let username = login::username_of(&user)?;
@@ -821,25 +897,25 @@ pub async fn email_otp_confirm(
         .clone()
         .or_else(|| jar.get(EMAIL_OTP_COOKIE).map(|c| c.value().to_owned()))
         .ok_or(AppError::InvalidCode)?;
-    login::throttle(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
-    let pending = state
-        .tokens
-        .peek(TokenType::EmailOtpSetup, &token, None)
-        .await
-        .map_err(|e| login::token_error(e, AppError::InvalidCode))?;
-    let hash = pending.payload.code_hash.clone().unwrap_or_default();
-    let matches = pending.username.as_deref() == Some(user.username.as_str())
-        && mfa::is_email_code(&req.code)
-        && password::code_matches(req.code.trim().to_owned(), hash).await;
-    if !matches {
-        return Err(AppError::InvalidCode);
-    }
-    state
-        .tokens
-        .consume(TokenType::EmailOtpSetup, &token, None)
-        .await
-        .map_err(|_| AppError::InvalidCode)?;
-    login::clear(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
+    let check = async {
+        let pending = state
+            .tokens
+            .peek(TokenType::EmailOtpSetup, &token, None)
+            .await
+            .map_err(|e| login::token_error(e, AppError::InvalidCode))?;
+        let hash = pending.payload.code_hash.clone().unwrap_or_default();
+        let matches = pending.username.as_deref() == Some(user.username.as_str())
+            && mfa::is_email_code(&req.code)
+            && password::code_matches(req.code.trim().to_owned(), hash).await?;
+        // Spent by exactly one of several concurrent right answers.
+        Ok(matches
+            && state
+                .tokens
+                .consume(TokenType::EmailOtpSetup, &token, None)
+                .await
+                .is_ok())
+    };
+    second_factor(&state, &user, check).await?;
     login::enable_factor(&state.db, user.id, users::Column::EmailOtpEnabled).await?;
     Ok((
         jar.remove(removal(EMAIL_OTP_COOKIE)),
@@ -906,6 +982,10 @@ async fn send_reset_links(state: &AppState, email: &str) -> Result<(), AppError>
             tracing::info!(error = %e, "password reset mail withheld");
             continue;
         }
+        if let Err(e) = login::mail_slot(&state.limiter, email).await {
+            tracing::info!(error = %e, "password reset mail withheld: the address had its share");
+            continue;
+        }
         let username = login::username_of(&user)?;
         let issued = state
             .tokens
@@ -958,11 +1038,20 @@ pub struct PasswordChanged {
         (status = 400, description = "invalid_or_expired_token", body = Problem, content_type = "application/problem+json")))]
 pub async fn reset_confirm(
     State(state): State<AppState>,
+    ip: ClientIp,
+    jar: CookieJar,
     ApiJson(req): ApiJson<ResetConfirm>,
-) -> Result<Json<PasswordChanged>, AppError> {
+) -> Result<(CookieJar, Json<PasswordChanged>), AppError> {
     // Checked before the token is spent, so a too-short password does not burn the link.
     let password = Password::parse(req.new_password)
         .map_err(|_| AppError::field("new_password", "a password is 8 to 1024 characters"))?;
+    login::throttle(&state.limiter, EventType::PasswordResetIp, &ip.key()).await?;
+    // The cheap checks first: no argon2 work for a token that is not live.
+    state
+        .tokens
+        .peek(TokenType::PasswordReset, &req.token, None)
+        .await
+        .map_err(|e| login::token_error(e, AppError::TokenRejected))?;
     let hash = password::hash(password).await?;
     let consumed = state
         .tokens
@@ -974,24 +1063,26 @@ pub async fn reset_confirm(
         .ok_or(AppError::TokenRejected)?;
     users::Entity::update_many()
         .col_expr(users::Column::PasswordHash, Expr::value(Some(hash)))
-        .col_expr(users::Column::FailedLoginCount, Expr::value(0))
-        .col_expr(
-            users::Column::LockedUntil,
-            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
-        )
         .filter(users::Column::Id.eq(user.id))
         .exec(&state.db)
         .await?;
+    // The mailbox's owner is back in: the lock and the failure count end, and this browser
+    // may sign in beyond the per-username throttle that strangers may have filled.
+    login::record_success(&state.db, user.id).await?;
     let username = login::username_of(&user)?;
     state
         .tokens
         .revoke(TokenType::PasswordReset, &username)
         .await?;
+    login::revoke_pending(&state.tokens, &username).await?;
     let sessions_ended = login::end_all_sessions(&state.db, user.id).await?;
-    Ok(Json(PasswordChanged {
-        password_changed: true,
-        sessions_ended,
-    }))
+    Ok((
+        jar.add(device_cookie(&state.auth, &user)),
+        Json(PasswordChanged {
+            password_changed: true,
+            sessions_ended,
+        }),
+    ))
 }
 
 /// The signed-in user.

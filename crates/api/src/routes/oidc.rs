@@ -12,7 +12,7 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
-use tessera_entity::{AuthEphemeralToken, Challenge, TokenType};
+use tessera_entity::{AuthEphemeralToken, Challenge, EventType, TokenType};
 use utoipa::ToSchema;
 
 use crate::client_ip::ClientIp;
@@ -67,9 +67,11 @@ fn found(location: &str, jar: CookieJar) -> Response {
         ("return_to" = Option<String>, Query, description = "A path on the app (relative only) to land on afterwards")),
     responses((status = 302, description = "To the provider's authorization endpoint, with state, nonce and PKCE S256; sets the tessera_oidc cookie"),
         (status = 404, description = "unknown_provider", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "return_to is not a relative path", body = Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "return_to is not a relative path", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited (oidc_start_ip, per client address)", body = Problem, content_type = "application/problem+json")))]
 pub async fn start(
     State(state): State<AppState>,
+    ip: ClientIp,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     jar: CookieJar,
@@ -83,6 +85,9 @@ pub async fn start(
             "return_to must be a path on this site (starting with one `/`), never an absolute URL",
         ));
     }
+    // Each start stores an `oidc_state` row for ten minutes: anonymous GETs are bounded per
+    // address.
+    login::throttle(&state.limiter, EventType::OidcStartIp, &ip.key()).await?;
     let provider = oidc::find_provider(&state.db, &name)
         .await?
         .ok_or(AppError::UnknownProvider)?;
@@ -273,9 +278,10 @@ async fn finish(
     let username = login::username_of(&user).map_err(server)?;
     let issued = state
         .tokens
-        .issue(AuthEphemeralToken::new_oidc_exchange(username).with_data(
-            json!({ "provider": provider.name, "skip_local_mfa": provider.skip_local_mfa }),
-        ))
+        .issue(
+            AuthEphemeralToken::new_oidc_exchange(username)
+                .with_data(json!({ "provider": provider.name })),
+        )
         .await
         .map_err(|e| server(e.into()))?;
     Ok(issued.token.expose().to_owned())
@@ -311,14 +317,19 @@ pub async fn exchange(
         .await?
         .filter(|u| !u.disabled)
         .ok_or(AppError::TokenRejected)?;
-    login::ensure_unlocked(&user)?;
-    let skip_local_mfa = consumed
+    login::ensure_unlocked(&state.auth, &user)?;
+    // Whether this login may skip the local second factor is the provider's setting, read
+    // from its row now; the token only names the provider.
+    let provider = consumed
         .payload
         .data
         .as_ref()
-        .and_then(|d| d.get("skip_local_mfa"))
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
+        .and_then(|d| d.get("provider"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let skip_local_mfa = oidc::find_provider(&state.db, provider)
+        .await?
+        .is_some_and(|p| p.skip_local_mfa);
     if skip_local_mfa {
         signed_in(&state, jar, &user, &ip, &headers).await
     } else {

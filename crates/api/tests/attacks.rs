@@ -1,0 +1,788 @@
+//! The login flows tried as an attacker would, through the router on a fresh SQLite
+//! database per test, with time on a manual clock shared by the limiter, the locks and the
+//! TOTP windows: each test plays one attack and asserts what it gets.
+
+mod common;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use common::*;
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tessera_api::{AppState, mfa};
+use tessera_limiter::{Clock, ManualClock};
+
+const PW: &str = "correct horse";
+
+fn manual_clock() -> ManualClock {
+    ManualClock::new(chrono::Utc::now().timestamp_millis())
+}
+
+/// A TOTP code for a pending login, from `ip` with its challenge `cookie`.
+async fn verify_code(state: &AppState, ip: &str, token: &str, code: &str, cookie: &str) -> Answer {
+    from(
+        state,
+        ip,
+        "/auth/2fa/verify",
+        json!({"mfa_token": token, "code": code}),
+        &[cookie],
+    )
+    .await
+}
+
+fn retry_after(a: &Answer) -> Duration {
+    Duration::from_secs(
+        a.headers[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+    )
+}
+
+/// A six-digit code that is wrong at `clock`'s time for every accepted window.
+fn wrong_code(secret: &[u8], clock: &ManualClock) -> String {
+    let step = (clock.now_ms() / 1000) as u64 / mfa::STEP;
+    let right: Vec<String> = (step - 1..=step + 1)
+        .map(|s| mfa::code_at(secret, s))
+        .collect();
+    (0..)
+        .map(|n| format!("{:06}", (n * 7919) % 1_000_000))
+        .find(|c| !right.contains(c))
+        .unwrap()
+}
+
+fn right_code(secret: &[u8], clock: &ManualClock) -> String {
+    mfa::code_at(secret, (clock.now_ms() / 1000) as u64 / mfa::STEP)
+}
+
+/// Registers `user` and turns TOTP on at the manual clock's time; answers the secret and
+/// the session cookie.
+async fn with_totp(state: &AppState, clock: &ManualClock, user: &str) -> (Vec<u8>, String) {
+    register(state, user, PW).await;
+    let session = sign_in(state, user, PW).await;
+    let setup = json_post(state, "/auth/totp/setup", json!({}), Some(&session)).await;
+    assert_eq!(setup.status, StatusCode::OK, "{}", setup.body);
+    let secret = base32_decode(setup.body["secret"].as_str().unwrap());
+    let ok = json_post(
+        state,
+        "/auth/totp/confirm",
+        json!({"code": right_code(&secret, clock)}),
+        Some(&session),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    // The confirming code's window is used: move past it.
+    clock.advance(Duration::from_secs(90));
+    (secret, session)
+}
+
+/// The password step: the answer and the challenge cookie it set.
+async fn password_step(state: &AppState, ip: &str, user: &str, pw: &str) -> (Answer, String) {
+    let r = from(
+        state,
+        ip,
+        "/auth/login",
+        json!({"username": user, "password": pw}),
+        &[],
+    )
+    .await;
+    let challenge = set_cookie(&r, "tessera_challenge")
+        .map(|c| cookie_value(&c))
+        .unwrap_or_default();
+    (r, challenge)
+}
+
+/// Finding 1: someone who has the password guesses TOTP codes for 24 simulated hours,
+/// logging in again whenever a pending login is spent and waiting out every throttle and
+/// lock. At the defaults they get at most 30 codes checked; the owner, with a reset link,
+/// still gets in.
+#[tokio::test]
+async fn a_patient_attacker_with_the_password_gets_at_most_30_guesses_a_day() {
+    let clock = manual_clock();
+    let (state, _db, outbox) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    let (secret, _) = with_totp(&state, &clock, "victim").await;
+    let start = clock.now_ms();
+    let day = 24 * 60 * 60 * 1000;
+    let (mut guesses, mut logins, mut locked, mut throttled) = (0, 0, 0, 0);
+    'day: while clock.now_ms() - start < day {
+        // A patient attacker: a few seconds per request.
+        clock.advance(Duration::from_secs(3));
+        let (r, challenge) = password_step(&state, "198.51.100.7", "victim", PW).await;
+        match r.status {
+            StatusCode::OK => logins += 1,
+            StatusCode::LOCKED | StatusCode::TOO_MANY_REQUESTS => {
+                locked += usize::from(r.status == StatusCode::LOCKED);
+                clock.advance(retry_after(&r));
+                continue;
+            }
+            other => panic!("password step: {other} {}", r.body),
+        }
+        let token = r.body["mfa_token"].as_str().unwrap().to_owned();
+        let cookie = challenge.clone();
+        loop {
+            if clock.now_ms() - start >= day {
+                break 'day;
+            }
+            clock.advance(Duration::from_secs(3));
+            let code = wrong_code(&secret, &clock);
+            let v = verify_code(&state, "198.51.100.7", &token, &code, &cookie).await;
+            match (v.status, v.body["code"].as_str().unwrap_or("")) {
+                (StatusCode::UNAUTHORIZED, "invalid_code") => guesses += 1,
+                (StatusCode::UNAUTHORIZED, "mfa_session_expired") => break,
+                (StatusCode::TOO_MANY_REQUESTS, _) => {
+                    throttled += 1;
+                    clock.advance(retry_after(&v));
+                }
+                (StatusCode::LOCKED, _) => {
+                    locked += 1;
+                    clock.advance(retry_after(&v));
+                    break;
+                }
+                (s, _) => panic!("verify: {s} {}", v.body),
+            }
+        }
+    }
+    eprintln!(
+        "24 simulated hours: {guesses} second-factor guesses checked, {logins} pending logins, \
+         {locked} locked answers, {throttled} throttled answers"
+    );
+    assert!(guesses <= 30, "{guesses} guesses in 24 hours");
+    assert!(guesses >= 20, "the attack itself ran: {guesses}");
+
+    // The owner: a reset link lifts the lock, and the password and a code sign in.
+    let r = from(
+        &state,
+        "203.0.113.9",
+        "/auth/password-reset/request",
+        json!({"email": "victim@example.com"}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let token = token_in(&outbox_mails(outbox.path(), 1).await[0]);
+    let r = from(
+        &state,
+        "203.0.113.9",
+        "/auth/password-reset/confirm",
+        json!({"token": token, "new_password": "new horse staple"}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let (r, challenge) = password_step(&state, "203.0.113.9", "victim", "new horse staple").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = from(
+        &state,
+        "203.0.113.9",
+        "/auth/2fa/verify",
+        json!({"mfa_token": r.body["mfa_token"], "code": right_code(&secret, &clock)}),
+        &[&challenge.clone()],
+    )
+    .await;
+    assert_eq!(v.status, StatusCode::OK, "{}", v.body);
+}
+
+/// Finding 1: one pending login allows at most 5 wrong codes; the 6th attempt, even with
+/// the right code, finds it spent.
+#[tokio::test]
+async fn a_pending_login_is_spent_after_five_wrong_codes() {
+    let clock = manual_clock();
+    let (state, _db, _o) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    let (secret, _) = with_totp(&state, &clock, "pat").await;
+    let (r, challenge) = password_step(&state, "198.51.100.7", "pat", PW).await;
+    let token = r.body["mfa_token"].as_str().unwrap().to_owned();
+    let cookie = challenge.clone();
+    for _ in 0..5 {
+        let v = verify_code(
+            &state,
+            "198.51.100.7",
+            &token,
+            &wrong_code(&secret, &clock),
+            &cookie,
+        )
+        .await;
+        problem(&v, StatusCode::UNAUTHORIZED, "invalid_code");
+    }
+    let v = verify_code(
+        &state,
+        "198.51.100.7",
+        &token,
+        &right_code(&secret, &clock),
+        &cookie,
+    )
+    .await;
+    problem(&v, StatusCode::UNAUTHORIZED, "mfa_session_expired");
+}
+
+/// Headers that may differ between two answers for reasons other than the account.
+fn comparable(h: &HeaderMap) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = h
+        .iter()
+        .filter(|(k, _)| *k != "x-request-id" && *k != header::DATE)
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Finding 3: a stranger sends wrong passwords for a real and a made-up name from many
+/// addresses. Both answer alike at every count (status, body, headers), neither ever says
+/// 423, and the owner still gets in: from a device that signed in before, or with a reset
+/// link.
+#[tokio::test]
+async fn a_stranger_can_neither_lock_the_owner_out_nor_tell_who_exists() {
+    let clock = manual_clock();
+    let (state, _db, outbox) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    register(&state, "lock", PW).await;
+    let (first, _) = password_step(&state, "203.0.113.9", "lock", PW).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let device = cookie_value(&set_cookie(&first, "tessera_device").expect("a device cookie"));
+
+    for i in 0..30 {
+        let ip = format!("198.51.100.{}", i + 1);
+        let (known, _) = password_step(&state, &ip, "lock", "wrong password!").await;
+        let (unknown, _) = password_step(&state, &ip, "nosuchuser", "wrong password!").await;
+        assert_ne!(
+            known.status,
+            StatusCode::LOCKED,
+            "attempt {i}: {}",
+            known.body
+        );
+        assert!(
+            known.status == StatusCode::UNAUTHORIZED
+                || known.status == StatusCode::TOO_MANY_REQUESTS,
+            "attempt {i}: {}",
+            known.body
+        );
+        assert_eq!(known.status, unknown.status, "attempt {i}");
+        assert_eq!(
+            known.body.to_string().replace("lock", "NAME"),
+            unknown.body.to_string().replace("nosuchuser", "NAME"),
+            "attempt {i}"
+        );
+        assert_eq!(
+            comparable(&known.headers),
+            comparable(&unknown.headers),
+            "attempt {i}"
+        );
+    }
+    // The username-wide throttle now refuses strangers, even with the right password...
+    let (r, _) = password_step(&state, "192.0.2.50", "lock", PW).await;
+    problem(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // A device cookie of another account does not help with this one.
+    register(&state, "other", PW).await;
+    let (o, _) = password_step(&state, "203.0.113.10", "other", PW).await;
+    let other_device = cookie_value(&set_cookie(&o, "tessera_device").unwrap());
+    let r = from(
+        &state,
+        "203.0.113.10",
+        "/auth/login",
+        json!({"username": "lock", "password": PW}),
+        &[&other_device],
+    )
+    .await;
+    problem(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // ...but not the owner's own device, whose right password signs in.
+    let r = from(
+        &state,
+        "203.0.113.9",
+        "/auth/login",
+        json!({"username": "lock", "password": PW}),
+        &[&device],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["authenticated"], true);
+    // On a new device, the owner gets in with a reset link, which leaves a device cookie.
+    from(
+        &state,
+        "192.0.2.51",
+        "/auth/password-reset/request",
+        json!({"email": "lock@example.com"}),
+        &[],
+    )
+    .await;
+    let token = token_in(&outbox_mails(outbox.path(), 1).await[0]);
+    let reset = from(
+        &state,
+        "192.0.2.51",
+        "/auth/password-reset/confirm",
+        json!({"token": token, "new_password": "new horse staple"}),
+        &[],
+    )
+    .await;
+    assert_eq!(reset.status, StatusCode::OK, "{}", reset.body);
+    let device = cookie_value(&set_cookie(&reset, "tessera_device").expect("a device cookie"));
+    let r = from(
+        &state,
+        "192.0.2.51",
+        "/auth/login",
+        json!({"username": "lock", "password": "new horse staple"}),
+        &[&device],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// Finding 3: 423 comes only after the right password; a wrong one says nothing of the
+/// lock.
+#[tokio::test]
+async fn a_lock_shows_only_to_the_right_password() {
+    let clock = manual_clock();
+    let (state, db, _o) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    register(&state, "locked", PW).await;
+    db.db
+        .execute_unprepared(&format!(
+            "UPDATE users SET locked_until = '{}' WHERE username = 'locked'",
+            (chrono::DateTime::from_timestamp_millis(clock.now_ms()).unwrap()
+                + chrono::Duration::hours(1))
+            .format("%Y-%m-%d %H:%M:%S%.f+00:00")
+        ))
+        .await
+        .unwrap();
+    let (wrong, _) = password_step(&state, "198.51.100.1", "locked", "wrong password!").await;
+    problem(&wrong, StatusCode::UNAUTHORIZED, "invalid_credentials");
+    let (right, _) = password_step(&state, "198.51.100.1", "locked", PW).await;
+    problem(&right, StatusCode::LOCKED, "account_locked");
+}
+
+/// Sends `n` wrong answers with `attempt`, waiting out the per-user throttle between them.
+async fn wrong_answers<F, Fut>(clock: &ManualClock, n: usize, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
+    for i in 0..n {
+        if i % 5 == 0 {
+            clock.advance(Duration::from_secs(301));
+        }
+        let a = attempt().await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNAUTHORIZED,
+            "attempt {i}: {}",
+            a.body
+        );
+    }
+}
+
+/// Finding 10: wrong codes at re-authentication (disable, regenerate), at enforced setup
+/// and at email-code confirmation count toward the lockout like those at sign-in.
+#[tokio::test]
+async fn every_second_factor_check_counts_toward_the_lockout() {
+    let clock = manual_clock();
+    let (state, db, outbox) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+
+    // Re-authentication: 10 wrong codes across disable and regenerate lock the account.
+    let (secret, session) = with_totp(&state, &clock, "reauth").await;
+    let mut n = 0;
+    wrong_answers(&clock, 10, || {
+        n += 1;
+        let path = if n % 2 == 0 {
+            "/auth/totp/disable"
+        } else {
+            "/auth/totp/backup-codes/regenerate"
+        };
+        let body = json!({"password": PW, "code": wrong_code(&secret, &clock)});
+        let (state, session) = (state.clone(), session.clone());
+        async move { json_post(&state, path, body, Some(&session)).await }
+    })
+    .await;
+    let (r, _) = password_step(&state, "198.51.100.1", "reauth", PW).await;
+    problem(&r, StatusCode::LOCKED, "account_locked");
+
+    // Enforced setup: 10 wrong codes over two enforcement tokens lock the account.
+    register(&state, "enforced", PW).await;
+    db.db
+        .execute_unprepared(
+            "UPDATE users SET mfa_enforce_pending = true WHERE username = 'enforced'",
+        )
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (r, challenge) = password_step(&state, "198.51.100.2", "enforced", PW).await;
+        assert_eq!(r.body["mfa_setup_required"], true, "{}", r.body);
+        let cookie = challenge.clone();
+        let token = r.body["mfa_token"].as_str().unwrap().to_owned();
+        let setup = from(
+            &state,
+            "198.51.100.2",
+            "/auth/totp/enforce-setup",
+            json!({"mfa_token": token}),
+            &[&cookie],
+        )
+        .await;
+        let secret = base32_decode(setup.body["secret"].as_str().unwrap());
+        wrong_answers(&clock, 5, || {
+            let body = json!({"mfa_token": token, "code": wrong_code(&secret, &clock)});
+            let (state, cookie) = (state.clone(), cookie.clone());
+            async move {
+                from(
+                    &state,
+                    "198.51.100.2",
+                    "/auth/totp/enforce-confirm",
+                    body,
+                    &[&cookie],
+                )
+                .await
+            }
+        })
+        .await;
+    }
+    let (r, _) = password_step(&state, "198.51.100.2", "enforced", PW).await;
+    problem(&r, StatusCode::LOCKED, "account_locked");
+
+    // Email codes being turned on: 10 wrong codes lock the account.
+    register(&state, "mailer", PW).await;
+    let session = sign_in(&state, "mailer", PW).await;
+    let en = json_post(&state, "/auth/email-otp/enable", json!({}), Some(&session)).await;
+    assert_eq!(en.status, StatusCode::OK, "{}", en.body);
+    let setup_token = en.body["setup_token"].as_str().unwrap().to_owned();
+    let mail = &outbox_mails(outbox.path(), 1).await[0];
+    let sent: String = mail.split("is: ").nth(1).unwrap().chars().take(6).collect();
+    let wrong = if sent == "000000" { "111111" } else { "000000" };
+    wrong_answers(&clock, 10, || {
+        let body = json!({"code": wrong, "setup_token": setup_token});
+        let (state, session) = (state.clone(), session.clone());
+        async move { json_post(&state, "/auth/email-otp/confirm", body, Some(&session)).await }
+    })
+    .await;
+    // The account has no second factor yet, so the lock shows at the next check of one.
+    clock.advance(Duration::from_secs(301));
+    let right = json_post(
+        &state,
+        "/auth/email-otp/confirm",
+        json!({"code": sent, "setup_token": setup_token}),
+        Some(&session),
+    )
+    .await;
+    problem(&right, StatusCode::LOCKED, "account_locked");
+}
+
+async fn v1(state: &AppState, path: &str, body: Value) -> Answer {
+    let req = post(path).header(header::AUTHORIZATION, "Bearer svc-key");
+    send(
+        state,
+        req.body(axum::body::Body::from(body.to_string())).unwrap(),
+    )
+    .await
+}
+
+/// Finding 15: a service key cannot mint a token that `/auth` accepts, read or revoke the
+/// tokens `/auth` issued, nor read or clear the counters `/auth` keeps; apps still use the
+/// seed's kinds through `/v1` for their own flows.
+#[tokio::test]
+async fn a_service_key_cannot_mint_logins_nor_clear_login_limits() {
+    let (mut state, _db, outbox) = app_state(|_| {}).await;
+    state.api_keys = tessera_api::ApiKeys::parse("svc-key");
+    register(&state, "bob", PW).await;
+    let session = sign_in(&state, "bob", PW).await;
+    confirm_totp(&state, &session).await;
+
+    let minted = v1(
+        &state,
+        "/v1/tokens",
+        json!({"kind": "oidc_exchange", "username": "bob", "data": {"provider": "x", "skip_local_mfa": true}}),
+    )
+    .await;
+    assert_eq!(minted.status, StatusCode::CREATED, "{}", minted.body);
+    let r = json_post(
+        &state,
+        "/auth/oidc/exchange",
+        json!({"token": minted.body["token"]}),
+        None,
+    )
+    .await;
+    problem(&r, StatusCode::BAD_REQUEST, "invalid_or_expired_token");
+
+    let minted = v1(
+        &state,
+        "/v1/tokens",
+        json!({"kind": "password_reset", "username": "bob"}),
+    )
+    .await;
+    let r = json_post(
+        &state,
+        "/auth/password-reset/confirm",
+        json!({"token": minted.body["token"], "new_password": "attacker's choice"}),
+        None,
+    )
+    .await;
+    problem(&r, StatusCode::BAD_REQUEST, "invalid_or_expired_token");
+    sign_in_pending(&state, "bob", PW).await;
+
+    // A pending login issued by /auth: /v1 can neither revoke, peek at nor consume it.
+    let (pending, challenge) = sign_in_pending(&state, "bob", PW).await;
+    let revoked = v1(
+        &state,
+        "/v1/tokens/revoke",
+        json!({"kind": "pre_auth", "username": "bob"}),
+    )
+    .await;
+    assert_eq!(revoked.body["revoked"], 0, "{}", revoked.body);
+    for op in ["peek", "consume"] {
+        let r = v1(
+            &state,
+            &format!("/v1/tokens/{op}"),
+            json!({"kind": "pre_auth", "token": pending, "challenge": challenge.split_once('=').unwrap().1}),
+        )
+        .await;
+        problem(&r, StatusCode::NOT_FOUND, "invalid_or_expired_token");
+    }
+
+    // bob's password throttle: /v1 sees none of it and cannot reset it.
+    for i in 0..11 {
+        from(
+            &state,
+            &format!("198.51.100.{i}"),
+            "/auth/login",
+            json!({"username": "bob", "password": "wrong password!"}),
+            &[],
+        )
+        .await;
+    }
+    let peek = v1(
+        &state,
+        "/v1/ratelimit/peek",
+        json!({"event": "login_attempt", "key": "bob"}),
+    )
+    .await;
+    assert_eq!(peek.body["remaining"], 10, "{}", peek.body);
+    let reset = v1(
+        &state,
+        "/v1/ratelimit/reset",
+        json!({"event": "login_attempt", "key": "bob"}),
+    )
+    .await;
+    assert_eq!(reset.status, StatusCode::NO_CONTENT);
+    let (r, _) = password_step(&state, "192.0.2.77", "bob", PW).await;
+    problem(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+
+    // The app's own pre_auth tokens work through /v1 as before.
+    let own = v1(
+        &state,
+        "/v1/tokens",
+        json!({"kind": "pre_auth", "username": "bob", "challenge": "c"}),
+    )
+    .await;
+    let used = v1(
+        &state,
+        "/v1/tokens/consume",
+        json!({"kind": "pre_auth", "token": own.body["token"], "challenge": "c"}),
+    )
+    .await;
+    assert_eq!(used.status, StatusCode::OK, "{}", used.body);
+    assert_eq!(used.body["username"], "bob");
+    drop(outbox);
+}
+
+/// The password step of a user with a second factor: the mfa_token and the challenge
+/// cookie (`name=value`).
+async fn sign_in_pending(state: &AppState, user: &str, pw: &str) -> (String, String) {
+    let (r, challenge) = password_step(state, "203.0.113.1", user, pw).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    (r.body["mfa_token"].as_str().unwrap().to_owned(), challenge)
+}
+
+/// Finding 16: a pending login (second factor or enforced setup) obtained with the old
+/// password does not survive a password reset, nor turning TOTP off.
+#[tokio::test]
+async fn pending_logins_end_with_a_password_reset() {
+    let clock = manual_clock();
+    let (state, db, outbox) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    let (secret, session) = with_totp(&state, &clock, "mallory-victim").await;
+    register(&state, "enforced", PW).await;
+    db.db
+        .execute_unprepared(
+            "UPDATE users SET mfa_enforce_pending = true WHERE username = 'enforced'",
+        )
+        .await
+        .unwrap();
+    let (pre_auth, pa_cookie) = sign_in_pending(&state, "mallory-victim", PW).await;
+    let (enforce, en_cookie) = sign_in_pending(&state, "enforced", PW).await;
+    // A second pending login, ended by turning TOTP off.
+    let (pre_auth2, pa2_cookie) = sign_in_pending(&state, "mallory-victim", PW).await;
+
+    for (i, email) in ["mallory-victim@example.com", "enforced@example.com"]
+        .iter()
+        .enumerate()
+    {
+        from(
+            &state,
+            "203.0.113.5",
+            "/auth/password-reset/request",
+            json!({"email": email}),
+            &[],
+        )
+        .await;
+        let token = token_in(&outbox_mails(outbox.path(), i + 1).await[i]);
+        let r = from(
+            &state,
+            "203.0.113.5",
+            "/auth/password-reset/confirm",
+            json!({"token": token, "new_password": "new horse staple"}),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let v = verify_code(
+        &state,
+        "203.0.113.1",
+        &pre_auth,
+        &right_code(&secret, &clock),
+        &pa_cookie,
+    )
+    .await;
+    problem(&v, StatusCode::UNAUTHORIZED, "mfa_session_expired");
+    let e = from(
+        &state,
+        "203.0.113.1",
+        "/auth/totp/enforce-setup",
+        json!({"mfa_token": enforce}),
+        &[&en_cookie],
+    )
+    .await;
+    problem(&e, StatusCode::UNAUTHORIZED, "mfa_session_expired");
+    drop((session, pre_auth2, pa2_cookie));
+}
+
+/// Findings 14 and 4: 300 anonymous registrations at once, with a request timeout of 1 s.
+/// The hashes they started go on past their requests, but never more run at once than
+/// there are CPUs; the queue beyond its length answers 503 `overloaded` at once; nothing
+/// answers 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timed_out_requests_cannot_run_more_hashes_than_cpus() {
+    let (mut state, _db, _o) = app_state(|_| {}).await;
+    state.limits.request_timeout = Duration::from_secs(1);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                most = most.max(tessera_api::password::running());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            most
+        })
+    };
+    let burst = (0..300).map(|i| {
+        let state = state.clone();
+        async move {
+            from(
+                &state,
+                &format!("10.1.{}.{}", i / 200, i % 200 + 1),
+                "/auth/register",
+                json!({"username": format!("u{i}"), "email": "x@example.com", "password": "a long password"}),
+                &[],
+            )
+            .await
+        }
+    });
+    let answers = futures::future::join_all(burst).await;
+    // Let the hashes of timed-out requests finish.
+    while tessera_api::password::queued() > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let most = watcher.await.unwrap();
+    let mut by_status = std::collections::BTreeMap::new();
+    for a in &answers {
+        *by_status
+            .entry((a.status.as_u16(), a.body["code"].to_string()))
+            .or_insert(0) += 1;
+    }
+    eprintln!("answers: {by_status:?}; most hashes at once: {most}");
+    assert!(
+        most <= tessera_api::password::max_running(),
+        "{most} hashes ran at once on {} CPUs",
+        tessera_api::password::max_running()
+    );
+    assert!(
+        answers.iter().all(|a| a.status.as_u16() != 500),
+        "{by_status:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.body["code"] == "overloaded" && a.headers.contains_key(header::RETRY_AFTER)),
+        "a full queue answers overloaded: {by_status:?}"
+    );
+}
+
+/// Finding 5: one address collects accounts, then anonymous reset requests for it would
+/// each mail every account. An address has at most 5 accounts, and at most 10 mails an
+/// hour reach it, however many accounts share it.
+#[tokio::test]
+async fn one_address_cannot_be_flooded_through_many_accounts() {
+    let (state, _db, outbox) = app_state(|_| {}).await;
+    let mut created = 0;
+    for i in 0..20 {
+        let r = from(
+            &state,
+            &format!("198.51.100.{}", i + 1),
+            "/auth/register",
+            json!({"username": format!("sock{i}"), "email": "victim@example.com", "password": PW}),
+            &[],
+        )
+        .await;
+        match r.status {
+            StatusCode::CREATED => created += 1,
+            _ => problem(&r, StatusCode::CONFLICT, "too_many_accounts_for_address"),
+        }
+    }
+    assert_eq!(created, 5);
+    for i in 0..5 {
+        let r = from(
+            &state,
+            &format!("203.0.113.{}", i + 1),
+            "/auth/password-reset/request",
+            json!({"email": "victim@example.com"}),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+    }
+    // The mails go out after the answer: wait for the tenth, then for stragglers.
+    outbox_mails(outbox.path(), 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = std::fs::read_dir(outbox.path()).unwrap().count();
+    eprintln!("25 reset mails asked for one address: {sent} sent");
+    assert_eq!(sent, 10, "the address's limit holds");
+}
+
+/// Finding 7: anonymous `/auth/oidc/{name}/start` calls each store an `oidc_state` row; one
+/// address gets 50 per 15 minutes, then 429 before any row or provider lookup.
+#[tokio::test]
+async fn oidc_starts_are_bounded_per_address() {
+    let (state, _db, _o) = app_state(|_| {}).await;
+    let get = |ip: &'static str| {
+        let req = axum::http::Request::get("/auth/oidc/nosuch/start")
+            .extension(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+                ip.parse().unwrap(),
+                4000,
+            )))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        send(&state, req)
+    };
+    for _ in 0..50 {
+        problem(
+            &get("198.51.100.1").await,
+            StatusCode::NOT_FOUND,
+            "unknown_provider",
+        );
+    }
+    problem(
+        &get("198.51.100.1").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    );
+    problem(
+        &get("198.51.100.2").await,
+        StatusCode::NOT_FOUND,
+        "unknown_provider",
+    );
+}
