@@ -17,6 +17,7 @@ mod m20261123_000004_create_users;
 mod m20261123_000005_create_login_state;
 mod m20261123_000006_create_oidc;
 mod m20261124_000007_create_rate_limit_function;
+mod m20261128_000008_hash_totp_usage_codes;
 
 use sea_orm_migration::sea_orm::{DatabaseConnection, Statement};
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000005_create_login_state::Migration),
             Box::new(m20261123_000006_create_oidc::Migration),
             Box::new(m20261124_000007_create_rate_limit_function::Migration),
+            Box::new(m20261128_000008_hash_totp_usage_codes::Migration),
         ]
     }
 }

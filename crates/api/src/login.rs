@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tessera_entity::{
-    EventType, TokenType, Username, backup_codes, email_otp_codes, sessions, totp_usage, users,
+    AuthEphemeralToken, Challenge, EventType, TokenType, Username, backup_codes, email_otp_codes,
+    sessions, totp_usage, users,
 };
 use tessera_limiter::{Event, Limiter};
 use tessera_store::Tokens;
@@ -513,31 +514,133 @@ pub fn totp_secret(
         .transpose()
 }
 
-/// The user's pending (or current) TOTP secret, created on the first call: two setups at
-/// once agree on one secret, because only the first write of a secret succeeds.
-pub async fn ensure_totp_secret(
+/// A TOTP setup in progress: what the authenticator app and the person were shown.
+pub struct PendingTotp {
+    /// The new secret.
+    pub secret: Vec<u8>,
+    /// The backup codes shown with it (hashed only when the setup is confirmed).
+    pub backup_codes: Vec<String>,
+}
+
+/// Starts a TOTP setup for `user`, or continues the one `presented` holds: a `totp_setup`
+/// token bound to `challenge` (the caller's session or enforcement cookie), carrying the
+/// secret and backup codes sealed. Repeated calls from the same caller get the same secret;
+/// anyone else (another session, another enforcement login) gets a fresh one, so a secret
+/// is never shared between whoever asks first and the account's owner. Costs no argon2
+/// work: the codes are hashed at confirmation.
+pub async fn start_totp_setup(
+    tokens: &Tokens,
+    user: &users::Model,
+    challenge: &Challenge,
+    presented: Option<&str>,
+) -> Result<(String, PendingTotp), AppError> {
+    if let Some(token) = presented
+        && let Ok(pending) = open_totp_setup(tokens, user, token, challenge).await
+    {
+        return Ok((token.to_owned(), pending));
+    }
+    let secret = mfa::new_secret();
+    let backup_codes: Vec<String> = (0..mfa::BACKUP_CODES)
+        .map(|_| mfa::new_backup_code())
+        .collect();
+    let data = serde_json::json!({
+        "secret": base64::engine::general_purpose::STANDARD.encode(&secret),
+        "backup_codes": backup_codes,
+    });
+    let issued = tokens
+        .issue(AuthEphemeralToken::new_totp_setup(
+            username_of(user)?,
+            challenge.clone(),
+            data,
+        ))
+        .await?;
+    Ok((
+        issued.token.expose().to_owned(),
+        PendingTotp {
+            secret,
+            backup_codes,
+        },
+    ))
+}
+
+/// The setup `presented` holds, if it is `user`'s and bound to `challenge`; 409
+/// `totp_not_set_up` otherwise.
+pub async fn open_totp_setup(
+    tokens: &Tokens,
+    user: &users::Model,
+    presented: &str,
+    challenge: &Challenge,
+) -> Result<PendingTotp, AppError> {
+    let not_set_up = || AppError::Conflict {
+        code: "totp_not_set_up",
+        detail: "no TOTP setup in progress for this session: call /auth/totp/setup first".into(),
+    };
+    let pending = tokens
+        .peek(TokenType::TotpSetup, presented, Some(challenge))
+        .await
+        .map_err(|e| token_error(e, not_set_up()))?;
+    if pending.username.as_deref() != Some(user.username.as_str()) {
+        return Err(not_set_up());
+    }
+    let data = pending.payload.data.unwrap_or_default();
+    let secret = data["secret"]
+        .as_str()
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .ok_or_else(|| AppError::Internal("a totp_setup token without its secret".into()))?;
+    let backup_codes = data["backup_codes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(PendingTotp {
+        secret,
+        backup_codes,
+    })
+}
+
+/// Finishes a confirmed setup: spends the setup token (one of several concurrent
+/// confirmations wins), stores the secret sealed and the backup codes hashed, and turns
+/// TOTP on.
+pub async fn finish_totp_setup(
     db: &DatabaseConnection,
     settings: &AuthSettings,
+    tokens: &Tokens,
     user: &users::Model,
-) -> Result<Vec<u8>, AppError> {
-    if let Some(secret) = totp_secret(settings, user)? {
-        return Ok(secret);
-    }
-    let fresh = mfa::new_secret();
-    users::Entity::update_many()
+    presented: &str,
+    challenge: &Challenge,
+    pending: PendingTotp,
+) -> Result<(), AppError> {
+    tokens
+        .consume(TokenType::TotpSetup, presented, Some(challenge))
+        .await
+        .map_err(|e| token_error(e, AppError::InvalidCode))?;
+    let hashes = password::hash_codes(pending.backup_codes).await?;
+    let txn = db.begin().await?;
+    let enabled = users::Entity::update_many()
         .col_expr(
             users::Column::TotpSecret,
-            Expr::value(Some(settings.keys.seal(&totp_place(user.id), &fresh))),
+            Expr::value(Some(
+                settings.keys.seal(&totp_place(user.id), &pending.secret),
+            )),
         )
+        .col_expr(users::Column::TotpEnabled, Expr::value(true))
+        .col_expr(users::Column::MfaEnforcePending, Expr::value(false))
         .filter(users::Column::Id.eq(user.id))
-        .filter(users::Column::TotpSecret.is_null())
-        .exec(db)
+        .filter(users::Column::TotpEnabled.eq(false))
+        .exec(&txn)
         .await?;
-    let stored = users::Entity::find_by_id(user.id)
-        .one(db)
-        .await?
-        .ok_or(AppError::NotAuthenticated)?;
-    totp_secret(settings, &stored)?.ok_or_else(|| AppError::Internal("TOTP secret vanished".into()))
+    if enabled.rows_affected != 1 {
+        return Err(AppError::Conflict {
+            code: "totp_already_enabled",
+            detail: "TOTP is already enabled".into(),
+        });
+    }
+    store_backup_codes(&txn, user.id, hashes).await?;
+    txn.commit().await?;
+    Ok(())
 }
 
 /// Checks a TOTP code against the user's secret and records the window it matched. The
@@ -549,16 +652,31 @@ pub async fn check_totp(
     user: &users::Model,
     code: &str,
 ) -> Result<bool, AppError> {
-    let Some(secret) = totp_secret(settings, user)? else {
-        return Ok(false);
-    };
+    match totp_secret(settings, user)? {
+        Some(secret) => check_totp_with(db, settings, user.id, &secret, code).await,
+        None => Ok(false),
+    }
+}
+
+/// [`check_totp`] against `secret` (a setup being confirmed). The used code is recorded as
+/// a keyed hash, never in clear.
+pub async fn check_totp_with(
+    db: &DatabaseConnection,
+    settings: &AuthSettings,
+    user_id: i64,
+    secret: &[u8],
+    code: &str,
+) -> Result<bool, AppError> {
     let unix = settings.now().timestamp().max(0) as u64;
-    let Some(step) = mfa::matching_step(&secret, code, unix) else {
+    let Some(step) = mfa::matching_step(secret, code, unix) else {
         return Ok(false);
     };
     let used = totp_usage::ActiveModel {
-        user_id: Set(user.id),
-        code: Set(code.trim().to_owned()),
+        user_id: Set(user_id),
+        code: Set(settings.keys.mac(
+            &format!("totp_usage:{user_id}:{step}"),
+            code.trim().as_bytes(),
+        )),
         time_step: Set(step as i64),
         used_at: Set(now()),
         ..Default::default()
@@ -568,7 +686,7 @@ pub async fn check_totp(
     match used {
         Ok(_) => Ok(true),
         Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-            tracing::info!(user_id = user.id, "TOTP code replayed");
+            tracing::info!(user_id, "TOTP code replayed");
             Ok(false)
         }
         Err(e) => Err(e.into()),
@@ -585,9 +703,20 @@ pub async fn replace_backup_codes(
         .collect();
     let hashes = password::hash_codes(codes.clone()).await?;
     let txn = db.begin().await?;
+    store_backup_codes(&txn, user_id, hashes).await?;
+    txn.commit().await?;
+    Ok(codes)
+}
+
+/// Replaces the user's backup codes by `hashes`, inside the caller's transaction.
+async fn store_backup_codes(
+    txn: &sea_orm::DatabaseTransaction,
+    user_id: i64,
+    hashes: Vec<String>,
+) -> Result<(), AppError> {
     backup_codes::Entity::delete_many()
         .filter(backup_codes::Column::UserId.eq(user_id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     backup_codes::Entity::insert_many(hashes.into_iter().map(|h| backup_codes::ActiveModel {
         user_id: Set(user_id),
@@ -596,10 +725,9 @@ pub async fn replace_backup_codes(
         created_at: Set(now()),
         ..Default::default()
     }))
-    .exec(&txn)
+    .exec(txn)
     .await?;
-    txn.commit().await?;
-    Ok(codes)
+    Ok(())
 }
 
 /// Unused backup codes of a user.
@@ -747,11 +875,12 @@ pub async fn use_login_code(
 /// The kinds of token that carry a login in progress or a factor being set up: what a
 /// password reset, a password change, disabling the account or turning a factor off must
 /// end, since each was obtained under the state that just changed.
-pub const PENDING_KINDS: [TokenType; 4] = [
+pub const PENDING_KINDS: [TokenType; 5] = [
     TokenType::PreAuth,
     TokenType::MfaEnforce,
     TokenType::OidcExchange,
     TokenType::EmailOtpSetup,
+    TokenType::TotpSetup,
 ];
 
 /// Revokes every pending login and setup of `username` ([`PENDING_KINDS`]).

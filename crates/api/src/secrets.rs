@@ -49,6 +49,8 @@ pub enum SecretError {
 struct Key {
     id: [u8; KEY_ID_LEN],
     cipher: XChaCha20Poly1305,
+    /// Keys [`KeyRing::mac`]: derived apart from the encryption key.
+    mac_key: [u8; 32],
 }
 
 impl Key {
@@ -63,9 +65,13 @@ impl Key {
         let mut id = [0u8; KEY_ID_LEN];
         hk.expand(b"v1 key id", &mut id)
             .expect("8 bytes is a valid HKDF-SHA256 output length");
+        let mut mac_key = [0u8; 32];
+        hk.expand(b"v1 mac key", &mut mac_key)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
         Ok(Key {
             id,
             cipher: XChaCha20Poly1305::new(&key.into()),
+            mac_key,
         })
     }
 }
@@ -132,6 +138,18 @@ impl KeyRing {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&body);
         out
+    }
+
+    /// HMAC-SHA256 of `data` under the current key, bound to `place`, as hex: a keyed hash
+    /// for values that must be compared but never stored in clear (used TOTP codes).
+    /// HKDF's extract step is exactly HMAC(salt, input), so no second MAC crate is needed.
+    pub fn mac(&self, place: &str, data: &[u8]) -> String {
+        let mut input = Vec::with_capacity(place.len() + 1 + data.len());
+        input.extend_from_slice(place.as_bytes());
+        input.push(0);
+        input.extend_from_slice(data);
+        let (tag, _) = Hkdf::<Sha256>::extract(Some(&self.current.mac_key), &input);
+        hex(&tag)
     }
 
     /// Opens a ciphertext made by [`KeyRing::seal`] for `place`, with whichever key it names.

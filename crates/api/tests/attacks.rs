@@ -99,7 +99,7 @@ async fn with_totp(state: &AppState, clock: &ManualClock, user: &str) -> (Vec<u8
         state,
         "/auth/totp/confirm",
         json!({"code": right_code(&secret, clock)}),
-        Some(&session),
+        Some(&with_setup_cookie(&session, &setup)),
     )
     .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
@@ -417,6 +417,7 @@ async fn every_second_factor_check_counts_toward_the_lockout() {
         )
         .await;
         let secret = base32_decode(setup.body["secret"].as_str().unwrap());
+        let cookie = with_setup_cookie(&cookie, &setup);
         wrong_answers(&clock, 5, || {
             let body = json!({"mfa_token": token, "code": wrong_code(&secret, &clock)});
             let (state, cookie) = (state.clone(), cookie.clone());
@@ -728,4 +729,118 @@ async fn oidc_starts_are_bounded_per_address() {
         StatusCode::NOT_FOUND,
         "unknown_provider",
     );
+}
+
+/// Finding 2: someone with the password (or a stolen session) starts a TOTP setup and does
+/// not confirm it. The owner's own setup gets a secret of its own, which the first
+/// caller's setup cannot confirm or read; nothing pending sits in the account's row.
+#[tokio::test]
+async fn a_pending_totp_secret_belongs_to_the_setup_that_made_it() {
+    let clock = manual_clock();
+    let (state, db, _o) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    register(&state, "owner", PW).await;
+    let attacker = sign_in(&state, "owner", PW).await;
+    let theirs = json_post(&state, "/auth/totp/setup", json!({}), Some(&attacker)).await;
+    assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.body);
+    let again = json_post(
+        &state,
+        "/auth/totp/setup",
+        json!({}),
+        Some(&with_setup_cookie(&attacker, &theirs)),
+    )
+    .await;
+    assert_eq!(
+        again.body["secret"], theirs.body["secret"],
+        "same caller, same setup"
+    );
+    assert_eq!(again.body["backup_codes"], theirs.body["backup_codes"]);
+    let stored: Option<Vec<u8>> = {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        tessera_entity::users::Entity::find()
+            .filter(tessera_entity::users::Column::Username.eq("owner"))
+            .one(&db.db)
+            .await
+            .unwrap()
+            .unwrap()
+            .totp_secret
+    };
+    assert!(
+        stored.is_none(),
+        "a pending secret is not in the account's row"
+    );
+
+    let owner = sign_in(&state, "owner", PW).await;
+    let mine = json_post(&state, "/auth/totp/setup", json!({}), Some(&owner)).await;
+    assert_ne!(mine.body["secret"], theirs.body["secret"]);
+    // The attacker's setup cookie is bound to the attacker's session: no use with the
+    // owner's.
+    let stolen = json_post(
+        &state,
+        "/auth/totp/setup",
+        json!({}),
+        Some(&with_setup_cookie(&owner, &theirs)),
+    )
+    .await;
+    assert_ne!(stolen.body["secret"], theirs.body["secret"]);
+    let my_secret = base32_decode(mine.body["secret"].as_str().unwrap());
+    let ok = json_post(
+        &state,
+        "/auth/totp/confirm",
+        json!({"code": right_code(&my_secret, &clock)}),
+        Some(&with_setup_cookie(&owner, &mine)),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    // The attacker's pending secret confirms nothing, and its codes sign no one in.
+    let their_secret = base32_decode(theirs.body["secret"].as_str().unwrap());
+    let late = json_post(
+        &state,
+        "/auth/totp/confirm",
+        json!({"code": right_code(&their_secret, &clock)}),
+        Some(&with_setup_cookie(&attacker, &theirs)),
+    )
+    .await;
+    problem(&late, StatusCode::CONFLICT, "totp_already_enabled");
+    clock.advance(Duration::from_secs(90));
+    let (pending, cookie) = sign_in_pending(&state, "owner", PW).await;
+    let v = verify_code(
+        &state,
+        "203.0.113.1",
+        &pending,
+        &right_code(&their_secret, &clock),
+        &cookie,
+    )
+    .await;
+    problem(&v, StatusCode::UNAUTHORIZED, "invalid_code");
+    let v = verify_code(
+        &state,
+        "203.0.113.1",
+        &pending,
+        &right_code(&my_secret, &clock),
+        &cookie,
+    )
+    .await;
+    assert_eq!(v.status, StatusCode::OK, "{}", v.body);
+}
+
+/// Finding 11: a used TOTP code is kept as a keyed hash, never in clear.
+#[tokio::test]
+async fn used_totp_codes_are_not_stored_in_clear() {
+    let clock = manual_clock();
+    let (state, db, _o) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    let (secret, _) = with_totp(&state, &clock, "hashed").await;
+    let (pending, cookie) = sign_in_pending(&state, "hashed", PW).await;
+    let code = right_code(&secret, &clock);
+    let v = verify_code(&state, "203.0.113.1", &pending, &code, &cookie).await;
+    assert_eq!(v.status, StatusCode::OK, "{}", v.body);
+    use sea_orm::EntityTrait;
+    let rows = tessera_entity::totp_usage::Entity::find()
+        .all(&db.db)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "the confirming code and the sign-in code");
+    for row in rows {
+        assert_eq!(row.code.len(), 64, "{}", row.code);
+        assert!(!row.code.contains(&code));
+    }
 }

@@ -212,13 +212,14 @@ async fn totp_secrets_and_backup_codes_are_never_stored_in_clear() {
     );
 
     let secret = base32_decode(&secret_b32);
+    let confirming = with_setup_cookie(&session, &setup);
     let now = chrono::Utc::now().timestamp() as u64;
     let code = mfa::code_at(&secret, now / mfa::STEP);
     let wrong = json_post(
         &state,
         "/auth/totp/confirm",
         json!({"code": "000000"}),
-        Some(&session),
+        Some(&confirming),
     )
     .await;
     if code != "000000" {
@@ -228,7 +229,7 @@ async fn totp_secrets_and_backup_codes_are_never_stored_in_clear() {
         &state,
         "/auth/totp/confirm",
         json!({"code": code}),
-        Some(&session),
+        Some(&confirming),
     )
     .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);

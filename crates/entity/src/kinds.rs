@@ -40,6 +40,9 @@ pub enum TokenType {
     Download,
     /// Login stopped until the user sets up the second factor an admin enforces.
     MfaEnforce,
+    /// A TOTP setup in progress: the pending secret and backup codes, bound to the session
+    /// (or enforcement login) that asked for it, so nobody else can confirm or read them.
+    TotpSetup,
 }
 
 impl TokenType {
@@ -53,6 +56,7 @@ impl TokenType {
             TokenType::EmailOtpSetup => "tsr_eo_",
             TokenType::Download => "tsr_dl_",
             TokenType::MfaEnforce => "tsr_me_",
+            TokenType::TotpSetup => "tsr_ts_",
         }
     }
 
@@ -63,7 +67,7 @@ impl TokenType {
             TokenType::OidcState => 10 * 60,
             TokenType::OidcExchange => 60,
             TokenType::PasswordReset => 60 * 60,
-            TokenType::EmailOtpSetup => 10 * 60,
+            TokenType::EmailOtpSetup | TokenType::TotpSetup => 10 * 60,
             TokenType::Download => 5 * 60,
         }
     }
@@ -147,7 +151,8 @@ mod tests {
                 "password_reset",
                 "email_otp_setup",
                 "download",
-                "mfa_enforce"
+                "mfa_enforce",
+                "totp_setup"
             ]
         );
         for t in TokenType::iter() {

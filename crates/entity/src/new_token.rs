@@ -197,6 +197,21 @@ impl AuthEphemeralToken {
         }
     }
 
+    /// A TOTP setup in progress: the pending secret and backup codes in `data` (sealed like
+    /// every payload), bound to `challenge`, the value of the session or enforcement cookie
+    /// of whoever asked for it.
+    pub fn new_totp_setup(
+        username: Username,
+        challenge: Challenge,
+        data: serde_json::Value,
+    ) -> Self {
+        let mut t = Self::base(TokenType::TotpSetup);
+        t.username = Some(username);
+        t.challenge = Some(challenge);
+        t.payload.data = Some(data);
+        t
+    }
+
     /// Binds the token to a challenge: consuming or peeking then requires the same value.
     pub fn with_challenge(mut self, challenge: Challenge) -> Self {
         self.challenge = Some(challenge);

@@ -34,6 +34,8 @@ pub const SESSION_COOKIE: &str = "tessera_session";
 pub const CHALLENGE_COOKIE: &str = "tessera_challenge";
 /// The cookie that carries an email-OTP setup token.
 pub const EMAIL_OTP_COOKIE: &str = "tessera_email_otp";
+/// The cookie that carries a TOTP setup in progress (a `totp_setup` token).
+pub const TOTP_SETUP_COOKIE: &str = "tessera_totp_setup";
 /// The cookie a complete sign-in leaves: this device may try passwords for that account
 /// beyond the per-username throttle that strangers share.
 pub const DEVICE_COOKIE: &str = "tessera_device";
@@ -572,31 +574,50 @@ pub struct SetupResponse {
     pub backup_codes: Vec<String>,
 }
 
-async fn setup_for(state: &AppState, user: &users::Model) -> Result<Json<SetupResponse>, AppError> {
+/// Starts (or, for the same caller, repeats) a TOTP setup bound to `challenge`; the setup
+/// token travels in the `tessera_totp_setup` cookie.
+async fn setup_for(
+    state: &AppState,
+    jar: CookieJar,
+    user: &users::Model,
+    challenge: &Challenge,
+) -> Result<(CookieJar, Json<SetupResponse>), AppError> {
     if user.totp_enabled {
         return Err(AppError::Conflict {
             code: "totp_already_enabled",
             detail: "TOTP is already enabled; disable it first".into(),
         });
     }
-    let secret = login::ensure_totp_secret(&state.db, &state.auth, user).await?;
-    let e = mfa::enrolment(&secret, &state.auth.totp_issuer, &user.username)
+    let presented = jar.get(TOTP_SETUP_COOKIE).map(|c| c.value());
+    let (token, pending) =
+        login::start_totp_setup(&state.tokens, user, challenge, presented).await?;
+    let e = mfa::enrolment(&pending.secret, &state.auth.totp_issuer, &user.username)
         .map_err(AppError::Internal)?;
-    let backup_codes = login::replace_backup_codes(&state.db, user.id).await?;
-    Ok(Json(SetupResponse {
-        secret: e.secret,
-        otpauth_uri: e.otpauth_uri,
-        qr_png_base64: e.qr_png_base64,
-        backup_codes,
-    }))
+    let ttl = Duration::from_secs(TokenType::TotpSetup.default_ttl_seconds());
+    Ok((
+        jar.add(cookie(&state.auth, TOTP_SETUP_COOKIE, token, ttl)),
+        Json(SetupResponse {
+            secret: e.secret,
+            otpauth_uri: e.otpauth_uri,
+            qr_png_base64: e.qr_png_base64,
+            backup_codes: pending.backup_codes,
+        }),
+    ))
+}
+
+/// The challenge a TOTP setup of a signed-in user is bound to: the session cookie itself.
+fn session_challenge(jar: &CookieJar) -> Result<Challenge, AppError> {
+    session_of(jar)
+        .map(Challenge::new)
+        .ok_or(AppError::NotAuthenticated)
 }
 
 fn session_of(jar: &CookieJar) -> Option<&str> {
     jar.get(SESSION_COOKIE).map(|c| c.value())
 }
 
-/// Start TOTP setup for the signed-in user; repeated calls give the same secret until it is
-/// confirmed (and new backup codes each time).
+/// Start TOTP setup for the signed-in user; repeated calls from the same session give the
+/// same secret and backup codes until it is confirmed, another session gets its own.
 #[utoipa::path(post, path = "/auth/totp/setup", tag = "auth",
     responses((status = 200, description = "Success", body = SetupResponse),
         (status = 401, description = "not_authenticated", body = Problem, content_type = "application/problem+json"),
@@ -604,9 +625,10 @@ fn session_of(jar: &CookieJar) -> Option<&str> {
 pub async fn totp_setup(
     State(state): State<AppState>,
     jar: CookieJar,
-) -> Result<Json<SetupResponse>, AppError> {
+) -> Result<(CookieJar, Json<SetupResponse>), AppError> {
     let user = login::session_user(&state.db, session_of(&jar)).await?;
-    setup_for(&state, &user).await
+    let challenge = session_challenge(&jar)?;
+    setup_for(&state, jar, &user, &challenge).await
 }
 
 /// A code.
@@ -626,26 +648,38 @@ pub struct TotpStatus {
     pub backup_codes_remaining: u64,
 }
 
-async fn enable_totp(state: &AppState, user: &users::Model, code: &str) -> Result<(), AppError> {
+/// Confirms the caller's setup (the `tessera_totp_setup` cookie, bound to `challenge`)
+/// with a code of its secret: a second-factor check like any other, then TOTP is on.
+async fn enable_totp(
+    state: &AppState,
+    jar: &CookieJar,
+    user: &users::Model,
+    challenge: &Challenge,
+    code: &str,
+) -> Result<(), AppError> {
     if user.totp_enabled {
         return Err(AppError::Conflict {
             code: "totp_already_enabled",
             detail: "TOTP is already enabled".into(),
         });
     }
-    if user.totp_secret.is_none() {
-        return Err(AppError::Conflict {
-            code: "totp_not_set_up",
-            detail: "call /auth/totp/setup first".into(),
-        });
-    }
-    second_factor(
-        state,
+    let presented = jar
+        .get(TOTP_SETUP_COOKIE)
+        .map(|c| c.value())
+        .unwrap_or_default();
+    let pending = login::open_totp_setup(&state.tokens, user, presented, challenge).await?;
+    let check = login::check_totp_with(&state.db, &state.auth, user.id, &pending.secret, code);
+    second_factor(state, user, check).await?;
+    login::finish_totp_setup(
+        &state.db,
+        &state.auth,
+        &state.tokens,
         user,
-        login::check_totp(&state.db, &state.auth, user, code),
+        presented,
+        challenge,
+        pending,
     )
-    .await?;
-    login::enable_factor(&state.db, user.id, users::Column::TotpEnabled).await
+    .await
 }
 
 /// Confirm TOTP setup with a current code: TOTP is then required at sign-in.
@@ -656,10 +690,12 @@ pub async fn totp_confirm(
     State(state): State<AppState>,
     jar: CookieJar,
     ApiJson(req): ApiJson<CodeRequest>,
-) -> Result<Json<TotpStatus>, AppError> {
+) -> Result<(CookieJar, Json<TotpStatus>), AppError> {
     let user = login::session_user(&state.db, session_of(&jar)).await?;
-    enable_totp(&state, &user, &req.code).await?;
-    status_of(&state, user.id, true).await
+    let challenge = session_challenge(&jar)?;
+    enable_totp(&state, &jar, &user, &challenge, &req.code).await?;
+    let status = status_of(&state, user.id, true).await?;
+    Ok((jar.remove(removal(TOTP_SETUP_COOKIE)), status))
 }
 
 async fn status_of(
@@ -788,9 +824,10 @@ pub async fn enforce_setup(
     State(state): State<AppState>,
     jar: CookieJar,
     ApiJson(req): ApiJson<MfaTokenRequest>,
-) -> Result<Json<SetupResponse>, AppError> {
+) -> Result<(CookieJar, Json<SetupResponse>), AppError> {
     let user = pending_user(&state, TokenType::MfaEnforce, &req.mfa_token, &jar).await?;
-    setup_for(&state, &user).await
+    let challenge = challenge_of(&jar)?;
+    setup_for(&state, jar, &user, &challenge).await
 }
 
 /// An enforcement token and a TOTP code.
@@ -815,9 +852,11 @@ pub async fn enforce_confirm(
     ApiJson(req): ApiJson<EnforceConfirmRequest>,
 ) -> Result<(CookieJar, Json<LoginResponse>), AppError> {
     let user = pending_user(&state, TokenType::MfaEnforce, &req.mfa_token, &jar).await?;
-    let attempt = enable_totp(&state, &user, &req.code);
+    let challenge = challenge_of(&jar)?;
+    let attempt = enable_totp(&state, &jar, &user, &challenge, &req.code);
     on_pending(&state, TokenType::MfaEnforce, &req.mfa_token, &jar, attempt).await?;
     spend_pending(&state, TokenType::MfaEnforce, &req.mfa_token, &jar).await?;
+    let jar = jar.remove(removal(TOTP_SETUP_COOKIE));
     signed_in(&state, jar, &user, &ip, &headers).await
 }
 

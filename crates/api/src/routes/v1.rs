@@ -286,6 +286,14 @@ fn new_token(r: IssueRequest) -> Result<AuthEphemeralToken, AppError> {
             data.take()
                 .ok_or_else(|| AppError::field("data", format!("required for {kind}")))?,
         ),
+        K::TotpSetup => AuthEphemeralToken::new_totp_setup(
+            username(r.username, kind)?,
+            challenge
+                .take()
+                .ok_or_else(|| AppError::field("challenge", format!("required for {kind}")))?,
+            data.take()
+                .ok_or_else(|| AppError::field("data", format!("required for {kind}")))?,
+        ),
         K::MfaEnforce => AuthEphemeralToken::new_mfa_enforce(
             username(r.username, kind)?,
             challenge

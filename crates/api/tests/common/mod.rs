@@ -96,6 +96,13 @@ pub fn set_cookie(a: &Answer, name: &str) -> Option<String> {
         .find(|v| v.starts_with(&format!("{name}=")))
 }
 
+/// The session cookie with the TOTP setup cookie that `setup` (an answer of
+/// `/auth/totp/setup`) set: what a browser sends to confirm that setup.
+pub fn with_setup_cookie(cookies: &str, setup: &Answer) -> String {
+    let set = set_cookie(setup, "tessera_totp_setup").expect("a setup cookie");
+    format!("{cookies}; {}", cookie_value(&set))
+}
+
 pub fn cookie_value(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
 }
@@ -153,7 +160,7 @@ pub async fn confirm_totp(state: &AppState, session: &str) -> (Vec<u8>, u64, Val
         state,
         "/auth/totp/confirm",
         json!({"code": mfa::code_at(&secret, step)}),
-        Some(session),
+        Some(&with_setup_cookie(session, &setup)),
     )
     .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
