@@ -1,5 +1,7 @@
 //! The client's address: the socket's peer, or — only when that peer is a configured
-//! proxy — the address the proxies recorded in `X-Forwarded-For`.
+//! proxy — the address the proxies recorded in `X-Forwarded-For`; and the key that
+//! per-address limits count it under (an IPv6 client by its /64: one host holds a whole
+//! /64, so counting single addresses would give it 2^64 budgets).
 
 use axum::extract::ConnectInfo;
 use axum::extract::FromRequestParts;
@@ -9,9 +11,24 @@ use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-/// The proxies whose `X-Forwarded-For` is believed.
-#[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Arc<Vec<IpNet>>);
+/// The proxies whose `X-Forwarded-For` is believed, and how IPv6 clients are grouped.
+#[derive(Debug, Clone)]
+pub struct TrustedProxies {
+    nets: Arc<Vec<IpNet>>,
+    ipv6_prefix: u8,
+}
+
+impl Default for TrustedProxies {
+    fn default() -> Self {
+        TrustedProxies {
+            nets: Arc::default(),
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+        }
+    }
+}
+
+/// The IPv6 prefix length per-address limits count by, unless configured.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 impl TrustedProxies {
     /// Parses a comma-separated list of addresses and CIDR ranges.
@@ -26,11 +43,23 @@ impl TrustedProxies {
                     .map_err(|_| format!("`{s}` is not an address or a CIDR range"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(TrustedProxies(Arc::new(nets)))
+        Ok(TrustedProxies {
+            nets: Arc::new(nets),
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+        })
+    }
+
+    /// Counts IPv6 clients by their `/prefix` (1 to 128) in per-address limits.
+    pub fn with_ipv6_prefix(mut self, prefix: u8) -> Result<Self, String> {
+        if !(1..=128).contains(&prefix) {
+            return Err(format!("an IPv6 prefix is 1 to 128, not {prefix}"));
+        }
+        self.ipv6_prefix = prefix;
+        Ok(self)
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|n| n.contains(&ip))
+        self.nets.iter().any(|n| n.contains(&ip))
     }
 
     /// The client of `req`: walking `X-Forwarded-For` from the right while the hop is a
@@ -44,7 +73,7 @@ impl TrustedProxies {
     pub fn client_of(&self, extensions: &Extensions, headers: &HeaderMap) -> Option<IpAddr> {
         let peer = extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())?;
+            .map(|c| canonical(c.0.ip()))?;
         if !self.trusts(peer) {
             return Some(peer);
         }
@@ -57,30 +86,66 @@ impl TrustedProxies {
             .map(str::trim)
             .collect::<Vec<_>>();
         for hop in hops.iter().rev() {
-            match hop.parse::<IpAddr>() {
-                Ok(ip) => {
+            match parse_hop(hop) {
+                Some(ip) => {
                     client = ip;
                     if !self.trusts(ip) {
                         break;
                     }
                 }
                 // A hop we cannot read ends what we can believe.
-                Err(_) => break,
+                None => break,
             }
         }
         Some(client)
     }
 }
 
+/// An address as proxies write it in `X-Forwarded-For`: `a.b.c.d`, `a.b.c.d:port`, a
+/// bare IPv6 address, `[v6]`, `[v6]:port`, with or without a `%zone`; v4-mapped IPv6
+/// addresses become the IPv4 address they carry.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(sock) = hop.parse::<SocketAddr>() {
+        return Some(canonical(sock.ip()));
+    }
+    // `[v6]` without a port, or anything with a zone (`fe80::1%eth0`, `[fe80::1%eth0]:80`).
+    let inner = hop.strip_prefix('[').map_or(hop, |rest| {
+        rest.split_once(']').map_or(rest, |(addr, _port)| addr)
+    });
+    let without_zone = inner.split_once('%').map_or(inner, |(addr, _zone)| addr);
+    without_zone.parse::<IpAddr>().ok().map(canonical)
+}
+
+/// `::ffff:a.b.c.d` is `a.b.c.d`: one client, one key.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// The client's address as a handler argument; `None` only without a socket (tests).
 #[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub Option<IpAddr>);
+pub struct ClientIp {
+    /// The address itself (what a session records).
+    pub addr: Option<IpAddr>,
+    ipv6_prefix: u8,
+}
 
 impl ClientIp {
-    /// The address as a rate-limit key (`unknown` without a socket).
+    /// The rate-limit key of the address (`unknown` without a socket): an IPv4 address
+    /// itself, an IPv6 address's network of the configured prefix (`2001:db8::/64`).
     pub fn key(&self) -> String {
-        self.0
-            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+        match self.addr {
+            None => "unknown".to_owned(),
+            Some(IpAddr::V4(v4)) => v4.to_string(),
+            Some(IpAddr::V6(v6)) => ipnet::Ipv6Net::new(v6, self.ipv6_prefix)
+                .map_or_else(|_| v6.to_string(), |n| n.trunc().to_string()),
+        }
     }
 }
 
@@ -91,15 +156,32 @@ impl FromRequestParts<crate::AppState> for ClientIp {
         parts: &mut Parts,
         state: &crate::AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
-            state.proxies.client_of(&parts.extensions, &parts.headers),
-        ))
+        Ok(ClientIp {
+            addr: state.proxies.client_of(&parts.extensions, &parts.headers),
+            ipv6_prefix: state.proxies.ipv6_prefix,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_count_by_their_prefix() {
+        let key = |addr: &str, prefix: u8| {
+            ClientIp {
+                addr: Some(addr.parse().unwrap()),
+                ipv6_prefix: prefix,
+            }
+            .key()
+        };
+        assert_eq!(key("2001:db8:1:2:aaaa::1", 64), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:bbbb::9", 64), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:bbbb::9", 128), "2001:db8:1:2:bbbb::9/128");
+        assert_eq!(key("203.0.113.7", 64), "203.0.113.7");
+        assert!(TrustedProxies::default().with_ipv6_prefix(0).is_err());
+    }
 
     fn req(peer: &str, xff: Option<&str>) -> Request<()> {
         let mut r = Request::new(());
@@ -138,6 +220,17 @@ mod tests {
         );
         assert_eq!(t.client_ip(&req("127.0.0.1", None)), ip("127.0.0.1"));
         assert!(TrustedProxies::parse("nope").is_err());
+        // The forms proxies write, and v4-mapped addresses as the IPv4 they carry.
+        for (hop, want) in [
+            ("203.0.113.7:51234", "203.0.113.7"),
+            ("[2001:db8::7]", "2001:db8::7"),
+            ("[2001:db8::7]:443", "2001:db8::7"),
+            ("fe80::1%eth0", "fe80::1"),
+            ("::ffff:203.0.113.7", "203.0.113.7"),
+        ] {
+            assert_eq!(t.client_ip(&req("127.0.0.1", Some(hop))), ip(want), "{hop}");
+        }
+        assert_eq!(t.client_ip(&req("::ffff:192.0.2.1", None)), ip("192.0.2.1"));
         let none = TrustedProxies::default();
         assert_eq!(
             none.client_ip(&req("127.0.0.1", Some("203.0.113.7"))),

@@ -185,6 +185,11 @@ pub struct ServeConfig {
     #[arg(long, env = "TESSERA_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
 
+    /// IPv6 clients are counted by their network of this prefix length in per-address
+    /// limits (one host usually holds a whole /64).
+    #[arg(long, env = "TESSERA_IPV6_PREFIX", default_value_t = crate::client_ip::DEFAULT_IPV6_PREFIX)]
+    pub ipv6_prefix: u8,
+
     /// Largest request body in bytes; larger ones get 413 `body_too_large`.
     #[arg(long, env = "TESSERA_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,

@@ -207,7 +207,9 @@ impl Application {
             request_timeout: Duration::from_secs(config.request_timeout.max(1)),
         };
         state.proxies = crate::TrustedProxies::parse(&config.trusted_proxies)
-            .map_err(|e| StartupError::Config(format!("TESSERA_TRUSTED_PROXIES: {e}")))?;
+            .map_err(|e| StartupError::Config(format!("TESSERA_TRUSTED_PROXIES: {e}")))?
+            .with_ipv6_prefix(config.ipv6_prefix)
+            .map_err(|e| StartupError::Config(format!("TESSERA_IPV6_PREFIX: {e}")))?;
         if state.api_keys.is_empty() {
             tracing::warn!("no TESSERA_API_KEYS configured: /v1 refuses every request");
         }

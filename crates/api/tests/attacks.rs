@@ -844,3 +844,49 @@ async fn used_totp_codes_are_not_stored_in_clear() {
         assert!(!row.code.contains(&code));
     }
 }
+
+/// Finding 12: one host holds a whole IPv6 /64, and `::ffff:a.b.c.d` is `a.b.c.d`: neither
+/// multiplies the per-address login budget (`login_ip`, 50 per 15 minutes).
+#[tokio::test]
+async fn per_address_limits_count_an_ipv6_network_and_mapped_addresses_once() {
+    let (state, _db, _o) = app_state(|_| {}).await;
+    let login = |ip: String, i: usize| {
+        let state = state.clone();
+        async move {
+            from(
+                &state,
+                &ip,
+                "/auth/login",
+                json!({"username": format!("nobody{i}"), "password": "wrong password!"}),
+                &[],
+            )
+            .await
+        }
+    };
+    let mut limited = 0;
+    for i in 0..60 {
+        let r = login(format!("2001:db8:1:2:{i:x}::1"), i).await;
+        limited += usize::from(r.status == StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert_eq!(limited, 10, "50 of 60 from one /64 admitted");
+    // Another /64 has its own budget.
+    let r = login("2001:db8:1:3::1".into(), 0).await;
+    problem(&r, StatusCode::UNAUTHORIZED, "invalid_credentials");
+
+    for i in 0..50 {
+        let ip = if i % 2 == 0 {
+            "203.0.113.50"
+        } else {
+            "::ffff:203.0.113.50"
+        };
+        let r = login(ip.into(), i).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNAUTHORIZED,
+            "attempt {i}: {}",
+            r.body
+        );
+    }
+    let r = login("::ffff:203.0.113.50".into(), 99).await;
+    problem(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}

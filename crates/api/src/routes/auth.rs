@@ -166,7 +166,7 @@ pub(crate) async fn signed_in(
         &state.db,
         &state.auth,
         user.id,
-        ip.0.map(|i| i.to_string()),
+        ip.addr.map(|i| i.to_string()),
         user_agent(headers),
     )
     .await?;
