@@ -219,11 +219,14 @@ async fn at_idp(b: &mut Browser, idp: &Idp, authorize: &str, login: &str) -> Str
 async fn callback(b: &mut Browser, addr: SocketAddr, path: &str) -> String {
     let r = b.get(addr, path).await;
     assert_eq!(r.status, 302, "{}", r.text);
-    assert!(
-        !b.jar.contains_key("tessera_oidc"),
-        "the binding cookie is cleared"
-    );
-    location(&r)
+    let landed = location(&r);
+    if fragment(&landed, "oidc_exchange").is_some() {
+        assert!(
+            !b.jar.contains_key("tessera_oidc"),
+            "the binding cookie is cleared"
+        );
+    }
+    landed
 }
 
 fn fragment(url: &str, key: &str) -> Option<String> {
@@ -294,6 +297,13 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
         "{again}"
     );
 
+    // The exchange token works only in the browser the callback sent it to: an attacker's
+    // own token planted in a victim's page (login CSRF) is refused there, unspent.
+    let stranger = Browser::new()
+        .post(w[2], "/auth/oidc/exchange", json!({"token": exchange}))
+        .await;
+    assert_eq!(stranger.status, 400, "{}", stranger.body);
+    assert_eq!(stranger.body["code"], "invalid_or_expired_token");
     let r = b
         .post(w[2], "/auth/oidc/exchange", json!({"token": exchange}))
         .await;
@@ -367,15 +377,15 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
         let back = at_idp(&mut b, &idp, &authorize, &twin).await;
         trips.push((b, back, w[i + 1]));
     }
-    let landed = futures::future::join_all(
-        trips
-            .into_iter()
-            .map(|(mut b, back, addr)| async move { callback(&mut b, addr, &back).await }),
-    )
-    .await;
-    for l in &landed {
-        let token = fragment(l, "oidc_exchange").unwrap_or_else(|| panic!("{l}"));
-        let r = Browser::new()
+    let landed =
+        futures::future::join_all(trips.into_iter().map(|(mut b, back, addr)| async move {
+            let landed = callback(&mut b, addr, &back).await;
+            (b, landed)
+        }))
+        .await;
+    for (mut b, l) in landed {
+        let token = fragment(&l, "oidc_exchange").unwrap_or_else(|| panic!("{l}"));
+        let r = b
             .post(w[0], "/auth/oidc/exchange", json!({"token": token}))
             .await;
         assert_eq!(r.body["username"], twin.as_str(), "{}", r.body);
@@ -391,6 +401,30 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
         !accounts.contains(&format!("idp_{twin}")),
         "no second account"
     );
+
+    // Both names a first login would take are registered locally first: the login still
+    // finds a free one.
+    let squatted = unique("sam");
+    Browser::new()
+        .register(w[0], &squatted, "squatter's password")
+        .await;
+    Browser::new()
+        .register(w[0], &format!("idp_{squatted}"), "squatter's password")
+        .await;
+    let mut b4 = Browser::new();
+    let authorize = start(&mut b4, w[1], None).await;
+    let back = at_idp(&mut b4, &idp, &authorize, &squatted).await;
+    let landed = callback(&mut b4, w[1], &back).await;
+    let r = b4
+        .post(
+            w[1],
+            "/auth/oidc/exchange",
+            json!({"token": fragment(&landed, "oidc_exchange").expect(&landed)}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let name = r.body["username"].as_str().unwrap();
+    assert!(name.starts_with(&format!("idp_{squatted}_")), "{name}");
 
     // The worker that started the flow dies (SIGKILL) before the callback; another worker
     // finishes it.
@@ -481,6 +515,26 @@ async fn oidc_refusals() {
         error_of(&callback(&mut mixed, w, &back).await),
         "invalid_state"
     );
+    // A callback forced on a browser with someone else's state leaves that browser's own
+    // login in flight alone: its cookie stays, and the login finishes.
+    assert_eq!(mixed.jar["tessera_oidc"], other.jar["tessera_oidc"]);
+    let other_authorize = start(&mut other, w, None).await;
+    let other_back = at_idp(&mut other, &idp, &other_authorize, &user).await;
+    let forced = format!(
+        "/auth/oidc/idp/callback?code=x&state={}",
+        param(&back, "state").unwrap()
+    );
+    let mut victim = other.clone();
+    assert_eq!(
+        error_of(&callback(&mut victim, w, &forced).await),
+        "invalid_state"
+    );
+    assert!(
+        victim.jar.contains_key("tessera_oidc"),
+        "the victim's login survives"
+    );
+    let landed = callback(&mut victim, w, &other_back).await;
+    assert!(fragment(&landed, "oidc_exchange").is_some(), "{landed}");
     // Neither refusal spent the state: its own browser still finishes.
     let landed = callback(&mut b, w, &back).await;
     assert!(fragment(&landed, "oidc_exchange").is_some(), "{landed}");

@@ -84,7 +84,13 @@ impl Mailer {
                 Ok(())
             }
             Transport::Outbox(dir) => {
+                // Mails carry live reset links and codes: the folder and every file in it
+                // are the owner's alone.
+                use std::os::unix::fs::PermissionsExt;
                 tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| MailError::Outbox(e.to_string()))?;
+                tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                     .await
                     .map_err(|e| MailError::Outbox(e.to_string()))?;
                 let name = format!(
@@ -93,9 +99,18 @@ impl Mailer {
                     uuid::Uuid::new_v4().simple()
                 );
                 let path = dir.join(name);
-                tokio::fs::write(&path, message.formatted())
-                    .await
-                    .map_err(|e| MailError::Outbox(e.to_string()))?;
+                let write = async {
+                    use tokio::io::AsyncWriteExt;
+                    let mut file = tokio::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .await?;
+                    file.write_all(&message.formatted()).await?;
+                    file.sync_all().await
+                };
+                write.await.map_err(|e| MailError::Outbox(e.to_string()))?;
                 tracing::info!(path = %path.display(), "mail written to the outbox (no SMTP configured)");
                 Ok(())
             }
@@ -122,6 +137,10 @@ mod tests {
         let text = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
         assert!(text.contains("To: alice@example.com"), "{text}");
         assert!(text.contains("123456"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("outbox")), 0o700);
+        assert_eq!(mode(&files[0].as_ref().unwrap().path()), 0o600);
         assert!(matches!(
             mailer.send("not an address", "x", "y".into()).await,
             Err(MailError::Address(_))

@@ -471,7 +471,8 @@ pub fn new_pkce() -> (PkceCodeChallenge, String) {
 }
 
 /// The local account for `identity` at `provider`: the linked one, or a new one (username
-/// `preferred_username` when free, else `NAME_sub`) when `create` allows. Two first logins
+/// `preferred_username` when free, else `NAME_sub`, else `NAME_sub_RANDOM`) when `create`
+/// allows. Two first logins
 /// of one subject at once make one link: the loser of the unique (provider, subject) insert
 /// reads the winner's.
 pub async fn link_or_create(
@@ -505,12 +506,26 @@ pub async fn link_or_create(
         .chars()
         .take(255)
         .collect();
+    // Anyone can register names locally, including the two a subject would get first; a
+    // random suffix after them always finds a free one (eight tries of 64 random bits).
+    let random = (0..8).map(|_| {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).expect("the operating system's generator is available");
+        let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let base: String = if tessera_entity::Username::parse(fallback.as_str()).is_ok() {
+            fallback.chars().take(200).collect()
+        } else {
+            provider.name.clone()
+        };
+        format!("{base}_{suffix}")
+    });
     let candidates = identity
         .preferred_username
         .iter()
-        .filter(|u| tessera_entity::Username::parse(u.as_str()).is_ok())
         .cloned()
-        .chain(std::iter::once(fallback));
+        .chain(std::iter::once(fallback.clone()))
+        .chain(random)
+        .filter(|u| tessera_entity::Username::parse(u.as_str()).is_ok());
     let mut user = None;
     for name in candidates {
         let row = users::ActiveModel {

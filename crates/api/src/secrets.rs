@@ -192,12 +192,8 @@ pub fn random_key() -> String {
 
 /// The key file kept beside an embedded SQLite database: `FILE.key`.
 pub fn key_file_for(database_url: &str) -> Option<PathBuf> {
-    let rest = database_url.strip_prefix("sqlite:")?;
-    let path = rest.trim_start_matches("//").split('?').next()?;
-    if path.is_empty() || path == ":memory:" {
-        return None;
-    }
-    Some(PathBuf::from(format!("{path}.key")))
+    let path = tessera_store::sql::sqlite_file(database_url)?;
+    Some(PathBuf::from(format!("{}.key", path.display())))
 }
 
 /// Reads the key at `path`, or creates it (mode 0600) on first use; answers the key and

@@ -53,6 +53,24 @@ pub async fn timeout(limit: Duration, req: Request, next: Next) -> Response {
 }
 
 /// The answer for a route that does not exist.
+/// Drops a client's `x-request-id` unless it is 1 to 64 characters of `A-Za-z0-9._-`: an
+/// id goes into every log line of the request, so anything else (a line break, an escape
+/// sequence, a megabyte) would let a client write the log. A fresh id replaces it.
+pub async fn sanitize_request_id(mut req: Request, next: Next) -> Response {
+    let fine = |v: &axum::http::HeaderValue| {
+        let b = v.as_bytes();
+        (1..=64).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+    };
+    if req.headers().get_all("x-request-id").iter().count() > 1
+        || req.headers().get("x-request-id").is_some_and(|v| !fine(v))
+    {
+        req.headers_mut().remove("x-request-id");
+    }
+    next.run(req).await
+}
+
 pub async fn not_found() -> AppError {
     AppError::NotFound
 }

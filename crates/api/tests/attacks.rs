@@ -890,3 +890,38 @@ async fn per_address_limits_count_an_ipv6_network_and_mapped_addresses_once() {
     let r = login("::ffff:203.0.113.50".into(), 99).await;
     problem(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
 }
+
+/// Finding 20: a client's request id reaches the logs only when it is a plain token; a
+/// provider name that is not UTF-8 gets the service's own answers, not a plain-text 400.
+#[tokio::test]
+async fn request_ids_and_odd_paths_get_the_services_own_answers() {
+    let (state, _db, _o) = app_state(|_| {}).await;
+    let get = |path: &str, id: Option<&str>| {
+        let mut req = axum::http::Request::get(path);
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        send(&state, req.body(axum::body::Body::empty()).unwrap())
+    };
+    let kept = get("/healthz", Some("trace-42.a_b")).await;
+    assert_eq!(kept.headers["x-request-id"], "trace-42.a_b");
+    for forged in ["two words", "<script>", "tab\there", &"x".repeat(65)] {
+        let r = get("/healthz", Some(forged)).await;
+        let id = r.headers["x-request-id"].to_str().unwrap();
+        assert_ne!(id, forged);
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    }
+
+    let r = get("/auth/oidc/%FF/start", None).await;
+    problem(&r, StatusCode::NOT_FOUND, "unknown_provider");
+    let r = get("/auth/oidc/%FF/callback?code=x&state=y", None).await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert!(
+        r.headers[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .ends_with("#oidc_error=unknown_provider"),
+        "{:?}",
+        r.headers
+    );
+}

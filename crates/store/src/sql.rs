@@ -27,6 +27,9 @@ use crate::{SealedToken, StoreError, StoredRecord, TokenStore};
 /// in-memory SQLite database a single connection, since each connection would otherwise
 /// see its own empty database.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, StoreError> {
+    if let Some(path) = sqlite_file(url) {
+        create_private(&path)?;
+    }
     let mut opts = ConnectOptions::new(url.to_owned());
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     opts.max_connections(if in_memory { 1 } else { max_connections })
@@ -49,6 +52,34 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
             .max_lifetime(None::<Duration>);
     }
     Database::connect(opts).await.map_err(map_err)
+}
+
+/// The file of a `sqlite:` URL, if it names one (not `:memory:`).
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let path = rest.trim_start_matches("//").split('?').next()?;
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
+}
+
+/// Creates a database file readable by its owner only, before SQLite would create it with
+/// the process's umask (commonly world-readable): it holds password hashes and sessions.
+/// SQLite gives its `-wal` and `-shm` files the database file's permissions.
+fn create_private(path: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        // A missing folder and the like: SQLite says it better when it opens the file.
+        Err(_) => Ok(()),
+    }
 }
 
 /// One dialect's statements. Each is a single statement; the comment on each says why

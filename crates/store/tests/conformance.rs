@@ -770,3 +770,27 @@ macro_rules! every_backend {
 }
 
 every_backend!(sqlite, postgres, redis, redis_cluster);
+
+/// The embedded database holds password hashes and sessions: its file, and the write-ahead
+/// log SQLite makes beside it, are the owner's alone.
+#[tokio::test]
+async fn a_new_sqlite_database_is_readable_by_its_owner_only() {
+    use sea_orm::ConnectionTrait;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tessera.db");
+    let db = tessera_store::sql::connect(&format!("sqlite://{}?mode=rwc", file.display()), 2)
+        .await
+        .unwrap();
+    db.execute_unprepared("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    for name in ["tessera.db", "tessera.db-wal"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    db.close().await.unwrap();
+}

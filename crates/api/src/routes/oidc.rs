@@ -5,6 +5,7 @@
 //! the `tessera_oidc` cookie it is bound to.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +25,9 @@ use crate::{AppError, AppState, login};
 
 /// The cookie that binds an `oidc_state` to the browser that started the flow.
 pub const OIDC_COOKIE: &str = "tessera_oidc";
+/// Binds an `oidc_exchange` token to the browser the callback sent it to: a token posted
+/// from anywhere else (an attacker's own login planted in a victim's page) is refused.
+pub const OIDC_EXCHANGE_COOKIE: &str = "tessera_oidc_exchange";
 const COOKIE_PATH: &str = "/auth/oidc";
 
 pub fn router() -> axum::Router<AppState> {
@@ -72,7 +76,7 @@ fn found(location: &str, jar: CookieJar) -> Response {
 pub async fn start(
     State(state): State<AppState>,
     ip: ClientIp,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
     jar: CookieJar,
 ) -> Result<Response, AppError> {
@@ -88,6 +92,10 @@ pub async fn start(
     // Each start stores an `oidc_state` row for ten minutes: anonymous GETs are bounded per
     // address.
     login::throttle(&state.limiter, EventType::OidcStartIp, &ip.key()).await?;
+    // A name that is not even UTF-8 (`%FF`) names no provider.
+    let Ok(Path(name)) = name else {
+        return Err(AppError::UnknownProvider);
+    };
     let provider = oidc::find_provider(&state.db, &name)
         .await?
         .ok_or(AppError::UnknownProvider)?;
@@ -131,17 +139,32 @@ pub async fn start(
         &provider.scopes,
         challenge,
     );
-    let cookie = Cookie::build((OIDC_COOKIE, browser.expose().to_owned()))
+    let cookie = flow_cookie(
+        state.auth.secure_cookies,
+        OIDC_COOKIE,
+        &browser,
+        TokenType::OidcState,
+    );
+    Ok(found(&url, jar.add(cookie)))
+}
+
+/// A cookie of the OIDC flow carrying `value`, living as long as tokens of `kind`.
+fn flow_cookie(
+    secure: bool,
+    name: &'static str,
+    value: &Challenge,
+    kind: TokenType,
+) -> Cookie<'static> {
+    Cookie::build((name, value.expose().to_owned()))
         .http_only(true)
         // Lax: the provider's top-level redirect back carries it; a cross-site POST does not.
         .same_site(SameSite::Lax)
-        .secure(state.auth.secure_cookies)
+        .secure(secure)
         .path(COOKIE_PATH)
         .max_age(cookie::time::Duration::seconds(
-            TokenType::OidcState.default_ttl_seconds() as i64,
+            kind.default_ttl_seconds() as i64
         ))
-        .build();
-    Ok(found(&url, jar.add(cookie)))
+        .build()
 }
 
 fn count(provider: &str, outcome: &'static str) {
@@ -157,18 +180,22 @@ fn count(provider: &str, outcome: &'static str) {
     responses((status = 302, description = "To TESSERA_OIDC_RETURN_URL (or return_to on its origin) with #oidc_exchange=TOKEN or #oidc_error=CODE")))]
 pub async fn callback(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
     jar: CookieJar,
 ) -> Response {
     let mut return_to = None;
+    let mut own_state = false;
+    // A name that is not even UTF-8 (`%FF`) names no provider: the same redirect as any
+    // unknown one.
+    let name = name.map(|Path(n)| n).unwrap_or_default();
     let provider = oidc::find_provider(&state.db, &name).await;
     let label = match &provider {
         Ok(Some(_)) => name.as_str(),
         _ => "unknown",
     };
     let outcome = match provider {
-        Ok(Some(p)) => finish(&state, p, &query, &jar, &mut return_to).await,
+        Ok(Some(p)) => finish(&state, p, &query, &jar, &mut return_to, &mut own_state).await,
         Ok(None) => Err(OidcFailure::UnknownProvider),
         Err(e) => {
             tracing::error!(error = %e, "OIDC callback: store failure");
@@ -176,10 +203,17 @@ pub async fn callback(
         }
     };
     let base = landing(&state, return_to.as_deref());
+    let mut jar = jar;
     let to = match outcome {
-        Ok(token) => {
+        Ok((token, binding)) => {
             count(label, "success");
             tracing::info!(provider = %label, "OIDC login");
+            jar = jar.add(flow_cookie(
+                state.auth.secure_cookies,
+                OIDC_EXCHANGE_COOKIE,
+                &binding,
+                TokenType::OidcExchange,
+            ));
             format!("{base}#oidc_exchange={token}")
         }
         Err(f) => {
@@ -188,8 +222,12 @@ pub async fn callback(
             format!("{base}#oidc_error={}", f.code())
         }
     };
-    let removal = Cookie::build((OIDC_COOKIE, "")).path(COOKIE_PATH).build();
-    found(&to, jar.remove(removal))
+    // The browser's login in flight ends only with its own state: a callback forced on it
+    // with someone else's state (or none) leaves its cookie, and its login, alone.
+    if own_state {
+        jar = jar.remove(Cookie::build((OIDC_COOKIE, "")).path(COOKIE_PATH).build());
+    }
+    found(&to, jar)
 }
 
 async fn finish(
@@ -198,7 +236,8 @@ async fn finish(
     query: &HashMap<String, String>,
     jar: &CookieJar,
     return_to: &mut Option<String>,
-) -> Result<String, OidcFailure> {
+    own_state: &mut bool,
+) -> Result<(String, Challenge), OidcFailure> {
     let server = |e: AppError| {
         tracing::error!(error = %e, "OIDC callback: store failure");
         OidcFailure::ServerError
@@ -220,6 +259,7 @@ async fn finish(
         _ => None,
     };
     if let Some(Ok(t)) = &consumed {
+        *own_state = true;
         *return_to = t
             .payload
             .data
@@ -276,15 +316,17 @@ async fn finish(
         return Err(OidcFailure::AccountDisabled);
     }
     let username = login::username_of(&user).map_err(server)?;
+    let binding = Challenge::generate();
     let issued = state
         .tokens
         .issue(
             AuthEphemeralToken::new_oidc_exchange(username)
+                .with_challenge(binding.clone())
                 .with_data(json!({ "provider": provider.name })),
         )
         .await
         .map_err(|e| server(e.into()))?;
-    Ok(issued.token.expose().to_owned())
+    Ok((issued.token.expose().to_owned(), binding))
 }
 
 /// The token from `#oidc_exchange=`.
@@ -308,11 +350,21 @@ pub async fn exchange(
     jar: CookieJar,
     ApiJson(req): ApiJson<ExchangeRequest>,
 ) -> Result<(CookieJar, Json<LoginResponse>), AppError> {
+    // Only from the browser the callback sent the token to.
+    let binding = jar
+        .get(OIDC_EXCHANGE_COOKIE)
+        .map(|c| Challenge::new(c.value()))
+        .ok_or(AppError::TokenRejected)?;
     let consumed = state
         .tokens
-        .consume(TokenType::OidcExchange, &req.token, None)
+        .consume(TokenType::OidcExchange, &req.token, Some(&binding))
         .await
         .map_err(|e| login::token_error(e, AppError::TokenRejected))?;
+    let jar = jar.remove(
+        Cookie::build((OIDC_EXCHANGE_COOKIE, ""))
+            .path(COOKIE_PATH)
+            .build(),
+    );
     let user = login::find_user(&state.db, consumed.username.as_deref().unwrap_or(""))
         .await?
         .filter(|u| !u.disabled)
