@@ -270,3 +270,72 @@ fn sigterm_stops_serve_cleanly() {
     let log = std::fs::read_to_string(&w.log).unwrap();
     assert!(log.contains("finishing requests in flight"), "{log}");
 }
+
+/// Finding 17 of the hardening: clients that open connections and trickle their headers
+/// (slowloris), as many as the worker serves at once. Each is cut after the header
+/// timeout, which frees its place, and `/healthz` on a new connection answers soon after.
+#[test]
+fn trickled_headers_are_cut_and_cannot_hold_every_connection() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+    let w = Worker::start(
+        dir.path(),
+        &[
+            "--database-url",
+            &db,
+            "--header-timeout",
+            "2",
+            "--max-connections",
+            "8",
+        ],
+    );
+    let started = Instant::now();
+    // Seven trickle header lines; one opens the connection and sends nothing at all.
+    let slow: Vec<_> = (0..8)
+        .map(|i| {
+            let addr = w.addr;
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+                let silent = i == 0;
+                if !silent {
+                    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                        .unwrap();
+                }
+                let t = Instant::now();
+                // A header line every 300 ms, for at most 20 s: the server must cut it first.
+                while t.elapsed() < Duration::from_secs(20) {
+                    if !silent && s.write_all(b"X-Slow: 1\r\n").is_err() {
+                        return t.elapsed();
+                    }
+                    let mut buf = [0u8; 512];
+                    match s.read(&mut buf) {
+                        Ok(0) => return t.elapsed(),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return t.elapsed(),
+                    }
+                }
+                t.elapsed()
+            })
+        })
+        .collect();
+    // Let them all take their places, then ask for /healthz on a new connection.
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    let health = get(w.addr, "/healthz");
+    let waited = asked.elapsed();
+    assert_eq!(health.map(|h| h.0), Some(200));
+    let cut: Vec<Duration> = slow.into_iter().map(|t| t.join().unwrap()).collect();
+    eprintln!("slow connections cut after {cut:?}; /healthz answered after {waited:?}");
+    for c in &cut {
+        assert!(
+            *c < Duration::from_secs(6),
+            "a trickling client held on for {c:?}"
+        );
+    }
+    assert!(waited < Duration::from_secs(6), "{waited:?}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}

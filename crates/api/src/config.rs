@@ -194,6 +194,17 @@ pub struct ServeConfig {
     #[arg(long, env = "TESSERA_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,
 
+    /// Seconds a client has to send a request's headers (on a new connection or between
+    /// requests of a kept-alive one) before the connection is closed: a client that
+    /// trickles its headers (slowloris) cannot hold a connection.
+    #[arg(long, env = "TESSERA_HEADER_TIMEOUT", default_value_t = 10)]
+    pub header_timeout: u64,
+
+    /// Connections served at once; further ones wait in the listen queue until one ends,
+    /// so a flood cannot use up the process's file descriptors.
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
     /// Seconds a request may take before it is answered 503 `timeout`.
     #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", default_value_t = 10)]
     pub request_timeout: u64,

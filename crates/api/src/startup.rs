@@ -183,6 +183,16 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     purge_every: Option<Duration>,
+    connections: ConnectionLimits,
+}
+
+/// What one connection may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Time to send a request's headers.
+    pub header_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 impl Application {
@@ -221,6 +231,10 @@ impl Application {
             listener,
             state,
             purge_every: config.purge_every(),
+            connections: ConnectionLimits {
+                header_timeout: Duration::from_secs(config.header_timeout.max(1)),
+                max_connections: config.max_connections.max(1),
+            },
         })
     }
 
@@ -242,16 +256,89 @@ impl Application {
             .purge_every
             .map(|every| tokio::spawn(purge_loop(self.state.clone(), every, stop_rx)));
         tracing::info!(addr = %self.local_addr(), "listening");
-        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = serve(
+            self.listener,
+            router(self.state),
+            self.connections,
+            shutdown,
+        )
+        .await;
         stop_tx.send(true).ok();
         if let Some(task) = purge {
             task.await.ok();
         }
         served
     }
+}
+
+/// Serves `app` on `listener` until `shutdown`, then stops accepting, lets each connection
+/// finish the request it is on, and returns once they have closed.
+///
+/// hyper directly rather than `axum::serve`, which sets neither a header timeout nor a
+/// connection limit: each connection holds a permit of `max_connections` until it closes
+/// (further ones wait in the kernel's listen queue), and must send each request's headers
+/// within `header_timeout`.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (close_tx, close_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = app.clone().map_request(
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        );
+        let mut close = close_rx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(
+                    TokioIo::new(stream),
+                    hyper_util::service::TowerToHyperService::new(service),
+                )
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = close.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await.ok();
+                }
+            }
+        });
+    }
+    close_tx.send(true).ok();
+    // Every permit back means every connection closed.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    permits.acquire_many(all).await.ok();
+    Ok(())
 }
 
 /// Deletes expired tokens and events older than the longest window, now: bounded batches
