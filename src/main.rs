@@ -153,7 +153,7 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
         anyhow::Ok(db)
     };
     let name = |s: String| {
-        tessera_entity::Username::parse(s).map_err(|e| anyhow::anyhow!("invalid username: {e}"))
+        tessera_entity::AccountName::parse(&s).map_err(|e| anyhow::anyhow!("invalid username: {e}"))
     };
     let (database, username, change) = match command {
         UserCommand::Create {
@@ -194,7 +194,7 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
     let db = open(database.clone()).await?;
     let username = name(username)?;
     let disable = matches!(change, Change::Disable);
-    users::change(&db, &username, change).await?;
+    let username = users::change(&db, &username, change).await?;
     if disable {
         // Logins in flight end with the account: no pending second factor or OIDC
         // exchange completes after it.

@@ -18,6 +18,7 @@ mod m20261123_000005_create_login_state;
 mod m20261123_000006_create_oidc;
 mod m20261124_000007_create_rate_limit_function;
 mod m20261128_000008_hash_totp_usage_codes;
+mod m20261128_000009_add_username_keys;
 
 use sea_orm_migration::sea_orm::{DatabaseConnection, Statement};
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000006_create_oidc::Migration),
             Box::new(m20261124_000007_create_rate_limit_function::Migration),
             Box::new(m20261128_000008_hash_totp_usage_codes::Migration),
+            Box::new(m20261128_000009_add_username_keys::Migration),
         ]
     }
 }

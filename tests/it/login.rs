@@ -284,6 +284,8 @@ struct Flow {
     w: [SocketAddr; 3],
     /// Every secret seen, for the dump check at the end.
     secrets: Vec<String>,
+    /// When the last TOTP setup was confirmed (its code's window is then used).
+    confirmed_at: u64,
 }
 
 impl Flow {
@@ -344,6 +346,7 @@ impl Flow {
         assert_eq!(confirm.status, 200, "{}", confirm.body);
         assert_eq!(confirm.body["enabled"], true);
         assert_eq!(confirm.body["backup_codes_remaining"], 10);
+        self.confirmed_at = now;
         self.secrets.push(secret.clone());
         self.secrets.extend(codes.iter().cloned());
         self.secrets
@@ -374,6 +377,7 @@ async fn login_flows(w: [SocketAddr; 3], smtp: &SmtpSink, database_url: &str) ->
     let mut f = Flow {
         w,
         secrets: Vec::new(),
+        confirmed_at: 0,
     };
     let pw = "correct horse battery";
     let (alice, _) = f.register("alice", pw).await;
@@ -397,8 +401,10 @@ async fn login_flows(w: [SocketAddr; 3], smtp: &SmtpSink, database_url: &str) ->
     assert_eq!(out.status, 204);
     assert_eq!(b.get(w[0], "/auth/me").await.status, 401);
 
-    // Password on worker 1 → second factor on worker 2 → me on worker 3.
-    let now = fresh_window().await;
+    // Password on worker 1 → second factor on worker 2 → me on worker 3. The codes are
+    // those of the confirmation's window and the next, both inside the accepted skew
+    // however long the steps above took.
+    let now = f.confirmed_at;
     let (mut b, r) = f.password(0, &alice, pw).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["mfa_required"], true);

@@ -97,7 +97,7 @@ async fn serve_refuses_an_unmigrated_database_and_migrate_is_idempotent() {
         "{err}"
     );
 
-    for expected in ["8 migration(s) applied", "0 migration(s) applied"] {
+    for expected in ["9 migration(s) applied", "0 migration(s) applied"] {
         let mut migrate = tessera(dir.path());
         migrate.args(["migrate", "--database-url", &db.url]);
         let out = run(migrate);

@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tessera_entity::{
-    AuthEphemeralToken, Challenge, EventType, TokenType, Username, backup_codes, email_otp_codes,
-    sessions, totp_usage, users,
+    AccountName, AuthEphemeralToken, Challenge, EventType, TokenType, Username, backup_codes,
+    email_otp_codes, sessions, totp_usage, users,
 };
 use tessera_limiter::{Event, Limiter};
 use tessera_store::Tokens;
@@ -196,13 +196,24 @@ fn after(d: Duration) -> DateTime<Utc> {
 /// thresholds of second-factor guesses.
 pub const LONG_LOCK: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// The account named `username`.
+/// The account named `username` (in any spelling of it: see [`AccountName`]).
 pub async fn find_user(
     db: &DatabaseConnection,
     username: &str,
 ) -> Result<Option<users::Model>, AppError> {
+    match AccountName::parse(username) {
+        Ok(name) => find_account(db, &name).await,
+        Err(_) => Ok(None),
+    }
+}
+
+/// The account of `name`, found by its key.
+pub async fn find_account(
+    db: &DatabaseConnection,
+    name: &AccountName,
+) -> Result<Option<users::Model>, AppError> {
     Ok(users::Entity::find()
-        .filter(users::Column::Username.eq(username))
+        .filter(users::Column::UsernameKey.eq(name.key()))
         .one(db)
         .await?)
 }

@@ -22,6 +22,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tessera_entity::AccountName;
 use tessera_entity::{oidc_identities, oidc_providers, users};
 
 use crate::AppError;
@@ -512,7 +513,7 @@ pub async fn link_or_create(
         let mut bytes = [0u8; 8];
         getrandom::fill(&mut bytes).expect("the operating system's generator is available");
         let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let base: String = if tessera_entity::Username::parse(fallback.as_str()).is_ok() {
+        let base: String = if AccountName::parse(&fallback).is_ok() {
             fallback.chars().take(200).collect()
         } else {
             provider.name.clone()
@@ -525,11 +526,12 @@ pub async fn link_or_create(
         .cloned()
         .chain(std::iter::once(fallback.clone()))
         .chain(random)
-        .filter(|u| tessera_entity::Username::parse(u.as_str()).is_ok());
+        .filter_map(|u| AccountName::parse(&u).ok());
     let mut user = None;
     for name in candidates {
         let row = users::ActiveModel {
-            username: Set(name),
+            username: Set(name.as_str().to_owned()),
+            username_key: Set(Some(name.key().to_owned())),
             email: Set(identity.email.clone()),
             password_hash: Set(None),
             ..Default::default()

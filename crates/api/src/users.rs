@@ -6,8 +6,8 @@ use sea_orm::{
     QueryOrder, Set, SqlErr,
 };
 use serde::Serialize;
-use tessera_entity::Username;
 use tessera_entity::users::{self, Column, Entity as Users};
+use tessera_entity::{AccountName, Username};
 
 use crate::AppError;
 use crate::password::{self, Password};
@@ -54,7 +54,7 @@ impl From<users::Model> for UserSummary {
 /// Creates an account with a password (hashed with argon2id).
 pub async fn create(
     db: &DatabaseConnection,
-    username: Username,
+    username: AccountName,
     email: Option<String>,
     password: Password,
 ) -> Result<UserSummary, AppError> {
@@ -67,7 +67,7 @@ pub async fn create(
     // has its share of accounts (every account can be sent mail, so an address collecting
     // accounts would multiply what one request can make Tessera send to it).
     let taken = Users::find()
-        .filter(Column::Username.eq(username.as_str()))
+        .filter(Column::UsernameKey.eq(username.key()))
         .count(db)
         .await?;
     if taken > 0 {
@@ -88,6 +88,7 @@ pub async fn create(
     let hash = password::hash(password).await?;
     let row = users::ActiveModel {
         username: Set(username.as_str().to_owned()),
+        username_key: Set(Some(username.key().to_owned())),
         email: Set(email),
         password_hash: Set(Some(hash)),
         ..Default::default()
@@ -104,7 +105,7 @@ pub async fn create(
 /// Accounts one mail address may have.
 pub const ACCOUNTS_PER_ADDRESS: u64 = 5;
 
-fn username_taken(username: &Username) -> AppError {
+fn username_taken(username: &AccountName) -> AppError {
     AppError::Conflict {
         code: "username_taken",
         detail: format!("the user `{username}` exists already"),
@@ -128,13 +129,19 @@ pub enum Change {
     EnforceMfa,
 }
 
-/// Applies `change` to `username`.
+/// Applies `change` to the account of `username` (any spelling of it); answers its name
+/// as stored.
 pub async fn change(
     db: &DatabaseConnection,
-    username: &Username,
+    username: &AccountName,
     change: Change,
-) -> Result<(), AppError> {
-    let update = Users::update_many().filter(Column::Username.eq(username.as_str()));
+) -> Result<Username, AppError> {
+    let found = Users::find()
+        .filter(Column::UsernameKey.eq(username.key()))
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::field("username", format!("no user `{username}`")))?;
+    let update = Users::update_many().filter(Column::Id.eq(found.id));
     let update = match change {
         Change::Disable => update.col_expr(Column::Disabled, Expr::value(true)),
         Change::Unlock => update
@@ -145,11 +152,8 @@ pub async fn change(
             ),
         Change::EnforceMfa => update.col_expr(Column::MfaEnforcePending, Expr::value(true)),
     };
-    let done = update.exec(db).await?;
-    if done.rows_affected == 0 {
-        return Err(AppError::field("username", format!("no user `{username}`")));
-    }
-    Ok(())
+    update.exec(db).await?;
+    Username::parse(found.username).map_err(|e| AppError::Internal(format!("stored username: {e}")))
 }
 
 /// What `tessera keys rotate` did.

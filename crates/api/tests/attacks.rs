@@ -925,3 +925,95 @@ async fn request_ids_and_odd_paths_get_the_services_own_answers() {
         r.headers
     );
 }
+
+/// Finding 9: look-alike names are one account and one set of counters: registering
+/// `LOCK`, ` lock`, `lock ` beside `lock` is refused, invisible characters too, and a
+/// stranger's wrong passwords under any spelling count against the same budget.
+#[tokio::test]
+async fn look_alike_usernames_are_one_account_and_one_budget() {
+    let (state, _db, _o) = app_state(|_| {}).await;
+    register(&state, "lock", PW).await;
+    for (i, twin) in ["LOCK", " lock", "lock ", "Ｌｏｃｋ"].iter().enumerate() {
+        let r = from(
+            &state,
+            &format!("198.51.100.{}", i + 1),
+            "/auth/register",
+            json!({"username": twin, "email": "x@example.com", "password": PW}),
+            &[],
+        )
+        .await;
+        problem(&r, StatusCode::CONFLICT, "username_taken");
+    }
+    for bad in ["lock\u{200b}", "lo\u{202e}ck"] {
+        let r = from(
+            &state,
+            "198.51.100.9",
+            "/auth/register",
+            json!({"username": bad, "email": "x@example.com", "password": PW}),
+            &[],
+        )
+        .await;
+        problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    }
+    // Any spelling signs the one account in...
+    let (r, _) = password_step(&state, "203.0.113.1", " LOCK ", PW).await;
+    assert_eq!(r.body["username"], "lock", "{}", r.body);
+    // ...and wrong passwords under ten spellings exhaust its one per-username budget.
+    let spellings = [
+        "lock",
+        "LOCK",
+        "Lock",
+        " lock",
+        "lock ",
+        "lOck",
+        "loCk",
+        "locK",
+        "LOck",
+        "ｌｏｃｋ",
+    ];
+    for (i, s) in spellings.iter().enumerate() {
+        let (r, _) =
+            password_step(&state, &format!("192.0.2.{}", i + 1), s, "wrong password!").await;
+        problem(&r, StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+    let (r, _) = password_step(&state, "192.0.2.99", "LoCk", "wrong password!").await;
+    problem(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
+
+/// Finding 9, on upgrade: accounts made before names had keys get theirs; of two that
+/// differ only in case, the older keeps the name and the newer is found by nothing.
+#[tokio::test]
+async fn the_upgrade_gives_existing_accounts_their_keys() {
+    use sea_orm::{ConnectionTrait, EntityTrait};
+    use tessera_migration::{Migrator, MigratorTrait};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+    let db = tessera_store::sql::connect(&url, 2).await.unwrap();
+    Migrator::up(&db, Some(8)).await.unwrap();
+    for name in ["lock", "LOCK", "Bob"] {
+        db.execute_unprepared(&format!(
+            "INSERT INTO users (username, totp_enabled, email_otp_enabled, mfa_enforce_pending, \
+             disabled, failed_login_count, created_at) \
+             VALUES ('{name}', false, false, false, false, 0, '2026-11-01 00:00:00+00:00')"
+        ))
+        .await
+        .unwrap();
+    }
+    Migrator::up(&db, None).await.unwrap();
+    let mut keys: Vec<(String, Option<String>)> = tessera_entity::users::Entity::find()
+        .all(&db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| (u.username, u.username_key))
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            ("Bob".to_owned(), Some("bob".to_owned())),
+            ("LOCK".to_owned(), None),
+            ("lock".to_owned(), Some("lock".to_owned())),
+        ]
+    );
+}

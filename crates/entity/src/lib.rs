@@ -16,12 +16,14 @@
 //! - [`kinds`]: [`TokenType`] and [`EventType`], stored as their snake_case names.
 //! - [`token`]: [`Token`] generation and parsing, [`TokenHash`], [`Challenge`].
 //! - [`new_token`]: [`AuthEphemeralToken`], the typed constructors, [`Username`].
+//! - [`account`]: [`AccountName`], an account's name normalised, and the key it is found by.
 //! - [`auth_ephemeral_tokens`], [`auth_rate_limit_events`], [`users`], [`sessions`],
 //!   [`totp_usage`], [`backup_codes`], [`email_otp_codes`], [`oidc_providers`],
 //!   [`oidc_identities`]: the sea-orm entities.
 //! - [`db`]: how database errors are classified.
 //! - [`redis`]: the shared connection to Redis or a Redis Cluster.
 
+pub mod account;
 pub mod auth_ephemeral_tokens;
 pub mod auth_rate_limit_events;
 pub mod backup_codes;
@@ -37,6 +39,7 @@ pub mod token;
 pub mod totp_usage;
 pub mod users;
 
+pub use account::{AccountName, InvalidAccountName};
 pub use kinds::{EventType, TokenType};
 pub use new_token::{AuthEphemeralToken, InvalidUsername, Payload, Username};
 pub use token::{Challenge, ChallengeHash, Token, TokenHash};

@@ -9,9 +9,13 @@ pub struct Model {
     /// Surrogate key.
     #[sea_orm(primary_key)]
     pub id: i64,
-    /// The login name (unique).
+    /// The login name as shown (unique).
     #[sea_orm(unique)]
     pub username: String,
+    /// What the account is found and counted by: [`AccountName::key`](crate::AccountName::key)
+    /// of the name (unique). `None` only for an account whose name collided with another's
+    /// when keys were introduced; it is found by neither until renamed.
+    pub username_key: Option<String>,
     /// Where mails go.
     pub email: Option<String>,
     /// argon2id PHC string; `None` for accounts that only sign in through OIDC.
@@ -26,7 +30,8 @@ pub struct Model {
     pub mfa_enforce_pending: bool,
     /// Refused at every login.
     pub disabled: bool,
-    /// Failed password or second-factor checks since the last success.
+    /// Second-factor checks that failed since the last complete sign-in (every
+    /// `TESSERA_LOCKOUT_THRESHOLD` of them lock the account); wrong passwords never count.
     pub failed_login_count: i32,
     /// Refused until then (set and compared by the workers' clocks: minutes, not seconds, matter here).
     pub locked_until: Option<DateTimeUtc>,

@@ -17,7 +17,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tessera_entity::{
-    AuthEphemeralToken, Challenge, EventType, TokenType, Username, backup_codes, users,
+    AccountName, AuthEphemeralToken, Challenge, EventType, TokenType, backup_codes, users,
 };
 use utoipa::ToSchema;
 
@@ -293,8 +293,8 @@ pub async fn register(
         });
     }
     login::throttle(&state.limiter, EventType::LoginIp, &ip.key()).await?;
-    let username =
-        Username::parse(req.username).map_err(|e| AppError::field("username", e.to_string()))?;
+    let username = AccountName::parse(&req.username)
+        .map_err(|e| AppError::field("username", e.to_string()))?;
     let password = Password::parse(req.password)?;
     let user = crate::users::create(&state.db, username, Some(req.email), password).await?;
     Ok((
@@ -330,31 +330,34 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<(CookieJar, Json<LoginResponse>), AppError> {
     login::throttle(&state.limiter, EventType::LoginIp, &ip.key()).await?;
-    let name_ok = Username::parse(req.username.clone()).is_ok();
-    let user = if name_ok {
-        login::find_user(&state.db, &req.username).await?
-    } else {
-        None
+    let account = AccountName::parse(&req.username).ok();
+    let user = match &account {
+        Some(a) => login::find_account(&state.db, a).await?,
+        None => None,
     };
     // Wrong passwords are throttled, never locked, and the same way for a name that exists
     // and one that does not: per username (except from a device that completed a sign-in
     // to this account before, so a stranger cannot keep the owner out), per username and
-    // address, per address (above).
-    let user_ip = format!("{}|{}", req.username, ip.key());
-    if name_ok {
-        let own_device = jar
-            .get(DEVICE_COOKIE)
-            .is_some_and(|c| login::is_device_of(&state.auth, c.value(), &req.username));
+    // address, per address (above). Counted by the name's key, so no spelling of it has a
+    // budget of its own.
+    let user_ip = account
+        .as_ref()
+        .map(|a| format!("{}|{}", a.key(), ip.key()));
+    if let (Some(a), Some(user_ip)) = (&account, &user_ip) {
+        let own_device = jar.get(DEVICE_COOKIE).is_some_and(|c| {
+            user.as_ref()
+                .is_some_and(|u| login::is_device_of(&state.auth, c.value(), &u.username))
+        });
         if !own_device {
-            login::throttle(&state.limiter, EventType::LoginAttempt, &req.username).await?;
+            login::throttle(&state.limiter, EventType::LoginAttempt, a.key()).await?;
         }
-        login::throttle(&state.limiter, EventType::LoginUserIp, &user_ip).await?;
+        login::throttle(&state.limiter, EventType::LoginUserIp, user_ip).await?;
     }
     // An unknown user costs one argon2id check too (against a decoy), like a wrong password.
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     let good = password::verify(req.password, stored).await?;
-    let user = match user {
-        Some(u) if good && !u.disabled => u,
+    let (user, account, user_ip) = match (user, account, user_ip) {
+        (Some(u), Some(a), Some(k)) if good && !u.disabled => (u, a, k),
         _ => {
             metrics::counter!("tessera_logins_total", "outcome" => "failure").increment(1);
             return Err(AppError::InvalidCredentials);
@@ -362,7 +365,7 @@ pub async fn login(
     };
     // Only now, after the right password, may the answer say the account is locked.
     login::ensure_unlocked(&state.auth, &user)?;
-    login::clear(&state.limiter, EventType::LoginAttempt, &user.username).await?;
+    login::clear(&state.limiter, EventType::LoginAttempt, account.key()).await?;
     login::clear(&state.limiter, EventType::LoginUserIp, &user_ip).await?;
     after_first_factor(&state, jar, &user, &ip, &headers).await
 }
