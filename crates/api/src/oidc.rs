@@ -20,7 +20,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tessera_entity::AccountName;
 use tessera_entity::{oidc_identities, oidc_providers, users};
@@ -33,7 +33,7 @@ const METADATA_TTL: Duration = Duration::from_secs(300);
 /// A key set is refetched for an unknown key at most this often.
 const REFETCH_AFTER: Duration = Duration::from_secs(5);
 /// Longest any call to a provider may take.
-const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why a callback failed: the stable code after `#oidc_error=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
@@ -219,22 +219,106 @@ pub async fn find_provider(
 /// them: redirects off (a provider's redirect is never followed, as the crate advises),
 /// a timeout on every call.
 pub struct OidcClients {
-    http: openidconnect::reqwest::Client,
-    cache: Mutex<HashMap<String, (CoreProviderMetadata, Instant)>>,
+    http: CappedHttp,
+    cache: Mutex<HashMap<String, Cached>>,
+    /// One discovery at a time per issuer: twenty starts at once make one fetch.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// What the cache holds for an issuer.
+enum Cached {
+    /// The document, and when it was fetched.
+    Found(Box<CoreProviderMetadata>, Instant),
+    /// The last fetch failed then: starts fail at once until [`FAILURE_TTL`] has passed,
+    /// instead of each fetching again from a provider that is down or hostile.
+    Failed(Instant),
+}
+
+/// How long a failed discovery is remembered.
+const FAILURE_TTL: Duration = Duration::from_secs(5);
+
+/// The largest answer read from a provider (discovery document, key set, token
+/// response); a larger one is refused before it is held in memory.
+pub const MAX_PROVIDER_RESPONSE: usize = 256 * 1024;
 
 impl Default for OidcClients {
     fn default() -> Self {
         OidcClients {
-            http: openidconnect::reqwest::Client::builder()
-                .redirect(openidconnect::reqwest::redirect::Policy::none())
-                .timeout(PROVIDER_TIMEOUT)
-                .connect_timeout(PROVIDER_TIMEOUT)
-                .build()
-                .expect("a reqwest client with rustls builds"),
+            http: CappedHttp(
+                openidconnect::reqwest::Client::builder()
+                    .redirect(openidconnect::reqwest::redirect::Policy::none())
+                    .timeout(PROVIDER_TIMEOUT)
+                    .connect_timeout(PROVIDER_TIMEOUT)
+                    .build()
+                    .expect("a reqwest client with rustls builds"),
+            ),
             cache: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
         }
     }
+}
+
+/// Why a call to a provider failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderHttpError {
+    /// The request could not be made or answered.
+    #[error("request failed: {0}")]
+    Request(#[from] openidconnect::reqwest::Error),
+    /// The answer is larger than [`MAX_PROVIDER_RESPONSE`].
+    #[error("the provider's answer is over {MAX_PROVIDER_RESPONSE} bytes")]
+    TooLarge,
+    /// The answer could not be rebuilt.
+    #[error("unreadable answer: {0}")]
+    Unreadable(String),
+}
+
+/// The HTTP client of every call to a provider, through [`capped`].
+struct CappedHttp(openidconnect::reqwest::Client);
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for CappedHttp {
+    type Error = ProviderHttpError;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<openidconnect::HttpResponse, Self::Error>>
+                + Send
+                + 'c,
+        >,
+    >;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(capped(&self.0, request))
+    }
+}
+
+/// One call to a provider, its body read in chunks and refused past
+/// [`MAX_PROVIDER_RESPONSE`]: the openidconnect crate's own reqwest client reads any body
+/// whole into memory.
+async fn capped(
+    client: &openidconnect::reqwest::Client,
+    request: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, ProviderHttpError> {
+    let request = openidconnect::reqwest::Request::try_from(request)?;
+    let mut response = client.execute(request).await?;
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_PROVIDER_RESPONSE as u64)
+    {
+        return Err(ProviderHttpError::TooLarge);
+    }
+    let mut builder = openidconnect::http::Response::builder().status(response.status());
+    for (name, value) in response.headers() {
+        builder = builder.header(name, value);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_PROVIDER_RESPONSE {
+            return Err(ProviderHttpError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    builder
+        .body(body)
+        .map_err(|e| ProviderHttpError::Unreadable(e.to_string()))
 }
 
 impl std::fmt::Debug for OidcClients {
@@ -268,28 +352,58 @@ impl OidcClients {
         issuer: &str,
         refresh_older_than: Option<Duration>,
     ) -> Result<CoreProviderMetadata, OidcFailure> {
-        {
-            let cache = self.cache.lock().expect("the cache lock is never poisoned");
-            if let Some((m, at)) = cache.get(issuer) {
-                let limit = refresh_older_than.unwrap_or(METADATA_TTL);
-                if at.elapsed() < limit {
-                    return Ok(m.clone());
-                }
-            }
+        let limit = refresh_older_than.unwrap_or(METADATA_TTL);
+        if let Some(cached) = self.cached(issuer, limit) {
+            return cached;
+        }
+        // Single flight: the first caller fetches; the others wait for it and read what it
+        // left in the cache (the document, or its failure).
+        let gate = self
+            .fetching
+            .lock()
+            .expect("the lock is never poisoned")
+            .entry(issuer.to_owned())
+            .or_default()
+            .clone();
+        let _turn = gate.lock().await;
+        if let Some(cached) = self.cached(issuer, limit) {
+            return cached;
         }
         let url =
             IssuerUrl::new(issuer.to_owned()).map_err(|_| OidcFailure::ProviderUnavailable)?;
-        let m = CoreProviderMetadata::discover_async(url, &self.http)
-            .await
-            .map_err(|e| {
+        let fetched = CoreProviderMetadata::discover_async(url, &self.http).await;
+        let mut cache = self.cache.lock().expect("the cache lock is never poisoned");
+        match fetched {
+            Ok(m) => {
+                cache.insert(
+                    issuer.to_owned(),
+                    Cached::Found(Box::new(m.clone()), Instant::now()),
+                );
+                Ok(m)
+            }
+            Err(e) => {
                 tracing::warn!(issuer, error = %e, "OIDC discovery failed");
-                OidcFailure::ProviderUnavailable
-            })?;
-        self.cache
-            .lock()
-            .expect("the cache lock is never poisoned")
-            .insert(issuer.to_owned(), (m.clone(), Instant::now()));
-        Ok(m)
+                cache.insert(issuer.to_owned(), Cached::Failed(Instant::now()));
+                Err(OidcFailure::ProviderUnavailable)
+            }
+        }
+    }
+
+    /// The cache's answer for `issuer`: a document younger than `limit`, or a failure
+    /// younger than [`FAILURE_TTL`]; `None` when it has to be fetched.
+    fn cached(
+        &self,
+        issuer: &str,
+        limit: Duration,
+    ) -> Option<Result<CoreProviderMetadata, OidcFailure>> {
+        let cache = self.cache.lock().expect("the cache lock is never poisoned");
+        match cache.get(issuer)? {
+            Cached::Found(m, at) if at.elapsed() < limit => Some(Ok((**m).clone())),
+            Cached::Failed(at) if at.elapsed() < FAILURE_TTL => {
+                Some(Err(OidcFailure::ProviderUnavailable))
+            }
+            _ => None,
+        }
     }
 
     /// A client for `provider`, redirecting back to `redirect_uri`.
@@ -417,7 +531,7 @@ impl OidcClients {
             .lock()
             .expect("the cache lock is never poisoned")
             .get(issuer)
-            .is_some_and(|(_, at)| at.elapsed() >= age);
+            .is_some_and(|c| matches!(c, Cached::Found(_, at) if at.elapsed() >= age));
         if stale {
             self.forget(issuer);
         }

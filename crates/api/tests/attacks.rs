@@ -1017,3 +1017,122 @@ async fn the_upgrade_gives_existing_accounts_their_keys() {
         ]
     );
 }
+
+/// A provider that answers its discovery document with `body_mb` megabytes, or never
+/// answers (`None`): counts the fetches, and the bytes it got to send before Tessera hung up.
+struct HostileIdp {
+    url: String,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn hostile_idp(body_mb: Option<usize>) -> HostileIdp {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (f, s) = (fetches.clone(), sent.clone());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let (f, s) = (f.clone(), s.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if conn.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                f.fetch_add(1, SeqCst);
+                let Some(mb) = body_mb else {
+                    // Never answer; hold the connection for a minute at most.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return;
+                };
+                let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"issuer\":\"";
+                if conn.write_all(head).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'a'; 64 * 1024];
+                for _ in 0..mb * 16 {
+                    if conn.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    s.fetch_add(chunk.len(), SeqCst);
+                }
+            });
+        }
+    });
+    HostileIdp { url, fetches, sent }
+}
+
+async fn add_idp(state: &AppState, name: &str, issuer: &str) {
+    tessera_api::oidc::add_provider(
+        &state.db,
+        &state.auth.keys,
+        tessera_api::oidc::NewProvider {
+            name: name.into(),
+            issuer: issuer.into(),
+            client_id: "tessera".into(),
+            client_secret: None,
+            scopes: "openid".into(),
+            skip_local_mfa: false,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+async fn oidc_start(state: &AppState, name: &str, ip: &str) -> Answer {
+    let req = axum::http::Request::get(format!("/auth/oidc/{name}/start"))
+        .extension(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+            ip.parse().unwrap(),
+            4000,
+        )))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    send(state, req).await
+}
+
+/// Finding 18: a provider that answers a 200 MB discovery document is cut off after a
+/// bounded read; twenty starts at once make one fetch, and the failure is remembered for a
+/// moment; a provider that never answers ends in `#oidc_error=provider_unavailable`
+/// before the request's own timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hostile_provider_costs_a_bounded_read_and_one_fetch() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (mut state, _db, _o) = app_state(|_| {}).await;
+    state.limits.request_timeout = Duration::from_secs(3);
+    let huge = hostile_idp(Some(200)).await;
+    add_idp(&state, "huge", &huge.url).await;
+    let starts = (0..20).map(|i| {
+        let state = state.clone();
+        async move { oidc_start(&state, "huge", &format!("198.51.100.{}", i + 1)).await }
+    });
+    for r in futures::future::join_all(starts).await {
+        assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+        let to = r.headers[header::LOCATION].to_str().unwrap();
+        assert!(to.ends_with("#oidc_error=provider_unavailable"), "{to}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (fetches, sent) = (huge.fetches.load(SeqCst), huge.sent.load(SeqCst));
+    eprintln!(
+        "20 starts against a 200 MB discovery document: {fetches} fetch(es), {sent} bytes sent"
+    );
+    assert_eq!(
+        fetches, 1,
+        "one fetch for twenty starts, then the failure is remembered"
+    );
+    assert!(
+        sent < 16 * 1024 * 1024,
+        "{sent} bytes sent before the client hung up"
+    );
+
+    let silent = hostile_idp(None).await;
+    add_idp(&state, "silent", &silent.url).await;
+    let t = std::time::Instant::now();
+    let r = oidc_start(&state, "silent", "203.0.113.1").await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    let to = r.headers[header::LOCATION].to_str().unwrap();
+    assert!(to.ends_with("#oidc_error=provider_unavailable"), "{to}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}

@@ -99,17 +99,12 @@ pub async fn start(
     let provider = oidc::find_provider(&state.db, &name)
         .await?
         .ok_or(AppError::UnknownProvider)?;
-    let ready = match state
+    let back = redirect_uri(&state, &name);
+    let ready = state
         .auth
         .oidc
-        .ready(
-            &provider,
-            &state.auth.keys,
-            &redirect_uri(&state, &name),
-            None,
-        )
-        .await
-    {
+        .ready(&provider, &state.auth.keys, &back, None);
+    let ready = match within_provider_budget(&state, ready).await {
         Ok(r) => r,
         Err(f) => {
             tracing::warn!(provider = %name, code = f.code(), "OIDC start failed");
@@ -146,6 +141,22 @@ pub async fn start(
         TokenType::OidcState,
     );
     Ok(found(&url, jar.add(cookie)))
+}
+
+/// Runs the calls to a provider within three fifths of the request timeout, so a slow
+/// provider ends in `#oidc_error=provider_unavailable` (a page can say what happened), not
+/// in the request's own 503 `timeout`.
+async fn within_provider_budget<T>(
+    state: &AppState,
+    calls: impl std::future::Future<Output = Result<T, OidcFailure>>,
+) -> Result<T, OidcFailure> {
+    let budget = state.limits.request_timeout.mul_f64(0.6);
+    tokio::time::timeout(budget, calls)
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!(?budget, "the OpenID provider did not answer in time");
+            Err(OidcFailure::ProviderUnavailable)
+        })
 }
 
 /// A cookie of the OIDC flow carrying `value`, living as long as tokens of `kind`.
@@ -292,18 +303,16 @@ async fn finish(
     }
     let code = query.get("code").cloned().ok_or(OidcFailure::MissingCode)?;
     let payload = record.payload;
-    let identity = state
-        .auth
-        .oidc
-        .finish(
-            &provider,
-            &state.auth.keys,
-            &redirect_uri(state, &provider.name),
-            code,
-            payload.code_verifier.unwrap_or_default(),
-            payload.nonce.unwrap_or_default(),
-        )
-        .await?;
+    let back = redirect_uri(state, &provider.name);
+    let identity = state.auth.oidc.finish(
+        &provider,
+        &state.auth.keys,
+        &back,
+        code,
+        payload.code_verifier.unwrap_or_default(),
+        payload.nonce.unwrap_or_default(),
+    );
+    let identity = within_provider_budget(state, identity).await?;
     let user = oidc::link_or_create(
         &state.db,
         &provider,
