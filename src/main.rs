@@ -176,7 +176,7 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
             };
             let password = tessera_api::password::Password::parse(password)?;
             let db = open(database).await?;
-            let user = users::create(&db, name(username)?, email, password).await?;
+            let user = users::create(&db, name(username)?, email, password, None).await?;
             println!("{}", serde_json::to_string(&user)?);
             return Ok(());
         }

@@ -2,6 +2,7 @@
 //!
 //! One test binary; every test makes its own database, so they run in parallel.
 
+mod flood;
 mod helpers;
 mod limits;
 mod login;

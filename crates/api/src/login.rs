@@ -388,8 +388,8 @@ pub fn device_token(settings: &AuthSettings, username: &str) -> String {
         .encode(settings.keys.seal(DEVICE_PLACE, plain.as_bytes()))
 }
 
-/// Whether `value` is a live device cookie of `username`.
-pub fn is_device_of(settings: &AuthSettings, value: &str, username: &str) -> bool {
+/// Whether `value` is a live device cookie of the account `name` (any spelling of it).
+pub fn is_device_of(settings: &AuthSettings, value: &str, name: &AccountName) -> bool {
     use subtle::ConstantTimeEq;
     let Ok(sealed) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value) else {
         return false;
@@ -397,7 +397,7 @@ pub fn is_device_of(settings: &AuthSettings, value: &str, username: &str) -> boo
     let Ok(plain) = settings.keys.open(DEVICE_PLACE, &sealed) else {
         return false;
     };
-    let Some((issued, name)) = std::str::from_utf8(&plain)
+    let Some((issued, stored)) = std::str::from_utf8(&plain)
         .ok()
         .and_then(|p| p.split_once('\n'))
     else {
@@ -406,7 +406,10 @@ pub fn is_device_of(settings: &AuthSettings, value: &str, username: &str) -> boo
     let fresh = issued
         .parse::<i64>()
         .is_ok_and(|t| settings.now().timestamp() - t < DEVICE_TTL.as_secs() as i64);
-    fresh && bool::from(name.as_bytes().ct_eq(username.as_bytes()))
+    let Ok(stored) = AccountName::parse(stored) else {
+        return false;
+    };
+    fresh && bool::from(stored.key().as_bytes().ct_eq(name.key().as_bytes()))
 }
 
 /// The limiter key of a presented token (its SHA-256, hex): counters about a token never

@@ -223,6 +223,9 @@ impl Application {
         if state.api_keys.is_empty() {
             tracing::warn!("no TESSERA_API_KEYS configured: /v1 refuses every request");
         }
+        tokio::task::spawn_blocking(crate::password::prewarm)
+            .await
+            .map_err(|e| StartupError::Config(format!("reserving hashing memory: {e}")))?;
         let addr = config.listen_addr();
         let listener = TcpListener::bind(addr)
             .await

@@ -57,6 +57,7 @@ pub async fn create(
     username: AccountName,
     email: Option<String>,
     password: Password,
+    place: Option<password::Place>,
 ) -> Result<UserSummary, AppError> {
     if let Some(e) = &email
         && (e.len() > 320 || !e.contains('@'))
@@ -85,7 +86,10 @@ pub async fn create(
             });
         }
     }
-    let hash = password::hash(password).await?;
+    let hash = match place {
+        Some(place) => password::hash_in(place, password).await?,
+        None => password::hash(password).await?,
+    };
     let row = users::ActiveModel {
         username: Set(username.as_str().to_owned()),
         username_key: Set(Some(username.key().to_owned())),

@@ -292,11 +292,14 @@ pub async fn register(
             detail: "registration is switched off (TESSERA_REGISTRATION=false)".into(),
         });
     }
-    login::throttle(&state.limiter, EventType::LoginIp, &ip.key()).await?;
     let username = AccountName::parse(&req.username)
         .map_err(|e| AppError::field("username", e.to_string()))?;
     let password = Password::parse(req.password)?;
-    let user = crate::users::create(&state.db, username, Some(req.email), password).await?;
+    // As at login: the hashing place first, so an overloaded worker writes nothing.
+    let place = password::reserve(password::Priority::Anyone)?;
+    login::throttle(&state.limiter, EventType::LoginIp, &ip.key()).await?;
+    let user =
+        crate::users::create(&state.db, username, Some(req.email), password, Some(place)).await?;
     Ok((
         StatusCode::CREATED,
         Json(RegisterResponse {
@@ -329,25 +332,33 @@ pub async fn login(
     jar: CookieJar,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<(CookieJar, Json<LoginResponse>), AppError> {
-    login::throttle(&state.limiter, EventType::LoginIp, &ip.key()).await?;
     let account = AccountName::parse(&req.username).ok();
+    // A device that completed a sign-in to this name before: its sealed cookie names it.
+    let own_device = account.as_ref().is_some_and(|a| {
+        jar.get(DEVICE_COOKIE)
+            .is_some_and(|c| login::is_device_of(&state.auth, c.value(), a))
+    });
+    // A place in the hashing queue first, before any other work: an overloaded worker
+    // refuses at once, without a database write. Known devices have a lane of their own,
+    // so a flood cannot queue in front of them.
+    let place = password::reserve(if own_device {
+        password::Priority::KnownDevice
+    } else {
+        password::Priority::Anyone
+    })?;
+    login::throttle(&state.limiter, EventType::LoginIp, &ip.key()).await?;
     let user = match &account {
         Some(a) => login::find_account(&state.db, a).await?,
         None => None,
     };
     // Wrong passwords are throttled, never locked, and the same way for a name that exists
-    // and one that does not: per username (except from a device that completed a sign-in
-    // to this account before, so a stranger cannot keep the owner out), per username and
-    // address, per address (above). Counted by the name's key, so no spelling of it has a
-    // budget of its own.
+    // and one that does not: per username (except from the owner's own device, so a
+    // stranger cannot keep the owner out), per username and address, per address (above).
+    // Counted by the name's key, so no spelling of it has a budget of its own.
     let user_ip = account
         .as_ref()
         .map(|a| format!("{}|{}", a.key(), ip.key()));
     if let (Some(a), Some(user_ip)) = (&account, &user_ip) {
-        let own_device = jar.get(DEVICE_COOKIE).is_some_and(|c| {
-            user.as_ref()
-                .is_some_and(|u| login::is_device_of(&state.auth, c.value(), &u.username))
-        });
         if !own_device {
             login::throttle(&state.limiter, EventType::LoginAttempt, a.key()).await?;
         }
@@ -355,7 +366,7 @@ pub async fn login(
     }
     // An unknown user costs one argon2id check too (against a decoy), like a wrong password.
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-    let good = password::verify(req.password, stored).await?;
+    let good = password::verify(place, req.password, stored).await?;
     let (user, account, user_ip) = match (user, account, user_ip) {
         (Some(u), Some(a), Some(k)) if good && !u.disabled => (u, a, k),
         _ => {
@@ -758,7 +769,10 @@ async fn reauthenticate(
     // Password and code are one attempt, counted toward the lockout like a sign-in's.
     let check = async {
         let password_ok = match (req.password, &user.password_hash) {
-            (Some(given), Some(_)) => password::verify(given, user.password_hash.clone()).await?,
+            (Some(given), Some(_)) => {
+                let place = password::reserve(password::Priority::Anyone)?;
+                password::verify(place, given, user.password_hash.clone()).await?
+            }
             (None, None) => true,
             _ => false,
         };
@@ -1111,6 +1125,9 @@ pub async fn reset_confirm(
     // The mailbox's owner is back in: the lock and the failure count end, and this browser
     // may sign in beyond the per-username throttle that strangers may have filled.
     login::record_success(&state.db, user.id).await?;
+    // Whoever failed the second factor before the reset no longer has the password: their
+    // throttled attempts do not hold the owner back either.
+    login::clear(&state.limiter, EventType::TwoFaAttempt, &user.username).await?;
     let username = login::username_of(&user)?;
     state
         .tokens
