@@ -28,6 +28,42 @@ use crate::login::{self, AuthSettings};
 use crate::password::{self, Password};
 use crate::{AppError, AppState, mfa};
 
+/// The error answers every `/auth` POST can give besides its own: a body that is not
+/// JSON or not sent as JSON, a bad field, a cross-site request, an oversized body, a store
+/// that cannot be reached or a full hashing queue.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum AuthErrors {
+    /// The body is not JSON: `malformed_json`.
+    #[response(status = 400, content_type = "application/problem+json")]
+    MalformedJson(Problem),
+    /// A cross-site request: `csrf_rejected`.
+    #[response(status = 403, content_type = "application/problem+json")]
+    CsrfRejected(Problem),
+    /// A state that does not allow this now: `totp_already_enabled`, `totp_not_set_up`,
+    /// `totp_not_enabled`, `email_otp_not_enabled`, `email_missing`, `username_taken`,
+    /// `too_many_accounts_for_address`.
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(Problem),
+    /// The body is over the size limit: `body_too_large`.
+    #[response(status = 413, content_type = "application/problem+json")]
+    BodyTooLarge(Problem),
+    /// The body is not sent as JSON: `unsupported_media_type`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
+    /// A field is missing, unknown or invalid (named in `field`): `validation_failed`.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Validation(Problem),
+    /// Throttled: `rate_limited`, with `Retry-After`.
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
+    /// The store cannot be reached (`store_unavailable`), the request took too long
+    /// (`timeout`), the hashing queue is full (`overloaded`) or mail failed
+    /// (`mail_unavailable`).
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "tessera_session";
 /// The cookie that binds an `mfa_token` to the browser it was issued to.
@@ -280,7 +316,8 @@ pub struct RegisterResponse {
 #[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest,
     responses((status = 201, description = "Success", body = RegisterResponse),
         (status = 403, description = "registration_disabled", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "username_taken", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "username_taken", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn register(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -324,7 +361,8 @@ pub struct LoginRequest {
     responses((status = 200, description = "Success", body = LoginResponse),
         (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json"),
         (status = 423, description = "account_locked", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json")))]
+        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn login(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -500,7 +538,8 @@ fn expired(e: tessera_store::StoreError) -> AppError {
     responses((status = 200, description = "Success", body = LoginResponse),
         (status = 401, description = "invalid_code or mfa_session_expired", body = Problem, content_type = "application/problem+json"),
         (status = 423, description = "account_locked", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json")))]
+        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn verify(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -557,7 +596,8 @@ pub struct SentResponse {
 #[utoipa::path(post, path = "/auth/2fa/email/send", tag = "auth", request_body = MfaTokenRequest,
     responses((status = 202, description = "Success", body = SentResponse),
         (status = 401, description = "mfa_session_expired", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json")))]
+        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn email_send(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -635,7 +675,8 @@ fn session_of(jar: &CookieJar) -> Option<&str> {
 #[utoipa::path(post, path = "/auth/totp/setup", tag = "auth",
     responses((status = 200, description = "Success", body = SetupResponse),
         (status = 401, description = "not_authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "totp_already_enabled", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "totp_already_enabled", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn totp_setup(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -699,7 +740,8 @@ async fn enable_totp(
 /// Confirm TOTP setup with a current code: TOTP is then required at sign-in.
 #[utoipa::path(post, path = "/auth/totp/confirm", tag = "auth", request_body = CodeRequest,
     responses((status = 200, description = "Success", body = TotpStatus),
-        (status = 401, description = "invalid_code", body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "invalid_code", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn totp_confirm(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -788,7 +830,8 @@ async fn reauthenticate(
 /// Turn TOTP off (and drop the backup codes).
 #[utoipa::path(post, path = "/auth/totp/disable", tag = "auth", request_body = PasswordCodeRequest,
     responses((status = 200, description = "Success", body = TotpStatus),
-        (status = 401, description = "invalid_credentials or invalid_code", body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "invalid_credentials or invalid_code", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn totp_disable(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -822,7 +865,8 @@ pub struct BackupCodesResponse {
 /// Replace the backup codes.
 #[utoipa::path(post, path = "/auth/totp/backup-codes/regenerate", tag = "auth", request_body = PasswordCodeRequest,
     responses((status = 200, description = "Success", body = BackupCodesResponse),
-        (status = 401, description = "invalid_credentials or invalid_code", body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "invalid_credentials or invalid_code", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn regenerate_backup_codes(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -836,7 +880,8 @@ pub async fn regenerate_backup_codes(
 /// Set up TOTP with an enforcement token (an admin requires a second factor).
 #[utoipa::path(post, path = "/auth/totp/enforce-setup", tag = "auth", request_body = MfaTokenRequest,
     responses((status = 200, description = "Success", body = SetupResponse),
-        (status = 401, description = "mfa_session_expired", body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "mfa_session_expired", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn enforce_setup(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -860,7 +905,8 @@ pub struct EnforceConfirmRequest {
 /// Confirm the enforced TOTP setup: TOTP is enabled and the user signed in.
 #[utoipa::path(post, path = "/auth/totp/enforce-confirm", tag = "auth", request_body = EnforceConfirmRequest,
     responses((status = 200, description = "Success", body = LoginResponse),
-        (status = 401, description = "invalid_code or mfa_session_expired", body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "invalid_code or mfa_session_expired", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn enforce_confirm(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -888,7 +934,8 @@ pub struct SetupTokenResponse {
 #[utoipa::path(post, path = "/auth/email-otp/enable", tag = "auth",
     responses((status = 200, description = "Success", body = SetupTokenResponse),
         (status = 401, description = "not_authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json")))]
+        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn email_otp_enable(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -941,7 +988,8 @@ pub struct EmailOtpStatus {
 /// Confirm the mailed code: email codes become a second factor.
 #[utoipa::path(post, path = "/auth/email-otp/confirm", tag = "auth", request_body = EmailConfirmRequest,
     responses((status = 200, description = "Success", body = EmailOtpStatus),
-        (status = 401, description = "invalid_code", body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "invalid_code", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn email_otp_confirm(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -1001,7 +1049,8 @@ pub struct AcceptedResponse {
 /// the mail happen after the answer.
 #[utoipa::path(post, path = "/auth/password-reset/request", tag = "auth", request_body = ResetRequest,
     responses((status = 202, description = "Success", body = AcceptedResponse),
-        (status = 429, description = "rate_limited (per client IP)", body = Problem, content_type = "application/problem+json")))]
+        (status = 429, description = "rate_limited (per client IP)", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn reset_request(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -1091,7 +1140,8 @@ pub struct PasswordChanged {
 /// tokens are revoked and every session of theirs ends.
 #[utoipa::path(post, path = "/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirm,
     responses((status = 200, description = "Success", body = PasswordChanged),
-        (status = 400, description = "invalid_or_expired_token", body = Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "invalid_or_expired_token", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn reset_confirm(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -1172,7 +1222,8 @@ pub async fn me(State(state): State<AppState>, jar: CookieJar) -> Result<Json<Me
 }
 
 /// End the session.
-#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 204, description = "Signed out; the session cookie is cleared")))]
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 204, description = "Signed out; the session cookie is cleared"),
+        AuthErrors))]
 pub async fn logout(
     State(state): State<AppState>,
     jar: CookieJar,

@@ -20,7 +20,7 @@ use crate::client_ip::ClientIp;
 use crate::error::Problem;
 use crate::extract::ApiJson;
 use crate::oidc::{self, OidcFailure};
-use crate::routes::auth::{LoginResponse, after_first_factor, signed_in};
+use crate::routes::auth::{AuthErrors, LoginResponse, after_first_factor, signed_in};
 use crate::{AppError, AppState, login};
 
 /// The cookie that binds an `oidc_state` to the browser that started the flow.
@@ -351,7 +351,8 @@ pub struct ExchangeRequest {
 #[utoipa::path(post, path = "/auth/oidc/exchange", tag = "auth", request_body = ExchangeRequest,
     responses((status = 200, description = "Success", body = LoginResponse),
         (status = 400, description = "invalid_or_expired_token", body = Problem, content_type = "application/problem+json"),
-        (status = 423, description = "account_locked", body = Problem, content_type = "application/problem+json")))]
+        (status = 423, description = "account_locked", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
 pub async fn exchange(
     State(state): State<AppState>,
     ip: ClientIp,
