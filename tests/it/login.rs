@@ -763,24 +763,34 @@ fn assert_no_secret(dump: &str, secrets: &[String]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn login_flows_across_three_workers_on_postgres() {
+/// Three workers on a fresh PostgreSQL database, mailing through a real SMTP sink, with
+/// `rate_limits` overriding the policies.
+async fn three_workers_on_postgres(
+    rate_limits: &str,
+) -> (TestDb, SmtpSink, tempfile::TempDir, Vec<Worker>, PathBuf) {
     let db = TestDb::postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let smtp = SmtpSink::start(dir.path());
-    let (ws, _dir) = start_workers(
+    let (ws, ws_dir) = start_workers(
         3,
         vec![
             "--database-url".into(),
             db.url.clone(),
             "--smtp-url".into(),
             smtp.url(),
-            // Every request of the test comes from 127.0.0.1 (and on Redis, every run of it).
             "--rate-limits".into(),
-            "login_ip=1000/15m,password_reset_ip=1000/1h".into(),
+            rate_limits.into(),
         ],
     )
     .await;
+    (db, smtp, dir, ws, ws_dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn login_flows_across_three_workers_on_postgres() {
+    // Every request of the test comes from 127.0.0.1.
+    let (db, smtp, _dir, ws, _ws_dir) =
+        three_workers_on_postgres("login_ip=1000/15m,password_reset_ip=1000/1h").await;
     let addrs = [ws[0].addr, ws[1].addr, ws[2].addr];
     let secrets = login_flows(addrs, &smtp, &db.url).await;
     assert_no_secret(&dump_postgres(&db).await, &secrets);
@@ -1146,21 +1156,8 @@ async fn keys_rotate_reseals_totp_secrets_under_the_new_key() {
 /// gets back in with a reset link, the new password and a code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_second_factor_budget_is_one_across_three_workers() {
-    let db = TestDb::postgres().await;
-    let dir = tempfile::tempdir().unwrap();
-    let smtp = SmtpSink::start(dir.path());
-    let (ws, _dir) = start_workers(
-        3,
-        vec![
-            "--database-url".into(),
-            db.url.clone(),
-            "--smtp-url".into(),
-            smtp.url(),
-            "--rate-limits".into(),
-            "login_ip=1000/15m,2fa_attempt=5/4s".into(),
-        ],
-    )
-    .await;
+    let (db, smtp, _dir, ws, _ws_dir) =
+        three_workers_on_postgres("login_ip=1000/15m,2fa_attempt=5/4s").await;
     let w = [ws[0].addr, ws[1].addr, ws[2].addr];
     let mut f = Flow {
         w,
