@@ -84,7 +84,7 @@ async fn child_hitter() {
     let args: Vec<&str> = backend.split(' ').collect();
     let store: Arc<dyn LimiterStore> = match args[0] {
         "postgres" => {
-            let db = tessera_store::sql::connect(args[1], 16).await.unwrap();
+            let db = tessera_backend::sql::connect(args[1], 16).await.unwrap();
             Arc::new(SqlLimiter::new(db).unwrap())
         }
         _ => {

@@ -79,7 +79,7 @@ async fn child_consumer() {
         return;
     };
     let var = |k: &str| PathBuf::from(std::env::var(k).unwrap());
-    let db = tessera_store::sql::connect(&url, POOL as u32)
+    let db = tessera_backend::sql::connect(&url, POOL as u32)
         .await
         .unwrap();
     let tokens = Tokens::new(Arc::new(SqlTokenStore::new(db).unwrap()));

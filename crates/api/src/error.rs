@@ -136,7 +136,7 @@ impl From<crate::mail::MailError> for AppError {
 
 impl From<sea_orm::DbErr> for AppError {
     fn from(e: sea_orm::DbErr) -> Self {
-        if tessera_entity::db::is_unreachable(&e) {
+        if tessera_backend::sql::is_unreachable(&e) {
             AppError::StoreUnavailable(e.to_string())
         } else {
             AppError::Internal(e.to_string())

@@ -192,7 +192,7 @@ pub fn random_key() -> String {
 
 /// The key file kept beside an embedded SQLite database: `FILE.key`.
 pub fn key_file_for(database_url: &str) -> Option<PathBuf> {
-    let path = tessera_store::sql::sqlite_file(database_url)?;
+    let path = tessera_backend::sql::sqlite_file(database_url)?;
     Some(PathBuf::from(format!("{}.key", path.display())))
 }
 

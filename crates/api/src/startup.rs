@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_entity::redis::RedisConnection;
+use tessera_backend::redis::RedisConnection;
 use tessera_limiter::{Limiter, LimiterError, LimiterStore, Policies, RedisLimiter, SqlLimiter};
 use tessera_migration::{Migrator, MigratorTrait, SchemaState, schema_state};
 use tessera_store::{RedisTokenStore, SqlTokenStore, StoreError, TokenStore, Tokens};
@@ -22,6 +22,9 @@ pub enum StartupError {
     /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Database(#[from] StoreError),
+    /// A store could not be opened or reached.
+    #[error("{}: {}", .0, source_text(.0))]
+    Backend(#[from] tessera_backend::BackendError),
     /// The rate limiter could not be set up.
     #[error("rate limiter: {0}")]
     Limiter(#[from] LimiterError),
@@ -50,6 +53,11 @@ pub enum StartupError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// The cause of a backend error, for the one line `serve` prints when it cannot start.
+fn source_text(e: &tessera_backend::BackendError) -> String {
+    std::error::Error::source(e).map_or_else(String::new, |s| s.to_string())
 }
 
 /// The key ring for secrets at rest: `TESSERA_SECRET_KEY` (with the previous keys); unset,
@@ -90,7 +98,7 @@ pub fn key_ring(db: &DatabaseArgs, keys: &KeyArgs) -> Result<KeyRing, StartupErr
 
 /// Opens the database named by `args`.
 pub async fn open_database(args: &DatabaseArgs) -> Result<DatabaseConnection, StartupError> {
-    Ok(tessera_store::sql::connect(&args.database_url, args.db_max_connections).await?)
+    Ok(tessera_backend::sql::connect(&args.database_url, args.db_max_connections).await?)
 }
 
 /// The token store and limiter the configuration selects: Redis (or a Cluster) when
@@ -144,7 +152,7 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<usize, StartupError> {
 async fn check_schema(db: &DatabaseConnection) -> Result<SchemaState, StartupError> {
     let state = schema_state(db)
         .await
-        .map_err(|e| StartupError::Database(tessera_store::sql::map_err(e)))?;
+        .map_err(|e| StartupError::Backend(e.into()))?;
     if let SchemaState::Ahead(unknown) = &state {
         return Err(StartupError::Schema(format!(
             "the database schema is newer than this build of Tessera (unknown migrations: {}); \

@@ -988,7 +988,7 @@ async fn the_upgrade_gives_existing_accounts_their_keys() {
     use tessera_migration::{Migrator, MigratorTrait};
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
-    let db = tessera_store::sql::connect(&url, 2).await.unwrap();
+    let db = tessera_backend::sql::connect(&url, 2).await.unwrap();
     Migrator::up(&db, Some(8)).await.unwrap();
     for name in ["lock", "LOCK", "Bob"] {
         db.execute_unprepared(&format!(

@@ -20,20 +20,16 @@
 //! - [`auth_ephemeral_tokens`], [`auth_rate_limit_events`], [`users`], [`sessions`],
 //!   [`totp_usage`], [`backup_codes`], [`email_otp_codes`], [`oidc_providers`],
 //!   [`oidc_identities`]: the sea-orm entities.
-//! - [`db`]: how database errors are classified.
-//! - [`redis`]: the shared connection to Redis or a Redis Cluster.
 
 pub mod account;
 pub mod auth_ephemeral_tokens;
 pub mod auth_rate_limit_events;
 pub mod backup_codes;
-pub mod db;
 pub mod email_otp_codes;
 pub mod kinds;
 pub mod new_token;
 pub mod oidc_identities;
 pub mod oidc_providers;
-pub mod redis;
 pub mod sessions;
 pub mod token;
 pub mod totp_usage;

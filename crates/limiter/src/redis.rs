@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use redis::{RedisError, Script, Value};
 use std::sync::Arc;
 use std::time::Duration;
-pub use tessera_entity::redis::RedisConnection;
+pub use tessera_backend::redis::RedisConnection;
 
 use crate::{Algorithm, Clock, Decision, Event, LimiterError, LimiterStore, Policy};
 
@@ -303,7 +303,7 @@ impl LimiterStore for RedisLimiter {
 
 /// Sorts Redis errors into "cannot reach the store" and everything else.
 pub fn map_err(e: RedisError) -> LimiterError {
-    if tessera_entity::redis::is_unreachable(&e) {
+    if tessera_backend::redis::is_unreachable(&e) {
         LimiterError::Unavailable(e.to_string())
     } else {
         LimiterError::Backend(e.to_string())

@@ -366,7 +366,7 @@ impl LimiterStore for SqlLimiter {
 }
 
 fn map_err(e: DbErr) -> LimiterError {
-    let unreachable = tessera_entity::db::is_unreachable(&e);
+    let unreachable = tessera_backend::sql::is_unreachable(&e);
     if unreachable {
         LimiterError::Unavailable(e.to_string())
     } else {

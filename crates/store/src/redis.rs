@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::{RedisError, Script};
 use std::sync::Arc;
-use tessera_entity::redis::{RedisConnection, is_unreachable};
+use tessera_backend::redis::{RedisConnection, is_unreachable};
 use tessera_entity::{ChallengeHash, TokenHash, TokenType};
 
 use crate::{SealedToken, StoreError, StoredRecord, TokenStore};

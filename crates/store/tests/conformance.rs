@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tessera_entity::redis::RedisConnection;
+use tessera_backend::redis::RedisConnection;
 use tessera_entity::{AuthEphemeralToken, Challenge, Token, TokenType, Username};
 use tessera_store::{RedisTokenStore, SqlTokenStore, StoreError, TokenStore, Tokens};
 use tessera_testkit::{RedisCluster, TestDb, require_redis, unique_prefix};
@@ -779,7 +779,7 @@ async fn a_new_sqlite_database_is_readable_by_its_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tessera.db");
-    let db = tessera_store::sql::connect(&format!("sqlite://{}?mode=rwc", file.display()), 2)
+    let db = tessera_backend::sql::connect(&format!("sqlite://{}?mode=rwc", file.display()), 2)
         .await
         .unwrap();
     db.execute_unprepared("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1)")

@@ -2,7 +2,7 @@
 //! user's index set.
 
 use std::sync::Arc;
-use tessera_entity::redis::RedisConnection;
+use tessera_backend::redis::RedisConnection;
 use tessera_entity::{AuthEphemeralToken, Challenge, Username};
 use tessera_store::{RedisTokenStore, Tokens};
 use tessera_testkit::{require_redis, unique_prefix};

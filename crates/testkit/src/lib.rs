@@ -32,7 +32,7 @@ impl TestDb {
             "sqlite://{}?mode=rwc",
             dir.path().join("tessera.db").display()
         );
-        let db = tessera_store::sql::connect(&url, 8)
+        let db = tessera_backend::sql::connect(&url, 8)
             .await
             .expect("SQLite opens");
         Migrator::up(&db, None).await.expect("migrations apply");
@@ -62,7 +62,7 @@ impl TestDb {
             .expect("CREATE DATABASE");
         admin.close().await.ok();
         let url = replace_db_name(&admin_url, &name);
-        let db = tessera_store::sql::connect(&url, 16)
+        let db = tessera_backend::sql::connect(&url, 16)
             .await
             .expect("the new database opens");
         TestDb {
@@ -77,7 +77,7 @@ impl TestDb {
     pub async fn finish(self) {
         self.db.close().await.ok();
         if let Some(name) = self.pg_name
-            && let Ok(admin) = tessera_store::sql::connect(&postgres_admin_url(), 1).await
+            && let Ok(admin) = tessera_backend::sql::connect(&postgres_admin_url(), 1).await
         {
             admin
                 .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
@@ -89,7 +89,7 @@ impl TestDb {
 }
 
 async fn require_postgres(url: &str) -> DatabaseConnection {
-    match tessera_store::sql::connect(url, 1).await {
+    match tessera_backend::sql::connect(url, 1).await {
         Ok(db) => db,
         Err(e) => panic!(
             "PostgreSQL is required by this test and is not reachable at {url}: {e}\n\
