@@ -201,7 +201,7 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
         let (tokens, _) = startup::open_stores(
             db,
             &database,
-            Default::default(),
+            tessera_api::login::default_policies(),
             tessera_store::DEFAULT_PURGE_BATCH,
         )
         .await?;

@@ -48,7 +48,7 @@ pub struct LimitArgs {
 impl LimitArgs {
     /// The defaults with the overrides applied.
     pub fn policies(&self) -> Result<tessera_limiter::Policies, tessera_limiter::PolicyParseError> {
-        let mut p = tessera_limiter::Policies::default();
+        let mut p = crate::login::default_policies();
         p.apply_overrides(&self.rate_limits)?;
         Ok(p)
     }

@@ -329,7 +329,7 @@ pub async fn record_success(db: &DatabaseConnection, user_id: i64) -> Result<(),
 /// ([`clear`]), so what stays counted are the failures. An unreachable store fails closed
 /// (503).
 pub async fn throttle(limiter: &Limiter, event: EventType, key: &str) -> Result<(), AppError> {
-    let event = Event::from(event);
+    let event = event_of(event);
     let decision = hit(limiter, &event, key).await?;
     if decision.allowed {
         Ok(())
@@ -353,6 +353,37 @@ pub async fn hit(
     Ok(limiter.hit(event, &auth_key(key), 1).await?)
 }
 
+/// The limiter's name of one of the login flows' events.
+pub fn event_of(event: EventType) -> Event {
+    Event::from_static(event.into()).expect("every EventType name is a valid event name")
+}
+
+/// The login flows' policies: the 2FA limit (5) stays below the lockout threshold (10), so
+/// throttling answers before locking does.
+pub fn default_policies() -> tessera_limiter::Policies {
+    use tessera_limiter::Policy;
+    let mut p = tessera_limiter::Policies::empty();
+    for (event, policy) in [
+        (EventType::TwoFaAttempt, Policy::per_seconds(5, 5 * 60)),
+        (EventType::EmailSend, Policy::per_seconds(3, 10 * 60)),
+        (EventType::LoginAttempt, Policy::per_seconds(10, 15 * 60)),
+        (EventType::LoginIp, Policy::per_seconds(50, 15 * 60)),
+        (
+            EventType::PasswordResetSend,
+            Policy::per_seconds(3, 60 * 60),
+        ),
+        (EventType::PasswordResetIp, Policy::per_seconds(10, 60 * 60)),
+        (EventType::LoginUserIp, Policy::per_seconds(5, 15 * 60)),
+        // The window outlives a pending login (5 minutes), so the limit is per token.
+        (EventType::MfaTokenAttempt, Policy::per_seconds(5, 10 * 60)),
+        (EventType::MailToAddress, Policy::per_seconds(10, 60 * 60)),
+        (EventType::OidcStartIp, Policy::per_seconds(50, 15 * 60)),
+    ] {
+        p.set(event_of(event), policy);
+    }
+    p
+}
+
 fn auth_key(key: &str) -> String {
     format!("auth:{key}")
 }
@@ -373,7 +404,7 @@ pub fn token_error(e: tessera_store::StoreError, instead: AppError) -> AppError 
 
 /// Forgets the recorded `event`s of `key` (after a success).
 pub async fn clear(limiter: &Limiter, event: EventType, key: &str) -> Result<(), AppError> {
-    Ok(limiter.reset(&Event::from(event), &auth_key(key)).await?)
+    Ok(limiter.reset(&event_of(event), &auth_key(key)).await?)
 }
 
 /// How long a device cookie keeps its device out of the per-username password throttle.

@@ -6,7 +6,7 @@ use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tessera_api::{ApiKeys, AppState, router};
-use tessera_limiter::{Limiter, Policies, SqlLimiter};
+use tessera_limiter::{Limiter, SqlLimiter};
 use tessera_store::{SqlTokenStore, Tokens};
 use tessera_testkit::TestDb;
 use tower::ServiceExt;
@@ -16,7 +16,7 @@ const KEY: &str = "test-service-key";
 async fn state(keys: &str) -> (AppState, TestDb) {
     let db = TestDb::sqlite_file().await;
     let tokens = Tokens::new(Arc::new(SqlTokenStore::new(db.db.clone()).unwrap()));
-    let mut policies = Policies::default();
+    let mut policies = tessera_api::login::default_policies();
     policies.apply_overrides("demo=3/1m").unwrap();
     let limiter = Limiter::new(Arc::new(SqlLimiter::new(db.db.clone()).unwrap()), policies);
     (

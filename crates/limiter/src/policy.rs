@@ -6,7 +6,6 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::time::Duration;
-use tessera_entity::EventType;
 
 /// How a window is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -119,7 +118,9 @@ impl fmt::Display for Policy {
     }
 }
 
-/// The name of a rate-limited event: one of Tessera's [`EventType`]s or an embedder's own.
+/// The name of a rate-limited event (`login_attempt`, `my.event`): 1 to 64 characters of
+/// `a-z`, `0-9`, `_`, `-`, `.`. The limiter knows no event of its own; its embedder names
+/// them and gives their policies.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Event(Cow<'static, str>);
 
@@ -129,15 +130,20 @@ pub struct Event(Cow<'static, str>);
 pub struct InvalidEvent;
 
 impl Event {
-    /// An embedder's own event name.
+    /// An event name.
     pub fn custom(name: impl Into<String>) -> Result<Self, InvalidEvent> {
         let name = name.into();
-        let ok = (1..=64).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b));
-        if ok {
+        if valid(&name) {
             Ok(Event(Cow::Owned(name)))
+        } else {
+            Err(InvalidEvent)
+        }
+    }
+
+    /// An event name known at compile time, without an allocation.
+    pub fn from_static(name: &'static str) -> Result<Self, InvalidEvent> {
+        if valid(name) {
+            Ok(Event(Cow::Borrowed(name)))
         } else {
             Err(InvalidEvent)
         }
@@ -149,10 +155,11 @@ impl Event {
     }
 }
 
-impl From<EventType> for Event {
-    fn from(e: EventType) -> Self {
-        Event(Cow::Borrowed(e.into()))
-    }
+fn valid(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
 }
 
 impl fmt::Display for Event {
@@ -164,39 +171,13 @@ impl fmt::Display for Event {
 impl FromStr for Event {
     type Err = InvalidEvent;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.parse::<EventType>() {
-            Ok(e) => Ok(e.into()),
-            Err(_) => Event::custom(s),
-        }
+        Event::custom(s)
     }
 }
 
 /// The policy of every event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policies(BTreeMap<Event, Policy>);
-
-impl Default for Policies {
-    /// Tessera's defaults: the 2FA limit (5) stays below the lockout threshold (10), so
-    /// throttling answers before locking does.
-    fn default() -> Self {
-        let mut p = Policies::empty();
-        p.set(EventType::TwoFaAttempt, Policy::per_seconds(5, 5 * 60));
-        p.set(EventType::EmailSend, Policy::per_seconds(3, 10 * 60));
-        p.set(EventType::LoginAttempt, Policy::per_seconds(10, 15 * 60));
-        p.set(EventType::LoginIp, Policy::per_seconds(50, 15 * 60));
-        p.set(
-            EventType::PasswordResetSend,
-            Policy::per_seconds(3, 60 * 60),
-        );
-        p.set(EventType::PasswordResetIp, Policy::per_seconds(10, 60 * 60));
-        p.set(EventType::LoginUserIp, Policy::per_seconds(5, 15 * 60));
-        // The window outlives a pending login (5 minutes), so the limit is per token.
-        p.set(EventType::MfaTokenAttempt, Policy::per_seconds(5, 10 * 60));
-        p.set(EventType::MailToAddress, Policy::per_seconds(10, 60 * 60));
-        p.set(EventType::OidcStartIp, Policy::per_seconds(50, 15 * 60));
-        p
-    }
-}
 
 impl Policies {
     /// No policy at all.
@@ -268,16 +249,20 @@ mod tests {
     }
 
     #[test]
-    fn defaults_and_overrides() {
-        let mut p = Policies::default();
+    fn overrides() {
+        let mut p = Policies::empty();
+        p.set(
+            Event::from_static("2fa_attempt").unwrap(),
+            Policy::per_seconds(5, 300),
+        );
         assert_eq!(
-            p.get(&EventType::TwoFaAttempt.into()),
+            p.get(&Event::from_static("2fa_attempt").unwrap()),
             Some(&Policy::per_seconds(5, 300))
         );
         p.apply_overrides("2fa_attempt=4/1m, my.event=2/10s~")
             .unwrap();
         assert_eq!(
-            p.get(&EventType::TwoFaAttempt.into()),
+            p.get(&Event::from_static("2fa_attempt").unwrap()),
             Some(&Policy::per_seconds(4, 60))
         );
         assert_eq!(

@@ -463,7 +463,7 @@ async fn pending_attempt(
     jar: &CookieJar,
 ) -> Result<bool, AppError> {
     let key = login::token_key(mfa_token);
-    let event = tessera_limiter::Event::from(EventType::MfaTokenAttempt);
+    let event = login::event_of(EventType::MfaTokenAttempt);
     let decision = login::hit(&state.limiter, &event, &key).await?;
     if !decision.allowed {
         spend_pending(state, kind, mfa_token, jar).await.ok();

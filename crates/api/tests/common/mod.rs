@@ -6,7 +6,7 @@ use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tessera_api::{ApiKeys, AppState, AuthSettings, mfa, router};
-use tessera_limiter::{Clock, Limiter, Policies, SqlLimiter};
+use tessera_limiter::{Clock, Limiter, SqlLimiter};
 use tessera_store::{SqlTokenStore, Tokens};
 use tessera_testkit::TestDb;
 use tower::ServiceExt;
@@ -30,7 +30,7 @@ pub async fn app_state_on(
                 .unwrap()
                 .with_clock(clock.clone()),
         ),
-        Policies::default(),
+        tessera_api::login::default_policies(),
     );
     let outbox = tempfile::tempdir().unwrap();
     let mut settings = AuthSettings::ephemeral(outbox.path().to_owned());
