@@ -2,7 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 use strum::{AsRefStr, Display, EnumIter, EnumString, IntoStaticStr};
-use utoipa::ToSchema;
 
 /// The kind of an ephemeral token, stored as its snake_case name.
 ///
@@ -21,7 +20,6 @@ use utoipa::ToSchema;
     EnumIter,
     Serialize,
     Deserialize,
-    ToSchema,
 )]
 #[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
