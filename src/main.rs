@@ -236,12 +236,11 @@ async fn main() -> anyhow::Result<()> {
             purge_batch,
         } => {
             let db = startup::open_database(&database).await?;
-            let db_for_login = db.clone();
             let (tokens, limiter) =
-                startup::open_stores(db, &database, limits.policies()?, purge_batch).await?;
-            let (tokens, events) = startup::purge(&tokens, &limiter).await?;
-            let login_rows = tessera_api::login::purge(&db_for_login).await?;
-            println!("{{\"tokens\":{tokens},\"events\":{events},\"login_rows\":{login_rows}}}");
+                startup::open_stores(db.clone(), &database, limits.policies()?, purge_batch)
+                    .await?;
+            let purged = startup::purge(&db, &tokens, &limiter).await?;
+            println!("{}", serde_json::to_string(&purged)?);
         }
         Command::Oidc(command) => oidc_command(command).await?,
         Command::Keys(KeysCommand::Rotate { database, keys }) => {

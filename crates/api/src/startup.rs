@@ -352,12 +352,31 @@ async fn serve(
     Ok(())
 }
 
-/// Deletes expired tokens and events older than the longest window, now: bounded batches
-/// that skip rows another worker is deleting, so every worker may run it at once.
-pub async fn purge(tokens: &Tokens, limiter: &Limiter) -> Result<(u64, u64), crate::AppError> {
-    let deleted_tokens = tokens.purge().await?;
-    let events = limiter.purge(tokens.purge_batch()).await?;
-    Ok((deleted_tokens, events))
+/// What one purge deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Purged {
+    /// Expired tokens.
+    pub tokens: u64,
+    /// Rate-limit events older than the longest window.
+    pub events: u64,
+    /// Expired sessions and mailed codes, and used TOTP windows past their retention.
+    pub login_rows: u64,
+}
+
+/// The one purge, the same for the background task, `/v1/admin/purge` and `tessera
+/// purge`: expired tokens and stale events in bounded batches that skip rows another
+/// worker is deleting (so every worker may run it at once), then the login flows' expired
+/// rows.
+pub async fn purge(
+    db: &DatabaseConnection,
+    tokens: &Tokens,
+    limiter: &Limiter,
+) -> Result<Purged, crate::AppError> {
+    Ok(Purged {
+        tokens: tokens.purge().await?,
+        events: limiter.purge(tokens.purge_batch()).await?,
+        login_rows: crate::login::purge(db).await?,
+    })
 }
 
 /// Purges every `every`, on every worker.
@@ -370,15 +389,15 @@ async fn purge_loop(state: AppState, every: Duration, mut stop: watch::Receiver<
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
-        match purge(&state.tokens, &state.limiter).await {
-            Ok((0, 0)) => {}
-            Ok((tokens, events)) => tracing::info!(tokens, events, "purged expired state"),
+        match purge(&state.db, &state.tokens, &state.limiter).await {
+            Ok(p) if p == Purged::default() => {}
+            Ok(p) => tracing::info!(
+                tokens = p.tokens,
+                events = p.events,
+                login_rows = p.login_rows,
+                "purged expired state"
+            ),
             Err(e) => tracing::warn!(error = %e, "purge failed; retrying at the next interval"),
-        }
-        match crate::login::purge(&state.db).await {
-            Ok(0) => {}
-            Ok(rows) => tracing::info!(rows, "purged expired sessions, codes and TOTP windows"),
-            Err(e) => tracing::warn!(error = %e, "purge of login state failed"),
         }
     }
 }

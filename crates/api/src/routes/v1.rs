@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use crate::auth::require_service_key;
 use crate::error::Problem;
 use crate::extract::ApiJson;
+use crate::startup::Purged;
 use crate::{AppError, AppState};
 
 /// The longest lifetime a token may be issued with: 30 days.
@@ -211,15 +212,6 @@ pub struct DecisionResponse {
     pub reset_after_ms: u64,
     /// Milliseconds until the same hit would be admitted; 0 when it was.
     pub retry_after_ms: u64,
-}
-
-/// What a purge deleted.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PurgeResponse {
-    /// Expired tokens deleted.
-    pub tokens: u64,
-    /// Rate-limit events older than the longest window deleted.
-    pub events: u64,
 }
 
 /// The error answers every `/v1` route can give.
@@ -559,10 +551,11 @@ pub async fn reset(
 #[utoipa::path(post, path = "/v1/admin/purge", tag = "admin",
     security(("service_key" = [])),
     responses(
-        (status = 200, description = "Deleted", body = PurgeResponse),
+        (status = 200, description = "Deleted", body = Purged),
         ServiceErrors,
     ))]
-pub async fn purge(State(state): State<AppState>) -> Result<Json<PurgeResponse>, AppError> {
-    let (tokens, events) = crate::startup::purge(&state.tokens, &state.limiter).await?;
-    Ok(Json(PurgeResponse { tokens, events }))
+pub async fn purge(State(state): State<AppState>) -> Result<Json<Purged>, AppError> {
+    Ok(Json(
+        crate::startup::purge(&state.db, &state.tokens, &state.limiter).await?,
+    ))
 }
