@@ -207,6 +207,17 @@ pub async fn find_user(
     }
 }
 
+/// The account a consumed or peeked token speaks for, if it names one that exists.
+pub async fn token_user(
+    db: &DatabaseConnection,
+    token: &tessera_store::ConsumedToken,
+) -> Result<Option<users::Model>, AppError> {
+    match token.username.as_deref() {
+        Some(name) => find_user(db, name).await,
+        None => Ok(None),
+    }
+}
+
 /// The account of `name`, found by its key.
 pub async fn find_account(
     db: &DatabaseConnection,

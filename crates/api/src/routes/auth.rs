@@ -446,7 +446,7 @@ async fn pending_user(
         .peek(kind, mfa_token, Some(&challenge))
         .await
         .map_err(expired)?;
-    let user = login::find_user(&state.db, pending.username.as_deref().unwrap_or(""))
+    let user = login::token_user(&state.db, &pending)
         .await?
         .filter(|u| !u.disabled)
         .ok_or(AppError::MfaSessionExpired)?;
@@ -1164,7 +1164,7 @@ pub async fn reset_confirm(
         .consume(TokenType::PasswordReset, &req.token, None)
         .await
         .map_err(|e| login::token_error(e, AppError::TokenRejected))?;
-    let user = login::find_user(&state.db, consumed.username.as_deref().unwrap_or(""))
+    let user = login::token_user(&state.db, &consumed)
         .await?
         .ok_or(AppError::TokenRejected)?;
     users::Entity::update_many()

@@ -375,7 +375,7 @@ pub async fn exchange(
             .path(COOKIE_PATH)
             .build(),
     );
-    let user = login::find_user(&state.db, consumed.username.as_deref().unwrap_or(""))
+    let user = login::token_user(&state.db, &consumed)
         .await?
         .filter(|u| !u.disabled)
         .ok_or(AppError::TokenRejected)?;
