@@ -146,7 +146,7 @@ enum UserCommand {
 }
 
 async fn user_command(command: UserCommand) -> anyhow::Result<()> {
-    use tessera_api::users::{self, Change};
+    use tessera_auth::accounts::{self as users, Change};
     let open = |database: DatabaseArgs| async move {
         let db = startup::open_database(&database).await?;
         startup::prepare_schema(&db, &database, false).await?;
@@ -174,7 +174,7 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
                     )
                 })?
             };
-            let password = tessera_api::password::Password::parse(password)?;
+            let password = tessera_auth::hashing::Password::parse(password)?;
             let db = open(database).await?;
             let user = users::create(&db, name(username)?, email, password, None).await?;
             println!("{}", serde_json::to_string(&user)?);
@@ -201,11 +201,11 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
         let (tokens, _) = startup::open_stores(
             db,
             &database,
-            tessera_api::login::default_policies(),
+            tessera_auth::throttle::default_policies(),
             tessera_store::DEFAULT_PURGE_BATCH,
         )
         .await?;
-        tessera_api::login::revoke_pending(&tokens, &username).await?;
+        tessera_auth::accounts::revoke_pending(&tokens, &username).await?;
     }
     Ok(())
 }
@@ -239,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
             let (tokens, limiter) =
                 startup::open_stores(db.clone(), &database, limits.policies()?, purge_batch)
                     .await?;
-            let purged = startup::purge(&db, &tokens, &limiter).await?;
+            let purged = tessera_auth::purge::purge(&db, &tokens, &limiter).await?;
             println!("{}", serde_json::to_string(&purged)?);
         }
         Command::Oidc(command) => oidc_command(command).await?,
@@ -247,7 +247,7 @@ async fn main() -> anyhow::Result<()> {
             let ring = startup::key_ring(&database, &keys)?;
             let db = startup::open_database(&database).await?;
             startup::prepare_schema(&db, &database, false).await?;
-            let report = tessera_api::users::rotate_secrets(&db, &ring).await?;
+            let report = tessera_auth::rotation::rotate_secrets(&db, &ring).await?;
             println!(
                 "{} secret(s) re-encrypted under key {}, {} already under it",
                 report.rotated,
@@ -260,7 +260,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn oidc_command(command: OidcCommand) -> anyhow::Result<()> {
-    use tessera_api::oidc;
+    use tessera_auth::oidc;
     match command {
         OidcCommand::Add {
             database,

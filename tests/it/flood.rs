@@ -40,8 +40,11 @@ fn runtime_threads(pid: u32) -> usize {
 /// 30 s, while an account's owner signs in once a second from a device that signed in
 /// before. Nothing answers above 503, the runtime's threads stay within its workers plus
 /// one hashing thread per CPU plus the known devices' one, memory 10 s after the flood is
-/// within twice the idle level, and every one of the owner's sign-ins succeeds with p99
-/// under a second.
+/// within twice the idle level, and every one of the owner's sign-ins succeeds: each a 200,
+/// so each answered within the worker's 1 s request timeout (without the known devices'
+/// lane the owner queues behind the flood and gets 503 `overloaded` or `timeout`). Their
+/// times, and the idle sign-in's for comparison, are printed, not asserted: wall-clock
+/// bounds on a shared 2-core machine only measure the neighbours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hashing_flood_leaves_threads_memory_and_the_owner_bounded() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,6 +84,16 @@ async fn a_hashing_flood_leaves_threads_memory_and_the_owner_bounded() {
     let first = owner.send(sign_in(&owner.c.clone())).await;
     assert_eq!(first.status, 200, "{}", first.body);
     assert!(owner.jar.contains_key("tessera_device"));
+    // The baseline: the owner's sign-in on the idle worker, the median of three.
+    let mut idle_times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = owner.send(sign_in(&owner.c.clone())).await;
+        idle_times.push(t.elapsed());
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    idle_times.sort();
+    let idle_sign_in = idle_times[1];
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = status_field(pid, "VmRSS");
     let idle_threads = runtime_threads(pid);
@@ -169,7 +182,8 @@ async fn a_hashing_flood_leaves_threads_memory_and_the_owner_bounded() {
     eprintln!(
         "flood of 30 s: answers {answers:?}; runtime threads idle {idle_threads}, at most \
          {most_threads} ({cpus} CPUs); RSS idle {idle_rss} kB, 10 s after {after_rss} kB; \
-         owner: {} sign-ins, p50 {:?}, p99 {p99:?}, statuses {statuses:?}",
+         owner: {} sign-ins, idle {idle_sign_in:?}, p50 {:?}, p99 {p99:?}, statuses \
+         {statuses:?}",
         times.len(),
         times[times.len() / 2]
     );
@@ -190,5 +204,4 @@ async fn a_hashing_flood_leaves_threads_memory_and_the_owner_bounded() {
     );
     assert!(statuses.len() >= 25, "{statuses:?}");
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    assert!(p99 < Duration::from_secs(1), "{p99:?}");
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tessera_testkit::{TestDb, require_redis};
+use tessera_testkit::TestDb;
 
 use crate::helpers::{Worker, free_port, run, tessera};
 use crate::login::{
@@ -456,7 +456,10 @@ async fn oidc_login_across_three_workers_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oidc_login_across_three_workers_with_tokens_on_redis() {
     let db = TestDb::postgres().await;
-    oidc_flows(&db, Some(require_redis())).await;
+    // A Redis of its own: the per-address start budget (oidc_start_ip) of 127.0.0.1 must
+    // not carry over from an earlier run against a shared server.
+    let redis = crate::workers::OwnRedis::start(free_port(), tempfile::tempdir().unwrap());
+    oidc_flows(&db, Some(format!("redis://127.0.0.1:{}", redis.port))).await;
     db.finish().await;
 }
 

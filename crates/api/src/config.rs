@@ -48,7 +48,7 @@ pub struct LimitArgs {
 impl LimitArgs {
     /// The defaults with the overrides applied.
     pub fn policies(&self) -> Result<tessera_limiter::Policies, tessera_limiter::PolicyParseError> {
-        let mut p = crate::login::default_policies();
+        let mut p = tessera_auth::throttle::default_policies();
         p.apply_overrides(&self.rate_limits)?;
         Ok(p)
     }
@@ -138,6 +138,51 @@ pub struct AuthArgs {
 }
 
 /// `tessera serve`.
+impl AuthArgs {
+    /// The login domain's settings, with `keys` and `listen` (for the default public URL).
+    pub fn settings(
+        &self,
+        keys: tessera_auth::secrets::KeyRing,
+        listen: SocketAddr,
+    ) -> Result<tessera_auth::AuthSettings, String> {
+        use tessera_auth::settings::origin_of;
+        let public_url = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let public_url = public_url.trim_end_matches('/').to_owned();
+        let public_origin =
+            origin_of(&public_url).map_err(|e| format!("TESSERA_PUBLIC_URL: {e}"))?;
+        let mailer = tessera_auth::mail::Mailer::new(
+            self.smtp_url.as_deref(),
+            self.outbox_dir.clone(),
+            &self.mail_from,
+        )
+        .map_err(|e| format!("mail: {e}"))?;
+        let oidc_return_url = self
+            .oidc_return_url
+            .clone()
+            .unwrap_or_else(|| format!("{public_url}/"));
+        origin_of(&oidc_return_url).map_err(|e| format!("TESSERA_OIDC_RETURN_URL: {e}"))?;
+        Ok(tessera_auth::AuthSettings {
+            keys,
+            mailer,
+            oidc_return_url,
+            oidc_create_users: self.oidc_create_users,
+            oidc: Default::default(),
+            secure_cookies: public_origin.starts_with("https://"),
+            public_url,
+            public_origin,
+            registration: self.registration,
+            session_ttl: Duration::from_secs(self.session_ttl.max(60)),
+            lockout_threshold: self.lockout_threshold.max(1),
+            lockout_duration: Duration::from_secs(self.lockout_minutes.max(1) * 60),
+            clock: Default::default(),
+            totp_issuer: self.totp_issuer.clone(),
+        })
+    }
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeConfig {
     #[command(flatten)]
@@ -187,7 +232,7 @@ pub struct ServeConfig {
 
     /// IPv6 clients are counted by their network of this prefix length in per-address
     /// limits (one host usually holds a whole /64).
-    #[arg(long, env = "TESSERA_IPV6_PREFIX", default_value_t = crate::client_ip::DEFAULT_IPV6_PREFIX)]
+    #[arg(long, env = "TESSERA_IPV6_PREFIX", default_value_t = crate::http::client_ip::DEFAULT_IPV6_PREFIX)]
     pub ipv6_prefix: u8,
 
     /// Largest request body in bytes; larger ones get 413 `body_too_large`.

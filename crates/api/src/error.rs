@@ -4,6 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tessera_auth::{AuthError, Conflict};
 use tessera_limiter::LimiterError;
 use tessera_store::StoreError;
 use utoipa::ToSchema;
@@ -46,66 +47,12 @@ pub enum AppError {
     /// Anything else that is the server's fault.
     #[error("internal error: {0}")]
     Internal(String),
-    /// Unknown user, wrong password or disabled account: one answer for all.
-    #[error("invalid credentials")]
-    InvalidCredentials,
-    /// A wrong, expired or replayed second-factor code.
-    #[error("invalid code")]
-    InvalidCode,
-    /// The mfa_token or its challenge cookie is unknown, expired, used or missing.
-    #[error("second-factor session expired")]
-    MfaSessionExpired,
-    /// No valid session cookie.
-    #[error("not signed in")]
-    NotAuthenticated,
-    /// Too many failed attempts: the account is locked for `seconds` more.
-    #[error("account locked for {seconds} s")]
-    AccountLocked {
-        /// Seconds until the lock ends.
-        seconds: u64,
-    },
-    /// A rate limit refused the request.
-    #[error("rate limited ({event})")]
-    RateLimited {
-        /// The limited event.
-        event: String,
-        /// The limiter's decision.
-        decision: tessera_limiter::Decision,
-        /// The policy's window.
-        window: std::time::Duration,
-    },
     /// A cross-site request to a cookie-authorized route.
     #[error("cross-site request refused")]
     CsrfRejected,
-    /// Refused by configuration or state (`registration_disabled`).
-    #[error("{detail}")]
-    Forbidden {
-        /// The stable code.
-        code: &'static str,
-        /// Why.
-        detail: String,
-    },
-    /// Conflicts with the current state (`username_taken`, `totp_already_enabled`, ...).
-    #[error("{detail}")]
-    Conflict {
-        /// The stable code.
-        code: &'static str,
-        /// Why.
-        detail: String,
-    },
-    /// A token handed to a browser (password reset, OIDC exchange) that is unknown,
-    /// expired or used.
-    #[error("invalid or expired token")]
-    TokenRejected,
-    /// No OpenID provider of that name.
-    #[error("unknown provider")]
-    UnknownProvider,
-    /// Mail could not be sent.
-    #[error("mail unavailable: {0}")]
-    MailUnavailable(String),
-    /// The password-hashing queue is full: the request was refused before any work.
-    #[error("overloaded")]
-    Overloaded,
+    /// The login domain refused.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 impl AppError {
@@ -125,12 +72,6 @@ impl From<StoreError> for AppError {
             StoreError::Unavailable(m) => AppError::StoreUnavailable(m),
             StoreError::Backend(m) => AppError::Internal(m),
         }
-    }
-}
-
-impl From<crate::mail::MailError> for AppError {
-    fn from(e: crate::mail::MailError) -> Self {
-        AppError::MailUnavailable(e.to_string())
     }
 }
 
@@ -189,12 +130,7 @@ impl AppError {
                 "Invalid or expired token",
                 "the token is unknown, expired, already used, or not valid here".into(),
             ),
-            E::StoreUnavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "Store unavailable",
-                "the store cannot be reached; try again shortly".into(),
-            ),
+            E::StoreUnavailable(_) => store_unavailable(),
             E::Unauthorized(detail) => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -237,91 +173,130 @@ impl AppError {
                 "Timeout",
                 "the request took too long; try again".into(),
             ),
-            E::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "Internal error",
-                "the server failed to answer; the failure is logged".into(),
-            ),
-            E::InvalidCredentials => (
-                StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                "Invalid credentials",
-                "the username or the password is wrong".into(),
-            ),
-            E::InvalidCode => (
-                StatusCode::UNAUTHORIZED,
-                "invalid_code",
-                "Invalid code",
-                "the code is wrong, expired or already used".into(),
-            ),
-            E::MfaSessionExpired => (
-                StatusCode::UNAUTHORIZED,
-                "mfa_session_expired",
-                "Second-factor session expired",
-                "the mfa_token is unknown, expired or used, or its cookie is missing; sign in again"
-                    .into(),
-            ),
-            E::NotAuthenticated => (
-                StatusCode::UNAUTHORIZED,
-                "not_authenticated",
-                "Not signed in",
-                "no valid session; sign in first".into(),
-            ),
-            E::AccountLocked { seconds } => (
-                StatusCode::LOCKED,
-                "account_locked",
-                "Account locked",
-                format!(
-                    "too many failed attempts: the account is locked for another {} minute(s)",
-                    seconds.div_ceil(60).max(1)
-                ),
-            ),
-            E::RateLimited { event, decision, .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "Too many requests",
-                format!(
-                    "too many `{event}` attempts; retry in {} s",
-                    decision.retry_after.as_secs().max(1)
-                ),
-            ),
+            E::Internal(_) => internal(),
             E::CsrfRejected => (
                 StatusCode::FORBIDDEN,
                 "csrf_rejected",
                 "Cross-site request refused",
                 "the request's Origin is not this service's public URL".into(),
             ),
-            E::Forbidden { code, detail } => {
-                (StatusCode::FORBIDDEN, code, "Forbidden", detail.clone())
-            }
-            E::Conflict { code, detail } => (StatusCode::CONFLICT, code, "Conflict", detail.clone()),
-            E::TokenRejected => (
-                StatusCode::BAD_REQUEST,
-                "invalid_or_expired_token",
-                "Invalid or expired token",
-                "the token is unknown, expired or already used; start again".into(),
-            ),
-            E::UnknownProvider => (
-                StatusCode::NOT_FOUND,
-                "unknown_provider",
-                "Unknown provider",
-                "no OpenID provider of that name is configured".into(),
-            ),
-            E::MailUnavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "mail_unavailable",
-                "Mail unavailable",
-                "the mail could not be sent; try again shortly".into(),
-            ),
-            E::Overloaded => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "Overloaded",
-                "too many password checks are waiting; retry in a second".into(),
-            ),
+            E::Auth(e) => auth_parts(e),
         }
     }
+}
+
+/// The login domain's answers: status, stable code, title, detail.
+fn auth_parts(e: &AuthError) -> (StatusCode, &'static str, &'static str, String) {
+    use AuthError as A;
+    match e {
+        A::InvalidCredentials => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "Invalid credentials",
+            "the username or the password is wrong".into(),
+        ),
+        A::InvalidCode => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_code",
+            "Invalid code",
+            "the code is wrong, expired or already used".into(),
+        ),
+        A::PendingLoginExpired => (
+            StatusCode::UNAUTHORIZED,
+            "mfa_session_expired",
+            "Second-factor session expired",
+            "the mfa_token is unknown, expired or used, or its cookie is missing; sign in again"
+                .into(),
+        ),
+        A::NotSignedIn => (
+            StatusCode::UNAUTHORIZED,
+            "not_authenticated",
+            "Not signed in",
+            "no valid session; sign in first".into(),
+        ),
+        A::Locked { seconds } => (
+            StatusCode::LOCKED,
+            "account_locked",
+            "Account locked",
+            format!(
+                "too many failed attempts: the account is locked for another {} minute(s)",
+                seconds.div_ceil(60).max(1)
+            ),
+        ),
+        A::RateLimited {
+            event, decision, ..
+        } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Too many requests",
+            format!(
+                "too many `{event}` attempts; retry in {} s",
+                decision.retry_after.as_secs().max(1)
+            ),
+        ),
+        A::RegistrationDisabled => (
+            StatusCode::FORBIDDEN,
+            "registration_disabled",
+            "Forbidden",
+            e.to_string(),
+        ),
+        A::Conflict { kind, detail } => (
+            StatusCode::CONFLICT,
+            Conflict::code(*kind),
+            "Conflict",
+            detail.clone(),
+        ),
+        A::Invalid { detail, .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "Invalid request",
+            detail.clone(),
+        ),
+        A::TokenRejected => (
+            StatusCode::BAD_REQUEST,
+            "invalid_or_expired_token",
+            "Invalid or expired token",
+            "the token is unknown, expired or already used; start again".into(),
+        ),
+        A::UnknownProvider => (
+            StatusCode::NOT_FOUND,
+            "unknown_provider",
+            "Unknown provider",
+            "no OpenID provider of that name is configured".into(),
+        ),
+        A::MailUnavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mail_unavailable",
+            "Mail unavailable",
+            "the mail could not be sent; try again shortly".into(),
+        ),
+        A::Overloaded => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Overloaded",
+            "too many password checks are waiting; retry in a second".into(),
+        ),
+        A::Unavailable(_) => store_unavailable(),
+        A::Internal(_) => internal(),
+    }
+}
+
+fn store_unavailable() -> (StatusCode, &'static str, &'static str, String) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "Store unavailable",
+        "the store cannot be reached; try again shortly".into(),
+    )
+}
+
+fn internal() -> (StatusCode, &'static str, &'static str, String) {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "Internal error",
+        "the server failed to answer; the failure is logged".into(),
+    )
 }
 
 impl IntoResponse for AppError {
@@ -334,6 +309,7 @@ impl IntoResponse for AppError {
         }
         let field = match &self {
             AppError::Validation { field, .. } => Some(field.clone()),
+            AppError::Auth(AuthError::Invalid { field, .. }) => Some((*field).to_owned()),
             _ => None,
         };
         let body = Problem {
@@ -354,17 +330,17 @@ impl IntoResponse for AppError {
             AppError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            AppError::AccountLocked { seconds } => {
+            AppError::Auth(AuthError::Locked { seconds }) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from((*seconds).max(1)));
             }
-            AppError::Overloaded => {
+            AppError::Auth(AuthError::Overloaded) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            AppError::RateLimited {
+            AppError::Auth(AuthError::RateLimited {
                 event,
                 decision,
                 window,
-            } => {
+            }) => {
                 let mut put = |name: &'static str, value: Option<String>| {
                     if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
                         headers.insert(name, v);

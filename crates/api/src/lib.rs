@@ -9,52 +9,36 @@
 //! # Layout
 //!
 //! - [`config`]: every setting, as clap arguments with `TESSERA_*` environment variables.
-//! - [`error`]: [`AppError`], the one error type, rendered as RFC 7807 problem+json.
-//! - [`extract`]: the JSON extractor that names the offending field.
-//! - [`auth`]: service keys for `/v1`.
-//! - [`client_ip`]: the client's address, behind trusted proxies.
-//! - [`telemetry`]: request ids, logs, metrics, timeouts.
-//! - [`openapi`]: the generated OpenAPI document and `/docs`.
-//! - [`password`]: argon2id hashing on blocking threads.
-//! - [`secrets`]: encryption of secrets at rest under `TESSERA_SECRET_KEY`, with rotation.
-//! - [`mfa`]: TOTP, backup codes and mailed codes.
-//! - [`mail`]: SMTP, or the outbox folder.
-//! - [`login`]: the login flows' rules: lockout, throttling, sessions, factor checks.
-//! - [`oidc`]: OpenID providers, discovery and ID-token checks, account linking.
-//! - [`users`]: account administration (`tessera user ...`).
 //! - [`startup`]: [`Application`], backend selection, schema checks, the purge task.
-//! - `routes`: one module per group of routes, each exposing `router()`.
+//! - [`error`]: [`AppError`] and the one table from it (and tessera-auth's
+//!   [`AuthError`](tessera_auth::AuthError)) to status, stable code and problem+json.
+//! - [`http`]: what every route shares: the JSON extractor, the client's address, service
+//!   keys, cookies and CSRF, telemetry.
+//! - [`openapi`]: the generated OpenAPI document and `/docs`.
+//! - `routes`: `/v1` (tokens, rate limits, admin), `/auth` (login, TOTP, email codes,
+//!   reset, OIDC), health; each group exposes `router()`.
+//!
+//! The login domain itself is tessera-auth; handlers extract, make one call, respond.
 
-pub mod auth;
-pub mod client_ip;
 pub mod config;
 pub mod error;
-pub mod extract;
-pub mod login;
-pub mod mail;
-pub mod mfa;
-pub mod oidc;
+pub mod http;
 pub mod openapi;
-pub mod password;
 mod routes;
-pub mod secrets;
 pub mod startup;
-pub mod telemetry;
-pub mod users;
 
-pub use auth::ApiKeys;
-pub use client_ip::{ClientIp, TrustedProxies};
 pub use config::{DatabaseArgs, ServeConfig};
 pub use error::AppError;
-pub use login::AuthSettings;
+pub use http::client_ip::{ClientIp, TrustedProxies};
+pub use http::service_key::ApiKeys;
 pub use startup::{Application, StartupError};
+pub use tessera_auth::{Auth, AuthSettings};
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
 use axum::{Router, middleware};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sea_orm::DatabaseConnection;
-use std::sync::Arc;
 use std::time::Duration;
 use tessera_limiter::Limiter;
 use tessera_store::Tokens;
@@ -83,15 +67,8 @@ impl Default for Limits {
 /// What every handler can reach. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
 pub struct AppState {
-    /// The database: accounts, sessions and the rest of the login flows' rows (and tokens
-    /// and limits too, unless they live in Redis).
-    pub db: DatabaseConnection,
-    /// Settings and secrets of the login flows.
-    pub auth: Arc<AuthSettings>,
-    /// The token store.
-    pub tokens: Tokens,
-    /// The rate limiter.
-    pub limiter: Limiter,
+    /// The login domain, with the database, the token store and the limiter.
+    pub auth: Auth,
     /// The service keys of `/v1`.
     pub api_keys: ApiKeys,
     /// The Prometheus recorder, rendered at `/metrics`.
@@ -111,13 +88,11 @@ impl AppState {
         limiter: Limiter,
         api_keys: ApiKeys,
     ) -> Self {
+        let settings = AuthSettings::ephemeral("./outbox".into());
         AppState {
-            db,
-            auth: Arc::new(AuthSettings::ephemeral("./outbox".into())),
-            tokens,
-            limiter,
+            auth: Auth::new(db, tokens, limiter, settings),
             api_keys,
-            metrics: telemetry::metrics_handle(),
+            metrics: http::telemetry::metrics_handle(),
             limits: Limits::default(),
             proxies: TrustedProxies::default(),
         }
@@ -134,14 +109,13 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(routes::v1::router(state.clone()))
         .merge(routes::auth::router(state.clone()))
-        .merge(routes::oidc::router())
         .merge(openapi::router())
-        .fallback(telemetry::not_found)
+        .fallback(http::telemetry::not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(middleware::from_fn(move |req, next| {
-            telemetry::timeout(limits.request_timeout, req, next)
+            http::telemetry::timeout(limits.request_timeout, req, next)
         }))
-        .layer(middleware::from_fn(telemetry::record_metrics))
+        .layer(middleware::from_fn(http::telemetry::record_metrics))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(move |req: &Request<_>| {
@@ -159,6 +133,6 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(middleware::from_fn(telemetry::sanitize_request_id))
+        .layer(middleware::from_fn(http::telemetry::sanitize_request_id))
         .with_state(state)
 }

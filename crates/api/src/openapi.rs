@@ -6,7 +6,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::routes::{auth, oidc, v1};
+use crate::routes::auth::{email_otp, login, oidc, reset, totp};
+use crate::routes::v1::{admin, ratelimit, tokens};
 use crate::{AppState, error::Problem};
 
 #[derive(OpenApi)]
@@ -16,14 +17,14 @@ use crate::{AppState, error::Problem};
         description = "Single-use tokens and sliding-window rate limits shared by every worker of a web deployment. Errors are RFC 7807 problem+json with a stable `code`."
     ),
     paths(
-        v1::issue, v1::consume, v1::peek, v1::revoke,
-        v1::hit, v1::ratelimit_peek, v1::reset, v1::purge,
+        tokens::issue, tokens::consume, tokens::peek, tokens::revoke,
+        ratelimit::hit, ratelimit::ratelimit_peek, ratelimit::reset, admin::purge,
         crate::routes::health::healthz, crate::routes::health::readyz,
-        auth::register, auth::login, auth::verify, auth::email_send,
-        auth::totp_setup, auth::totp_confirm, auth::totp_status, auth::totp_disable,
-        auth::regenerate_backup_codes, auth::enforce_setup, auth::enforce_confirm,
-        auth::email_otp_enable, auth::email_otp_confirm,
-        auth::reset_request, auth::reset_confirm, auth::me, auth::logout,
+        login::register, login::login, login::verify, login::email_send,
+        totp::totp_setup, totp::totp_confirm, totp::totp_status, totp::totp_disable,
+        totp::regenerate_backup_codes, totp::enforce_setup, totp::enforce_confirm,
+        email_otp::email_otp_enable, email_otp::email_otp_confirm,
+        reset::reset_request, reset::reset_confirm, login::me, login::logout,
         oidc::start, oidc::callback, oidc::exchange,
     ),
     components(schemas(Problem)),

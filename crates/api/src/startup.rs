@@ -13,8 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{DatabaseArgs, KeyArgs, ServeConfig};
-use crate::secrets::{self, KeyRing};
-use crate::{ApiKeys, AppState, AuthSettings, Limits, router};
+use crate::{ApiKeys, AppState, Limits, router};
+use tessera_auth::Purged;
+use tessera_auth::secrets::{self, KeyRing};
 
 /// Why the service did not start.
 #[derive(Debug, thiserror::Error)]
@@ -216,8 +217,10 @@ impl Application {
         let (tokens, limiter) =
             open_stores(db.clone(), &config.database, policies, config.purge_batch).await?;
         let mut state = AppState::new(db, tokens, limiter, ApiKeys::parse(&config.api_keys));
-        state.auth = std::sync::Arc::new(
-            AuthSettings::from_args(&config.auth, keys, config.listen_addr())
+        state.auth.settings = std::sync::Arc::new(
+            config
+                .auth
+                .settings(keys, config.listen_addr())
                 .map_err(StartupError::Config)?,
         );
         state.limits = Limits {
@@ -231,7 +234,7 @@ impl Application {
         if state.api_keys.is_empty() {
             tracing::warn!("no TESSERA_API_KEYS configured: /v1 refuses every request");
         }
-        tokio::task::spawn_blocking(crate::password::prewarm)
+        tokio::task::spawn_blocking(tessera_auth::hashing::prewarm)
             .await
             .map_err(|e| StartupError::Config(format!("reserving hashing memory: {e}")))?;
         let addr = config.listen_addr();
@@ -352,33 +355,6 @@ async fn serve(
     Ok(())
 }
 
-/// What one purge deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct Purged {
-    /// Expired tokens.
-    pub tokens: u64,
-    /// Rate-limit events older than the longest window.
-    pub events: u64,
-    /// Expired sessions and mailed codes, and used TOTP windows past their retention.
-    pub login_rows: u64,
-}
-
-/// The one purge, the same for the background task, `/v1/admin/purge` and `tessera
-/// purge`: expired tokens and stale events in bounded batches that skip rows another
-/// worker is deleting (so every worker may run it at once), then the login flows' expired
-/// rows.
-pub async fn purge(
-    db: &DatabaseConnection,
-    tokens: &Tokens,
-    limiter: &Limiter,
-) -> Result<Purged, crate::AppError> {
-    Ok(Purged {
-        tokens: tokens.purge().await?,
-        events: limiter.purge(tokens.purge_batch()).await?,
-        login_rows: crate::login::purge(db).await?,
-    })
-}
-
 /// Purges every `every`, on every worker.
 async fn purge_loop(state: AppState, every: Duration, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(every);
@@ -389,7 +365,7 @@ async fn purge_loop(state: AppState, every: Duration, mut stop: watch::Receiver<
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
-        match purge(&state.db, &state.tokens, &state.limiter).await {
+        match state.auth.purge().await {
             Ok(p) if p == Purged::default() => {}
             Ok(p) => tracing::info!(
                 tokens = p.tokens,

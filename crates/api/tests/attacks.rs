@@ -9,7 +9,8 @@ use common::*;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use std::time::Duration;
-use tessera_api::{AppState, mfa};
+use tessera_api::AppState;
+use tessera_auth::factors::codes as mfa;
 use tessera_limiter::{Clock, ManualClock};
 
 const PW: &str = "correct horse";
@@ -1066,10 +1067,10 @@ async fn hostile_idp(body_mb: Option<usize>) -> HostileIdp {
 }
 
 async fn add_idp(state: &AppState, name: &str, issuer: &str) {
-    tessera_api::oidc::add_provider(
-        &state.db,
-        &state.auth.keys,
-        tessera_api::oidc::NewProvider {
+    tessera_auth::oidc::add_provider(
+        &state.auth.db,
+        &state.auth.settings.keys,
+        tessera_auth::oidc::NewProvider {
             name: name.into(),
             issuer: issuer.into(),
             client_id: "tessera".into(),

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::*;
 use serde_json::json;
-use tessera_api::mfa;
+use tessera_auth::factors::codes as mfa;
 
 #[tokio::test]
 async fn cross_site_and_non_json_requests_are_refused() {
@@ -381,6 +381,7 @@ async fn an_account_without_a_password_reauthenticates_with_the_code_alone() {
     problem(&without, StatusCode::UNAUTHORIZED, "invalid_credentials");
 
     state
+        .auth
         .db
         .execute_unprepared("UPDATE users SET password_hash = NULL WHERE username = 'olga'")
         .await

@@ -22,7 +22,7 @@ async fn timed_out_requests_cannot_run_more_hashes_than_cpus() {
         tokio::spawn(async move {
             let mut most = 0;
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                most = most.max(tessera_api::password::running());
+                most = most.max(tessera_auth::hashing::running());
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             most
@@ -43,7 +43,7 @@ async fn timed_out_requests_cannot_run_more_hashes_than_cpus() {
     });
     let answers = futures::future::join_all(burst).await;
     // Let the hashes of timed-out requests finish.
-    while tessera_api::password::queued() > 0 {
+    while tessera_auth::hashing::queued() > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -56,9 +56,9 @@ async fn timed_out_requests_cannot_run_more_hashes_than_cpus() {
     }
     eprintln!("answers: {by_status:?}; most hashes at once: {most}");
     assert!(
-        most <= tessera_api::password::max_running(),
+        most <= tessera_auth::hashing::max_running(),
         "{most} hashes ran at once on {} CPUs",
-        tessera_api::password::max_running()
+        tessera_auth::hashing::max_running()
     );
     assert!(
         answers.iter().all(|a| a.status.as_u16() != 500),

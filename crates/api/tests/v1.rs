@@ -16,7 +16,7 @@ const KEY: &str = "test-service-key";
 async fn state(keys: &str) -> (AppState, TestDb) {
     let db = TestDb::sqlite_file().await;
     let tokens = Tokens::new(Arc::new(SqlTokenStore::new(db.db.clone()).unwrap()));
-    let mut policies = tessera_api::login::default_policies();
+    let mut policies = tessera_auth::throttle::default_policies();
     policies.apply_overrides("demo=3/1m").unwrap();
     let limiter = Limiter::new(Arc::new(SqlLimiter::new(db.db.clone()).unwrap()), policies);
     (

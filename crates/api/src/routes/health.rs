@@ -28,8 +28,8 @@ pub async fn healthz() -> Json<Value> {
     (status = 503, description = "Store unavailable", body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    state.tokens.ping().await?;
-    state.limiter.ping().await?;
+    state.auth.tokens.ping().await?;
+    state.auth.limiter.ping().await?;
     Ok(Json(json!({ "status": "ready" })))
 }
 

@@ -1,4 +1,3 @@
 pub mod auth;
 pub mod health;
-pub mod oidc;
 pub mod v1;

@@ -5,7 +5,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use tessera_api::{ApiKeys, AppState, AuthSettings, mfa, router};
+use tessera_api::{ApiKeys, AppState, AuthSettings, router};
+use tessera_auth::factors::codes as mfa;
 use tessera_limiter::{Clock, Limiter, SqlLimiter};
 use tessera_store::{SqlTokenStore, Tokens};
 use tessera_testkit::TestDb;
@@ -30,7 +31,7 @@ pub async fn app_state_on(
                 .unwrap()
                 .with_clock(clock.clone()),
         ),
-        tessera_api::login::default_policies(),
+        tessera_auth::throttle::default_policies(),
     );
     let outbox = tempfile::tempdir().unwrap();
     let mut settings = AuthSettings::ephemeral(outbox.path().to_owned());
@@ -40,7 +41,7 @@ pub async fn app_state_on(
     settings.clock = clock;
     configure(&mut settings);
     let mut state = AppState::new(db.db.clone(), tokens, limiter, ApiKeys::parse(""));
-    state.auth = Arc::new(settings);
+    state.auth.settings = Arc::new(settings);
     (state, db, outbox)
 }
 

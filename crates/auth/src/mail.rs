@@ -118,6 +118,26 @@ impl Mailer {
     }
 }
 
+/// Every message text Tessera sends.
+pub mod messages {
+    /// The body of a mail carrying `code`.
+    pub fn code(code: &str, purpose: &str) -> String {
+        format!(
+            "Your code to {purpose} is: {code}\n\nIt expires in 10 minutes. If you did not ask \
+             for it, someone knows your password: change it.\n"
+        )
+    }
+
+    /// The body of a password-reset mail for `username`, with its `link` and `token`.
+    pub fn password_reset(username: &str, link: &str, token: &str) -> String {
+        format!(
+            "Someone asked to reset the password of the account `{username}`.\n\nTo choose a new \
+             password, open:\n{link}\n\nThe link works once, within an hour. The token, for \
+             apps: {token}\n\nIf it was not you, ignore this mail.\n"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use tessera_entity::AccountName;
 use tessera_entity::{oidc_identities, oidc_providers, users};
 
-use crate::AppError;
+use crate::AuthError;
+use crate::error::Conflict;
 use crate::secrets::KeyRing;
 
 /// How long discovery documents and key sets are reused.
@@ -130,14 +131,14 @@ pub async fn add_provider(
     db: &DatabaseConnection,
     keys: &KeyRing,
     new: NewProvider,
-) -> Result<ProviderSummary, AppError> {
+) -> Result<ProviderSummary, AuthError> {
     let name_ok = (1..=64).contains(&new.name.len())
         && new
             .name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if !name_ok {
-        return Err(AppError::field(
+        return Err(AuthError::invalid(
             "name",
             "a provider name is [a-z0-9_-], 1 to 64 characters",
         ));
@@ -145,9 +146,9 @@ pub async fn add_provider(
     IssuerUrl::new(new.issuer.clone())
         .ok()
         .filter(|u| matches!(u.url().scheme(), "http" | "https"))
-        .ok_or_else(|| AppError::field("issuer", "not an http(s) URL"))?;
+        .ok_or_else(|| AuthError::invalid("issuer", "not an http(s) URL"))?;
     if new.client_id.is_empty() {
-        return Err(AppError::field("client_id", "required"));
+        return Err(AuthError::invalid("client_id", "required"));
     }
     let secret = new
         .client_secret
@@ -166,17 +167,17 @@ pub async fn add_provider(
     match row.insert(db).await {
         Ok(m) => Ok(m.into()),
         Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-            Err(AppError::Conflict {
-                code: "provider_exists",
-                detail: format!("a provider `{}` exists already", new.name),
-            })
+            Err(AuthError::conflict(
+                Conflict::ProviderExists,
+                format!("a provider `{}` exists already", new.name),
+            ))
         }
         Err(e) => Err(e.into()),
     }
 }
 
 /// Every provider, by name.
-pub async fn list_providers(db: &DatabaseConnection) -> Result<Vec<ProviderSummary>, AppError> {
+pub async fn list_providers(db: &DatabaseConnection) -> Result<Vec<ProviderSummary>, AuthError> {
     Ok(oidc_providers::Entity::find()
         .order_by_asc(oidc_providers::Column::Name)
         .all(db)
@@ -187,9 +188,9 @@ pub async fn list_providers(db: &DatabaseConnection) -> Result<Vec<ProviderSumma
 }
 
 /// Removes a provider and the links made through it.
-pub async fn remove_provider(db: &DatabaseConnection, name: &str) -> Result<(), AppError> {
+pub async fn remove_provider(db: &DatabaseConnection, name: &str) -> Result<(), AuthError> {
     let Some(p) = find_provider(db, name).await? else {
-        return Err(AppError::field("name", format!("no provider `{name}`")));
+        return Err(AuthError::invalid("name", format!("no provider `{name}`")));
     };
     oidc_identities::Entity::delete_many()
         .filter(oidc_identities::Column::ProviderId.eq(p.id))
@@ -203,7 +204,7 @@ pub async fn remove_provider(db: &DatabaseConnection, name: &str) -> Result<(), 
 pub async fn find_provider(
     db: &DatabaseConnection,
     name: &str,
-) -> Result<Option<oidc_providers::Model>, AppError> {
+) -> Result<Option<oidc_providers::Model>, AuthError> {
     // A name from a URL path may hold anything; no provider's name holds a control
     // character, and a NUL would fail the PostgreSQL query.
     if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
@@ -595,7 +596,7 @@ pub async fn link_or_create(
     provider: &oidc_providers::Model,
     identity: &Identity,
     create: bool,
-) -> Result<Result<users::Model, OidcFailure>, AppError> {
+) -> Result<Result<users::Model, OidcFailure>, AuthError> {
     let linked = |db: &DatabaseConnection| {
         let (pid, sub) = (provider.id, identity.subject.clone());
         let db = db.clone();
@@ -606,7 +607,7 @@ pub async fn link_or_create(
                 .one(&db)
                 .await?;
             match link {
-                Some(l) => Ok::<_, AppError>(users::Entity::find_by_id(l.user_id).one(&db).await?),
+                Some(l) => Ok::<_, AuthError>(users::Entity::find_by_id(l.user_id).one(&db).await?),
                 None => Ok(None),
             }
         }

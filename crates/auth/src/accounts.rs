@@ -1,4 +1,5 @@
-//! Account administration: what `tessera user ...` does.
+//! Accounts: finding one by any spelling of its name, what a second factor it offers,
+//! what ends when its state changes, and administration (`tessera user ...`).
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -9,8 +10,11 @@ use serde::Serialize;
 use tessera_entity::users::{self, Column, Entity as Users};
 use tessera_entity::{AccountName, Username};
 
-use crate::AppError;
-use crate::password::{self, Password};
+use crate::AuthError;
+use crate::error::Conflict;
+use crate::hashing::{self as password, Password};
+use tessera_entity::TokenType;
+use tessera_store::{ConsumedToken, Tokens};
 
 /// An account as `tessera user list` shows it (no secrets).
 #[derive(Debug, Serialize)]
@@ -58,11 +62,11 @@ pub async fn create(
     email: Option<String>,
     password: Password,
     place: Option<password::Place>,
-) -> Result<UserSummary, AppError> {
+) -> Result<UserSummary, AuthError> {
     if let Some(e) = &email
         && (e.len() > 320 || !e.contains('@'))
     {
-        return Err(AppError::field("email", "not a mail address"));
+        return Err(AuthError::invalid("email", "not a mail address"));
     }
     // The cheap checks before any argon2 work: a taken name, and an address that already
     // has its share of accounts (every account can be sent mail, so an address collecting
@@ -80,10 +84,10 @@ pub async fn create(
             .count(db)
             .await?;
         if sharing >= ACCOUNTS_PER_ADDRESS {
-            return Err(AppError::Conflict {
-                code: "too_many_accounts_for_address",
-                detail: format!("an address may belong to at most {ACCOUNTS_PER_ADDRESS} accounts"),
-            });
+            return Err(AuthError::conflict(
+                Conflict::TooManyAccountsForAddress,
+                format!("an address may belong to at most {ACCOUNTS_PER_ADDRESS} accounts"),
+            ));
         }
     }
     let hash = match place {
@@ -109,15 +113,15 @@ pub async fn create(
 /// Accounts one mail address may have.
 pub const ACCOUNTS_PER_ADDRESS: u64 = 5;
 
-fn username_taken(username: &AccountName) -> AppError {
-    AppError::Conflict {
-        code: "username_taken",
-        detail: format!("the user `{username}` exists already"),
-    }
+fn username_taken(username: &AccountName) -> AuthError {
+    AuthError::conflict(
+        Conflict::UsernameTaken,
+        format!("the user `{username}` exists already"),
+    )
 }
 
 /// Every account, by name.
-pub async fn list(db: &DatabaseConnection) -> Result<Vec<UserSummary>, AppError> {
+pub async fn list(db: &DatabaseConnection) -> Result<Vec<UserSummary>, AuthError> {
     let all = Users::find().order_by_asc(Column::Username).all(db).await?;
     Ok(all.into_iter().map(UserSummary::from).collect())
 }
@@ -139,12 +143,12 @@ pub async fn change(
     db: &DatabaseConnection,
     username: &AccountName,
     change: Change,
-) -> Result<Username, AppError> {
+) -> Result<Username, AuthError> {
     let found = Users::find()
         .filter(Column::UsernameKey.eq(username.key()))
         .one(db)
         .await?
-        .ok_or_else(|| AppError::field("username", format!("no user `{username}`")))?;
+        .ok_or_else(|| AuthError::invalid("username", format!("no user `{username}`")))?;
     let update = Users::update_many().filter(Column::Id.eq(found.id));
     let update = match change {
         Change::Disable => update.col_expr(Column::Disabled, Expr::value(true)),
@@ -157,90 +161,79 @@ pub async fn change(
         Change::EnforceMfa => update.col_expr(Column::MfaEnforcePending, Expr::value(true)),
     };
     update.exec(db).await?;
-    Username::parse(found.username).map_err(|e| AppError::Internal(format!("stored username: {e}")))
+    Username::parse(found.username)
+        .map_err(|e| AuthError::internal(format!("stored username: {e}")))
 }
 
-/// What `tessera keys rotate` did.
-#[derive(Debug, Default, Serialize)]
-pub struct RotateReport {
-    /// Secrets re-encrypted under the current key.
-    pub rotated: u64,
-    /// Secrets that were under the current key already.
-    pub current: u64,
-}
-
-/// Re-encrypts every TOTP secret and OIDC client secret under the ring's current key. Each row is rewritten only
-/// if it still holds the ciphertext that was read, so a concurrent setup is never
-/// overwritten with an older secret.
-pub async fn rotate_secrets(
+/// The account named `username` (in any spelling of it: see [`AccountName`]).
+pub async fn find_user(
     db: &DatabaseConnection,
-    ring: &crate::secrets::KeyRing,
-) -> Result<RotateReport, AppError> {
-    use tessera_entity::oidc_providers as p;
-    let mut report = RotateReport::default();
-    for user in Users::find()
-        .filter(Column::TotpSecret.is_not_null())
-        .all(db)
-        .await?
-    {
-        let place = crate::login::totp_place(user.id);
-        let what = format!("user `{}`", user.username);
-        if let Some(Resealed { old, new }) =
-            reseal(ring, &place, user.totp_secret, &what, &mut report)?
-        {
-            Users::update_many()
-                .col_expr(Column::TotpSecret, Expr::value(Some(new)))
-                .filter(Column::Id.eq(user.id))
-                .filter(Column::TotpSecret.eq(old))
-                .exec(db)
-                .await?;
-        }
+    username: &str,
+) -> Result<Option<users::Model>, AuthError> {
+    match AccountName::parse(username) {
+        Ok(name) => find_account(db, &name).await,
+        Err(_) => Ok(None),
     }
-    for provider in p::Entity::find()
-        .filter(p::Column::ClientSecret.is_not_null())
-        .all(db)
-        .await?
-    {
-        let place = crate::oidc::secret_place(&provider.name);
-        let what = format!("provider `{}`", provider.name);
-        if let Some(Resealed { old, new }) =
-            reseal(ring, &place, provider.client_secret, &what, &mut report)?
-        {
-            p::Entity::update_many()
-                .col_expr(p::Column::ClientSecret, Expr::value(Some(new)))
-                .filter(p::Column::Id.eq(provider.id))
-                .filter(p::Column::ClientSecret.eq(old))
-                .exec(db)
-                .await?;
-        }
-    }
-    Ok(report)
 }
 
-/// A ciphertext as read, and the same secret sealed under the current key.
-struct Resealed {
-    old: Vec<u8>,
-    new: Vec<u8>,
+/// The account a consumed or peeked token speaks for, if it names one that exists.
+pub async fn token_user(
+    db: &DatabaseConnection,
+    token: &ConsumedToken,
+) -> Result<Option<users::Model>, AuthError> {
+    match token.username.as_deref() {
+        Some(name) => find_user(db, name).await,
+        None => Ok(None),
+    }
 }
 
-/// The ciphertext `sealed` (at `place`) and its re-sealing under the current key, or
-/// `None` when it is under the current key already; counts either way.
-fn reseal(
-    ring: &crate::secrets::KeyRing,
-    place: &str,
-    sealed: Option<Vec<u8>>,
-    what: &str,
-    report: &mut RotateReport,
-) -> Result<Option<Resealed>, AppError> {
-    let Some(old) = sealed else { return Ok(None) };
-    if ring.is_current(&old) {
-        report.current += 1;
-        return Ok(None);
+/// The account of `name`, found by its key.
+pub async fn find_account(
+    db: &DatabaseConnection,
+    name: &AccountName,
+) -> Result<Option<users::Model>, AuthError> {
+    Ok(users::Entity::find()
+        .filter(users::Column::UsernameKey.eq(name.key()))
+        .one(db)
+        .await?)
+}
+
+/// The [`Username`](tessera_entity::Username) of a stored account (checked at creation).
+pub fn username_of(user: &users::Model) -> Result<tessera_entity::Username, AuthError> {
+    tessera_entity::Username::parse(user.username.clone())
+        .map_err(|e| AuthError::internal(format!("stored username: {e}")))
+}
+
+/// What `/auth/login` offers a user with a second factor: `totp`, `backup_code`,
+/// `email_otp`.
+pub fn methods(user: &users::Model) -> Vec<&'static str> {
+    let mut m = Vec::new();
+    if user.totp_enabled {
+        m.push("totp");
+        m.push("backup_code");
     }
-    let plain = ring
-        .open(place, &old)
-        .map_err(|e| AppError::Internal(format!("{what}: {e}")))?;
-    report.rotated += 1;
-    let new = ring.seal(place, &plain);
-    Ok(Some(Resealed { old, new }))
+    if user.email_otp_enabled && user.email.is_some() {
+        m.push("email_otp");
+    }
+    m
+}
+
+/// The kinds of token that carry a login in progress or a factor being set up: what a
+/// password reset, a password change, disabling the account or turning a factor off must
+/// end, since each was obtained under the state that just changed.
+pub const PENDING_KINDS: [TokenType; 5] = [
+    TokenType::PreAuth,
+    TokenType::MfaEnforce,
+    TokenType::OidcExchange,
+    TokenType::EmailOtpSetup,
+    TokenType::TotpSetup,
+];
+
+/// Revokes every pending login and setup of `username` ([`PENDING_KINDS`]).
+pub async fn revoke_pending(tokens: &Tokens, username: &Username) -> Result<u64, AuthError> {
+    let mut revoked = 0;
+    for kind in PENDING_KINDS {
+        revoked += tokens.revoke(kind, username).await?;
+    }
+    Ok(revoked)
 }

@@ -1,42 +1,23 @@
-//! `/v1`: the token store and the rate limiter as a service for other services, behind a
-//! service key.
+//! `/v1/tokens`: single-use tokens for other services, in a namespace of their own.
 
+use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
 use tessera_entity::{AuthEphemeralToken, Challenge, TokenType, Username};
-use tessera_limiter::{Decision, Event};
 use tessera_store::{ConsumedToken, StoreError};
 use utoipa::ToSchema;
 
-use crate::auth::require_service_key;
+use super::{APP_NAMESPACE, BodyErrors};
 use crate::error::Problem;
-use crate::extract::ApiJson;
-use crate::startup::Purged;
+use crate::http::extract::ApiJson;
 use crate::{AppError, AppState};
 
 /// The longest lifetime a token may be issued with: 30 days.
 pub const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
-
-pub fn router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/v1/tokens", post(issue))
-        .route("/v1/tokens/consume", post(consume))
-        .route("/v1/tokens/peek", post(peek))
-        .route("/v1/tokens/revoke", post(revoke))
-        .route("/v1/ratelimit/hit", post(hit))
-        .route("/v1/ratelimit/peek", post(ratelimit_peek))
-        .route("/v1/ratelimit/reset", post(reset))
-        .route("/v1/admin/purge", post(purge))
-        .route_layer(middleware::from_fn_with_state(state, require_service_key))
-}
 
 /// The OpenAPI view of a [`TokenType`]: one of the kinds' snake_case names, listed from the
 /// type itself so the document cannot fall behind it. (The data-model crate knows no
@@ -174,82 +155,6 @@ pub struct RevokeRequest {
 pub struct RevokeResponse {
     /// The number removed.
     pub revoked: u64,
-}
-
-/// A rate-limited event for a key.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HitRequest {
-    /// The event: one of Tessera's (`2fa_attempt`, `login_ip`, ...) or one configured with
-    /// `TESSERA_RATE_LIMITS`.
-    pub event: String,
-    /// The subject: a username, an IP, any string of 1 to 255 characters.
-    pub key: String,
-    /// Units this hit counts for (1 to the limit); 1 by default.
-    pub cost: Option<u32>,
-}
-
-/// An event and key.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LimitKeyRequest {
-    /// The event.
-    pub event: String,
-    /// The key.
-    pub key: String,
-}
-
-/// A rate-limit decision.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DecisionResponse {
-    /// Whether the hit was admitted (peek: whether a hit of cost 1 would be).
-    pub allowed: bool,
-    /// The policy's limit per window.
-    pub limit: u32,
-    /// Units still available now.
-    pub remaining: u32,
-    /// Milliseconds until the full limit is available again.
-    pub reset_after_ms: u64,
-    /// Milliseconds until the same hit would be admitted; 0 when it was.
-    pub retry_after_ms: u64,
-}
-
-/// The error answers every `/v1` route can give.
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)]
-pub enum ServiceErrors {
-    /// No valid service key, or none configured: `unauthorized`.
-    #[response(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Problem),
-    /// The store cannot be reached (`store_unavailable`) or the request took too long
-    /// (`timeout`).
-    #[response(status = 503, content_type = "application/problem+json")]
-    Unavailable(Problem),
-}
-
-/// The error answers of every `/v1` route that takes a JSON body.
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)]
-pub enum BodyErrors {
-    /// The body is not JSON: `malformed_json`.
-    #[response(status = 400, content_type = "application/problem+json")]
-    MalformedJson(Problem),
-    /// No valid service key, or none configured: `unauthorized`.
-    #[response(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Problem),
-    /// The body is over the size limit: `body_too_large`.
-    #[response(status = 413, content_type = "application/problem+json")]
-    BodyTooLarge(Problem),
-    /// The body is not sent as JSON: `unsupported_media_type`.
-    #[response(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Problem),
-    /// A field is missing, unknown or invalid (named in `field`): `validation_failed`.
-    #[response(status = 422, content_type = "application/problem+json")]
-    Validation(Problem),
-    /// The store cannot be reached (`store_unavailable`) or the request took too long
-    /// (`timeout`).
-    #[response(status = 503, content_type = "application/problem+json")]
-    Unavailable(Problem),
 }
 
 fn username(value: Option<String>, kind: TokenType) -> Result<Username, AppError> {
@@ -448,114 +353,5 @@ pub async fn revoke(
 /// The tokens of `/v1`: a namespace of their own, so a service key can neither mint nor
 /// read nor revoke a token that the `/auth` flows accept, whatever its kind.
 fn app_tokens(state: &AppState) -> tessera_store::Tokens {
-    state.tokens.in_namespace(APP_NAMESPACE)
-}
-
-/// The namespace of what `/v1` creates: tokens, and the prefix of rate-limit keys (the
-/// `/auth` flows count under `auth:`).
-const APP_NAMESPACE: &str = "app";
-
-/// A caller's rate-limit key in `/v1`'s namespace: 1 to 255 characters, no control
-/// characters.
-fn app_key(key: &str) -> Result<String, AppError> {
-    let n = key.chars().count();
-    if !(1..=255).contains(&n) || key.chars().any(char::is_control) {
-        return Err(AppError::field(
-            "key",
-            "a rate-limit key is 1 to 255 characters without control characters",
-        ));
-    }
-    Ok(format!("{APP_NAMESPACE}:{key}"))
-}
-
-fn event(name: &str) -> Result<Event, AppError> {
-    name.parse()
-        .map_err(|e: tessera_limiter::InvalidEvent| AppError::field("event", e.to_string()))
-}
-
-fn decision_response(state: &AppState, event: &Event, d: Decision) -> Result<Response, AppError> {
-    let window = state.limiter.policy(event)?.window;
-    let mut headers = HeaderMap::new();
-    let name = event.as_str();
-    let value =
-        |s: String| HeaderValue::from_str(&s).map_err(|e| AppError::Internal(e.to_string()));
-    headers.insert("ratelimit-policy", value(d.policy_header(name, window))?);
-    headers.insert("ratelimit", value(d.ratelimit_header(name))?);
-    if let Some(r) = d.retry_after_header() {
-        headers.insert("retry-after", value(r)?);
-    }
-    let body = DecisionResponse {
-        allowed: d.allowed,
-        limit: d.limit,
-        remaining: d.remaining,
-        reset_after_ms: d.reset_after.as_millis() as u64,
-        retry_after_ms: d.retry_after.as_millis() as u64,
-    };
-    Ok((headers, Json(body)).into_response())
-}
-
-/// Check and record a hit. A denial is an answer too: 200 with `allowed: false`.
-#[utoipa::path(post, path = "/v1/ratelimit/hit", tag = "ratelimit", request_body = HitRequest,
-    security(("service_key" = [])),
-    responses(
-        (status = 200, description = "The decision, with RateLimit-Policy, RateLimit and (when denied) Retry-After headers", body = DecisionResponse),
-        BodyErrors,
-    ))]
-pub async fn hit(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<HitRequest>,
-) -> Result<Response, AppError> {
-    let ev = event(&req.event)?;
-    let d = state
-        .limiter
-        .hit(&ev, &app_key(&req.key)?, req.cost.unwrap_or(1))
-        .await?;
-    metrics::counter!("tessera_ratelimit_decisions_total", "event" => ev.as_str().to_owned(), "allowed" => if d.allowed { "true" } else { "false" })
-        .increment(1);
-    decision_response(&state, &ev, d)
-}
-
-/// The current state of a key, recording nothing.
-#[utoipa::path(post, path = "/v1/ratelimit/peek", tag = "ratelimit", request_body = LimitKeyRequest,
-    security(("service_key" = [])),
-    responses(
-        (status = 200, description = "The state now", body = DecisionResponse),
-        BodyErrors,
-    ))]
-pub async fn ratelimit_peek(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<LimitKeyRequest>,
-) -> Result<Response, AppError> {
-    let ev = event(&req.event)?;
-    let d = state.limiter.peek(&ev, &app_key(&req.key)?).await?;
-    decision_response(&state, &ev, d)
-}
-
-/// Forget a key's events.
-#[utoipa::path(post, path = "/v1/ratelimit/reset", tag = "ratelimit", request_body = LimitKeyRequest,
-    security(("service_key" = [])),
-    responses(
-        (status = 204, description = "Reset"),
-        BodyErrors,
-    ))]
-pub async fn reset(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<LimitKeyRequest>,
-) -> Result<StatusCode, AppError> {
-    let ev = event(&req.event)?;
-    state.limiter.reset(&ev, &app_key(&req.key)?).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Delete expired tokens and stale events now.
-#[utoipa::path(post, path = "/v1/admin/purge", tag = "admin",
-    security(("service_key" = [])),
-    responses(
-        (status = 200, description = "Deleted", body = Purged),
-        ServiceErrors,
-    ))]
-pub async fn purge(State(state): State<AppState>) -> Result<Json<Purged>, AppError> {
-    Ok(Json(
-        crate::startup::purge(&state.db, &state.tokens, &state.limiter).await?,
-    ))
+    state.auth.tokens.in_namespace(APP_NAMESPACE)
 }

@@ -163,6 +163,31 @@ impl FromRequestParts<crate::AppState> for ClientIp {
     }
 }
 
+/// The client as the login flows see it: its address's limiter key, the address, and its
+/// `User-Agent` (kept with a session).
+pub struct Caller(pub tessera_auth::Client);
+
+impl FromRequestParts<crate::AppState> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &crate::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Ok(ip) = ClientIp::from_request_parts(parts, state).await;
+        let user_agent = parts
+            .headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Caller(tessera_auth::Client {
+            key: ip.key(),
+            addr: ip.addr.map(|a| a.to_string()),
+            user_agent,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,13 +82,13 @@ pub struct Place {
 }
 
 /// Takes a place in `priority`'s lane: 503 `overloaded` at once when the lane is full.
-pub fn reserve(priority: Priority) -> Result<Place, AppError> {
+pub fn reserve(priority: Priority) -> Result<Place, AuthError> {
     let lane = priority.lane();
     let permit = lane
         .queue
         .clone()
         .try_acquire_owned()
-        .map_err(|_| AppError::Overloaded)?;
+        .map_err(|_| AuthError::Overloaded)?;
     Ok(Place { lane, permit })
 }
 
@@ -101,14 +101,14 @@ pub fn reserve(priority: Priority) -> Result<Place, AppError> {
 async fn on_blocking_thread<T: Send + 'static>(
     place: Place,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, AppError> {
+) -> Result<T, AuthError> {
     let cpu = place
         .lane
         .cpu
         .clone()
         .acquire_owned()
         .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+        .map_err(|e| AuthError::internal(e.to_string()))?;
     let permit = place.permit;
     tokio::task::spawn_blocking(move || {
         RUNNING.fetch_add(1, Ordering::SeqCst);
@@ -118,7 +118,7 @@ async fn on_blocking_thread<T: Send + 'static>(
         out
     })
     .await
-    .map_err(|e| AppError::Internal(e.to_string()))
+    .map_err(|e| AuthError::internal(e.to_string()))
 }
 
 /// Hashes running or waiting now, in every lane.
@@ -141,7 +141,7 @@ pub fn max_running() -> usize {
     cpus() + 1
 }
 
-use crate::AppError;
+use crate::AuthError;
 
 /// OWASP's argon2id parameters: 19 MiB, 2 passes, 1 lane.
 fn params() -> Params {
@@ -185,8 +185,8 @@ pub fn prewarm() {
 }
 
 /// Hashes `secret` with a fresh salt; the PHC string.
-fn hash_blocking(secret: &[u8]) -> Result<String, AppError> {
-    let internal = |e: &dyn std::fmt::Display| AppError::Internal(format!("argon2: {e}"));
+fn hash_blocking(secret: &[u8]) -> Result<String, AuthError> {
+    let internal = |e: &dyn std::fmt::Display| AuthError::internal(format!("argon2: {e}"));
     let params = params();
     let mut salt = [0u8; Salt::RECOMMENDED_LENGTH];
     getrandom::fill(&mut salt).map_err(|e| internal(&e))?;
@@ -242,12 +242,12 @@ pub struct Password(String);
 
 impl Password {
     /// Checks a chosen password.
-    pub fn parse(value: String) -> Result<Self, AppError> {
+    pub fn parse(value: String) -> Result<Self, AuthError> {
         let n = value.chars().count();
         if (8..=1024).contains(&n) {
             Ok(Password(value))
         } else {
-            Err(AppError::field(
+            Err(AuthError::invalid(
                 "password",
                 "a password is 8 to 1024 characters",
             ))
@@ -262,18 +262,18 @@ impl std::fmt::Debug for Password {
 }
 
 /// Hashes `password` (PHC string, random salt).
-pub async fn hash(password: Password) -> Result<String, AppError> {
+pub async fn hash(password: Password) -> Result<String, AuthError> {
     hash_in(reserve(Priority::Anyone)?, password).await
 }
 
 /// [`hash`] in a place taken before.
-pub async fn hash_in(place: Place, password: Password) -> Result<String, AppError> {
+pub async fn hash_in(place: Place, password: Password) -> Result<String, AuthError> {
     on_blocking_thread(place, move || hash_blocking(password.0.as_bytes())).await?
 }
 
 /// Hashes each of `codes` (backup codes, mailed codes) with argon2id, on one blocking
 /// thread.
-pub async fn hash_codes(codes: Vec<String>) -> Result<Vec<String>, AppError> {
+pub async fn hash_codes(codes: Vec<String>) -> Result<Vec<String>, AuthError> {
     on_blocking_thread(reserve(Priority::Anyone)?, move || {
         codes.iter().map(|c| hash_blocking(c.as_bytes())).collect()
     })
@@ -281,7 +281,7 @@ pub async fn hash_codes(codes: Vec<String>) -> Result<Vec<String>, AppError> {
 }
 
 /// Hashes one code.
-pub async fn hash_code(code: String) -> Result<String, AppError> {
+pub async fn hash_code(code: String) -> Result<String, AuthError> {
     Ok(hash_codes(vec![code])
         .await?
         .pop()
@@ -289,7 +289,7 @@ pub async fn hash_code(code: String) -> Result<String, AppError> {
 }
 
 /// Whether `input` matches the argon2id `hash`.
-pub async fn code_matches(input: String, hash: String) -> Result<bool, AppError> {
+pub async fn code_matches(input: String, hash: String) -> Result<bool, AuthError> {
     Ok(first_match(input, vec![(0, hash)]).await?.is_some())
 }
 
@@ -298,7 +298,7 @@ pub async fn code_matches(input: String, hash: String) -> Result<bool, AppError>
 pub async fn first_match(
     input: String,
     candidates: Vec<(i64, String)>,
-) -> Result<Option<i64>, AppError> {
+) -> Result<Option<i64>, AuthError> {
     on_blocking_thread(reserve(Priority::Anyone)?, move || {
         let mut found = None;
         for (id, hash) in &candidates {
@@ -325,7 +325,7 @@ pub async fn verify(
     place: Place,
     password: String,
     stored: Option<String>,
-) -> Result<bool, AppError> {
+) -> Result<bool, AuthError> {
     on_blocking_thread(place, move || {
         let target = stored.as_deref().unwrap_or(DECOY.as_str());
         matches_blocking(password.as_bytes(), target) && stored.is_some()

@@ -1,0 +1,128 @@
+//! The cookies of the login flows, and the CSRF rule of the routes they authorize.
+//!
+//! Every cookie is HttpOnly and SameSite=Lax, `Secure` when the public URL is https. What
+//! they carry is made by tessera-auth (a session, a challenge, a setup token); here they
+//! are only set, read and removed.
+
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use std::time::Duration;
+use tessera_auth::{AuthSettings, Pending, SignedIn};
+
+use crate::http::extract::is_json;
+use crate::{AppError, AppState};
+
+/// The session cookie.
+pub const SESSION: &str = "tessera_session";
+/// Binds an `mfa_token` to the browser it was issued to.
+pub const CHALLENGE: &str = "tessera_challenge";
+/// Carries an email-OTP setup token.
+pub const EMAIL_OTP: &str = "tessera_email_otp";
+/// Carries a TOTP setup in progress (a `totp_setup` token).
+pub const TOTP_SETUP: &str = "tessera_totp_setup";
+/// Left by a complete sign-in: this device may try passwords for that account beyond the
+/// per-username throttle that strangers share.
+pub const DEVICE: &str = "tessera_device";
+/// Binds an `oidc_state` to the browser that started the flow.
+pub const OIDC: &str = "tessera_oidc";
+/// Binds an `oidc_exchange` token to the browser the callback sent it to: a token posted
+/// from anywhere else (an attacker's own login planted in a victim's page) is refused.
+pub const OIDC_EXCHANGE: &str = "tessera_oidc_exchange";
+/// The path of the OIDC flow's cookies.
+pub const OIDC_PATH: &str = "/auth/oidc";
+
+/// A cookie named `name` carrying `value` for `max_age`, on `path`.
+pub fn on_path(
+    settings: &AuthSettings,
+    name: &'static str,
+    value: String,
+    max_age: Duration,
+    path: &'static str,
+) -> Cookie<'static> {
+    Cookie::build((name, value))
+        .http_only(true)
+        // Lax: a provider's top-level redirect back carries it; a cross-site POST does not.
+        .same_site(SameSite::Lax)
+        .secure(settings.secure_cookies)
+        .path(path)
+        .max_age(cookie::time::Duration::seconds(
+            i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+        ))
+        .build()
+}
+
+/// A cookie named `name` carrying `value` for `max_age`, on `/`.
+pub fn new(
+    settings: &AuthSettings,
+    name: &'static str,
+    value: String,
+    max_age: Duration,
+) -> Cookie<'static> {
+    on_path(settings, name, value, max_age, "/")
+}
+
+/// Removes the cookie `name` set on `path`.
+pub fn removal_on(name: &'static str, path: &'static str) -> Cookie<'static> {
+    Cookie::build((name, "")).path(path).build()
+}
+
+/// Removes the cookie `name` set on `/`.
+pub fn removal(name: &'static str) -> Cookie<'static> {
+    removal_on(name, "/")
+}
+
+/// The value of the cookie `name`, if the browser sent it.
+pub fn value<'j>(jar: &'j CookieJar, name: &str) -> Option<&'j str> {
+    jar.get(name).map(|c| c.value())
+}
+
+/// The device cookie of an account.
+pub fn device(settings: &AuthSettings, value: String) -> Cookie<'static> {
+    new(settings, DEVICE, value, tessera_auth::sessions::DEVICE_TTL)
+}
+
+/// A complete sign-in: the session and device cookies set, the challenge gone.
+pub fn signed_in(settings: &AuthSettings, jar: CookieJar, s: &SignedIn) -> CookieJar {
+    jar.add(new(
+        settings,
+        SESSION,
+        s.session.clone(),
+        settings.session_ttl,
+    ))
+    .add(device(settings, s.device.clone()))
+    .remove(removal(CHALLENGE))
+}
+
+/// A pending login: its challenge cookie set.
+pub fn pending(settings: &AuthSettings, jar: CookieJar, p: &Pending) -> CookieJar {
+    jar.add(new(
+        settings,
+        CHALLENGE,
+        p.challenge.expose().to_owned(),
+        p.ttl,
+    ))
+}
+
+/// Refuses cross-site state changes: a POST must come from the public origin when it names
+/// one, and must be JSON (a cross-site form cannot send JSON without a CORS preflight,
+/// which Tessera never grants).
+pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let same = origin
+                .to_str()
+                .map(|o| o.eq_ignore_ascii_case(&state.auth.settings.public_origin))
+                .unwrap_or(false);
+            if !same {
+                return AppError::CsrfRejected.into_response();
+            }
+        }
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return AppError::UnsupportedMediaType.into_response();
+        }
+    }
+    next.run(req).await
+}

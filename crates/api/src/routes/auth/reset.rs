@@ -1,0 +1,96 @@
+//! `/auth/password-reset/...`: a reset link by mail, and the new password set with it.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum_extra::extract::CookieJar;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AuthErrors;
+use crate::error::Problem;
+use crate::http::client_ip::Caller;
+use crate::http::cookies;
+use crate::http::extract::ApiJson;
+use crate::{AppError, AppState};
+
+/// A reset request.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    /// The account's mail address.
+    pub email: String,
+}
+
+/// Accepted (whether or not an account has that address).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedResponse {
+    /// Always true.
+    pub accepted: bool,
+}
+
+/// Mail a reset link to the accounts with this address. Always 202: the answer says
+/// nothing about whether an account exists, and its timing neither, because the lookup and
+/// the mail happen after the answer.
+#[utoipa::path(post, path = "/auth/password-reset/request", tag = "auth", request_body = ResetRequest,
+    responses((status = 202, description = "Success", body = AcceptedResponse),
+        (status = 429, description = "rate_limited (per client IP)", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
+pub async fn reset_request(
+    State(state): State<AppState>,
+    Caller(client): Caller,
+    ApiJson(req): ApiJson<ResetRequest>,
+) -> Result<(StatusCode, Json<AcceptedResponse>), AppError> {
+    state
+        .auth
+        .request_password_reset(&client, req.email)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(AcceptedResponse { accepted: true }),
+    ))
+}
+
+/// A reset token and the new password.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetConfirm {
+    /// The token from the mail.
+    pub token: String,
+    /// 8 to 1024 characters.
+    pub new_password: String,
+}
+
+/// The password was changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordChanged {
+    /// Always true.
+    pub password_changed: bool,
+    /// Sessions ended.
+    pub sessions_ended: u64,
+}
+
+/// Set a new password with a reset token: the token is used up, the user's other reset
+/// tokens are revoked and every session of theirs ends.
+#[utoipa::path(post, path = "/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirm,
+    responses((status = 200, description = "Success", body = PasswordChanged),
+        (status = 400, description = "invalid_or_expired_token", body = Problem, content_type = "application/problem+json"),
+        AuthErrors))]
+pub async fn reset_confirm(
+    State(state): State<AppState>,
+    Caller(client): Caller,
+    jar: CookieJar,
+    ApiJson(req): ApiJson<ResetConfirm>,
+) -> Result<(CookieJar, Json<PasswordChanged>), AppError> {
+    let done = state
+        .auth
+        .confirm_password_reset(&client, &req.token, req.new_password)
+        .await?;
+    Ok((
+        jar.add(cookies::device(&state.auth.settings, done.device)),
+        Json(PasswordChanged {
+            password_changed: true,
+            sessions_ended: done.sessions_ended,
+        }),
+    ))
+}

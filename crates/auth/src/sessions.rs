@@ -1,0 +1,118 @@
+//! Sessions (only the SHA-256 of a session cookie is stored) and the device cookie that
+//! lets an account's own browser past the per-username password throttle.
+
+use base64::Engine;
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use std::time::Duration;
+use tessera_entity::{AccountName, sessions, users};
+
+use crate::settings::{after, now};
+use crate::{AuthError, AuthSettings, sha256};
+
+/// Prefix of session cookie values, so a leaked one is recognisable.
+const SESSION_PREFIX: &str = "tsr_se_";
+
+/// How long a device cookie keeps its device out of the per-username password throttle.
+pub const DEVICE_TTL: Duration = Duration::from_secs(180 * 24 * 60 * 60);
+
+const DEVICE_PLACE: &str = "device";
+
+/// The value of the device cookie for `username`: the name and the time, sealed under the
+/// service key, so it cannot be made for another account or read.
+pub fn device_token(settings: &AuthSettings, username: &str) -> String {
+    let plain = format!("{}\n{username}", settings.now().timestamp());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(settings.keys.seal(DEVICE_PLACE, plain.as_bytes()))
+}
+
+/// Whether `value` is a live device cookie of the account `name` (any spelling of it).
+pub fn is_device_of(settings: &AuthSettings, value: &str, name: &AccountName) -> bool {
+    use subtle::ConstantTimeEq;
+    let Ok(sealed) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value) else {
+        return false;
+    };
+    let Ok(plain) = settings.keys.open(DEVICE_PLACE, &sealed) else {
+        return false;
+    };
+    let Some((issued, stored)) = std::str::from_utf8(&plain)
+        .ok()
+        .and_then(|p| p.split_once('\n'))
+    else {
+        return false;
+    };
+    let fresh = issued
+        .parse::<i64>()
+        .is_ok_and(|t| settings.now().timestamp() - t < DEVICE_TTL.as_secs() as i64);
+    let Ok(stored) = AccountName::parse(stored) else {
+        return false;
+    };
+    fresh && bool::from(stored.key().as_bytes().ct_eq(name.key().as_bytes()))
+}
+
+/// Starts a session for `user_id`; answers the cookie value (only its hash is stored).
+pub async fn start_session(
+    db: &DatabaseConnection,
+    settings: &AuthSettings,
+    user_id: i64,
+    ip: Option<String>,
+    user_agent: Option<String>,
+) -> Result<String, AuthError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| AuthError::internal(e.to_string()))?;
+    let value = format!(
+        "{SESSION_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    sessions::ActiveModel {
+        id_hash: Set(sha256(value.as_bytes())),
+        user_id: Set(user_id),
+        expires_at: Set(after(settings.session_ttl)),
+        created_at: Set(now()),
+        ip: Set(ip),
+        user_agent: Set(user_agent.map(|ua| ua.chars().take(512).collect())),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(value)
+}
+
+/// The user of a live session cookie; 401 `not_authenticated` otherwise.
+pub async fn session_user(
+    db: &DatabaseConnection,
+    cookie: Option<&str>,
+) -> Result<users::Model, AuthError> {
+    let value = cookie
+        .filter(|v| v.starts_with(SESSION_PREFIX) && v.len() < 128)
+        .ok_or(AuthError::NotSignedIn)?;
+    let session = sessions::Entity::find()
+        .filter(sessions::Column::IdHash.eq(sha256(value.as_bytes())))
+        .filter(sessions::Column::ExpiresAt.gt(now()))
+        .one(db)
+        .await?
+        .ok_or(AuthError::NotSignedIn)?;
+    let user = users::Entity::find_by_id(session.user_id)
+        .one(db)
+        .await?
+        .filter(|u| !u.disabled)
+        .ok_or(AuthError::NotSignedIn)?;
+    Ok(user)
+}
+
+/// Ends the session of a cookie (no error when there is none).
+pub async fn end_session(db: &DatabaseConnection, cookie: &str) -> Result<(), AuthError> {
+    sessions::Entity::delete_many()
+        .filter(sessions::Column::IdHash.eq(sha256(cookie.as_bytes())))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Ends every session of a user (password reset).
+pub async fn end_all_sessions(db: &DatabaseConnection, user_id: i64) -> Result<u64, AuthError> {
+    Ok(sessions::Entity::delete_many()
+        .filter(sessions::Column::UserId.eq(user_id))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
