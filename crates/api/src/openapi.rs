@@ -6,9 +6,10 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::error::Problem;
 use crate::routes::auth::{email_otp, login, oidc, reset, totp};
 use crate::routes::v1::{admin, ratelimit, tokens};
-use crate::{AppState, error::Problem};
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -13,7 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{DatabaseArgs, KeyArgs, ServeConfig};
-use crate::{ApiKeys, AppState, Limits, router};
+use crate::http::service_key::ApiKeys;
+use crate::router::router;
+use crate::state::{AppState, Limits};
 use tessera_auth::Purged;
 use tessera_auth::secrets::{self, KeyRing};
 
@@ -227,7 +229,7 @@ impl Application {
             body_bytes: config.body_limit,
             request_timeout: Duration::from_secs(config.request_timeout.max(1)),
         };
-        state.proxies = crate::TrustedProxies::parse(&config.trusted_proxies)
+        state.proxies = crate::http::client_ip::TrustedProxies::parse(&config.trusted_proxies)
             .map_err(|e| StartupError::Config(format!("TESSERA_TRUSTED_PROXIES: {e}")))?
             .with_ipv6_prefix(config.ipv6_prefix)
             .map_err(|e| StartupError::Config(format!("TESSERA_IPV6_PREFIX: {e}")))?;

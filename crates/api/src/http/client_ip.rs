@@ -4,7 +4,7 @@
 //! /64, so counting single addresses would give it 2^64 budgets).
 
 use axum::extract::ConnectInfo;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap, Request};
 use ipnet::IpNet;
@@ -149,16 +149,17 @@ impl ClientIp {
     }
 }
 
-impl FromRequestParts<crate::AppState> for ClientIp {
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp
+where
+    TrustedProxies: FromRef<S>,
+{
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &crate::AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let proxies = TrustedProxies::from_ref(state);
         Ok(ClientIp {
-            addr: state.proxies.client_of(&parts.extensions, &parts.headers),
-            ipv6_prefix: state.proxies.ipv6_prefix,
+            addr: proxies.client_of(&parts.extensions, &parts.headers),
+            ipv6_prefix: proxies.ipv6_prefix,
         })
     }
 }
@@ -167,13 +168,13 @@ impl FromRequestParts<crate::AppState> for ClientIp {
 /// `User-Agent` (kept with a session).
 pub struct Caller(pub tessera_auth::Client);
 
-impl FromRequestParts<crate::AppState> for Caller {
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    TrustedProxies: FromRef<S>,
+{
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &crate::AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Ok(ip) = ClientIp::from_request_parts(parts, state).await;
         let user_agent = parts
             .headers

@@ -9,11 +9,12 @@ use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use std::sync::Arc;
 use std::time::Duration;
 use tessera_auth::{AuthSettings, Pending, SignedIn};
 
+use crate::error::AppError;
 use crate::http::extract::is_json;
-use crate::{AppError, AppState};
 
 /// The session cookie.
 pub const SESSION: &str = "tessera_session";
@@ -109,12 +110,12 @@ pub fn pending(settings: &AuthSettings, jar: CookieJar, p: &Pending) -> CookieJa
 /// Refuses cross-site state changes: a POST must come from the public origin when it names
 /// one, and must be JSON (a cross-site form cannot send JSON without a CORS preflight,
 /// which Tessera never grants).
-pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn csrf(State(settings): State<Arc<AuthSettings>>, req: Request, next: Next) -> Response {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let same = origin
                 .to_str()
-                .map(|o| o.eq_ignore_ascii_case(&state.auth.settings.public_origin))
+                .map(|o| o.eq_ignore_ascii_case(&settings.public_origin))
                 .unwrap_or(false);
             if !same {
                 return AppError::CsrfRejected.into_response();

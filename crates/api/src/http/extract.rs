@@ -7,7 +7,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
-use crate::AppError;
+use crate::error::AppError;
 
 /// A JSON body of type `T`.
 pub struct ApiJson<T>(pub T);

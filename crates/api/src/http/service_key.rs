@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-use crate::{AppError, AppState};
+use crate::error::AppError;
 
 /// The configured service keys, kept as SHA-256 digests so that comparing them takes the
 /// same time whatever the presented key's length or content.
@@ -46,11 +46,11 @@ impl ApiKeys {
 
 /// Refuses every `/v1` request without a valid service key, before its body is read.
 pub async fn require_service_key(
-    State(state): State<AppState>,
+    State(keys): State<ApiKeys>,
     req: Request,
     next: Next,
 ) -> Result<Response, AppError> {
-    if state.api_keys.is_empty() {
+    if keys.is_empty() {
         return Err(AppError::Unauthorized(
             "no service key is configured: set TESSERA_API_KEYS (or --api-keys) to a \
              comma-separated list of keys, and send one as `Authorization: Bearer <key>`"
@@ -64,7 +64,7 @@ pub async fn require_service_key(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(key) if state.api_keys.accepts(key) => Ok(next.run(req).await),
+        Some(key) if keys.accepts(key) => Ok(next.run(req).await),
         Some(_) => Err(AppError::Unauthorized(
             "the service key is not valid".into(),
         )),

@@ -7,7 +7,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::AppError;
+use crate::error::AppError;
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -14,20 +14,21 @@ use openidconnect::{
     EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
     RedirectUrl, RequestTokenError, Scope, SignatureVerificationError,
 };
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
-    SqlErr,
-};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tessera_entity::AccountName;
-use tessera_entity::{oidc_identities, oidc_providers, users};
+use tessera_entity::oidc_providers;
 
-use crate::AuthError;
-use crate::error::Conflict;
 use crate::secrets::KeyRing;
+
+mod link;
+mod providers;
+
+pub use link::link_or_create;
+pub use providers::{
+    NewProvider, ProviderSummary, add_provider, find_provider, list_providers, remove_provider,
+    secret_place,
+};
 
 /// How long discovery documents and key sets are reused.
 const METADATA_TTL: Duration = Duration::from_secs(300);
@@ -73,147 +74,6 @@ impl OidcFailure {
     pub fn code(self) -> &'static str {
         self.into()
     }
-}
-
-/// A provider as `tessera oidc list` shows it (no secret).
-#[derive(Debug, Serialize)]
-pub struct ProviderSummary {
-    /// The name in the routes.
-    pub name: String,
-    /// The issuer.
-    pub issuer: String,
-    /// The client id.
-    pub client_id: String,
-    /// Whether a client secret is stored.
-    pub confidential: bool,
-    /// Scopes asked for.
-    pub scopes: String,
-    /// No local second factor after this provider.
-    pub skip_local_mfa: bool,
-}
-
-impl From<oidc_providers::Model> for ProviderSummary {
-    fn from(p: oidc_providers::Model) -> Self {
-        ProviderSummary {
-            name: p.name,
-            issuer: p.issuer,
-            client_id: p.client_id,
-            confidential: p.client_secret.is_some(),
-            scopes: p.scopes,
-            skip_local_mfa: p.skip_local_mfa,
-        }
-    }
-}
-
-/// The associated data a client secret is sealed to: its provider's name.
-pub fn secret_place(name: &str) -> String {
-    format!("oidc_client:{name}")
-}
-
-/// What `tessera oidc add` takes.
-pub struct NewProvider {
-    /// `[a-z0-9_-]{1,64}`.
-    pub name: String,
-    /// An http(s) issuer URL.
-    pub issuer: String,
-    /// The client id.
-    pub client_id: String,
-    /// The client secret, for a confidential client.
-    pub client_secret: Option<String>,
-    /// Space-separated scopes (`openid` is always asked for).
-    pub scopes: String,
-    /// No local second factor after this provider.
-    pub skip_local_mfa: bool,
-}
-
-/// Adds a provider; its client secret is stored encrypted.
-pub async fn add_provider(
-    db: &DatabaseConnection,
-    keys: &KeyRing,
-    new: NewProvider,
-) -> Result<ProviderSummary, AuthError> {
-    let name_ok = (1..=64).contains(&new.name.len())
-        && new
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if !name_ok {
-        return Err(AuthError::invalid(
-            "name",
-            "a provider name is [a-z0-9_-], 1 to 64 characters",
-        ));
-    }
-    IssuerUrl::new(new.issuer.clone())
-        .ok()
-        .filter(|u| matches!(u.url().scheme(), "http" | "https"))
-        .ok_or_else(|| AuthError::invalid("issuer", "not an http(s) URL"))?;
-    if new.client_id.is_empty() {
-        return Err(AuthError::invalid("client_id", "required"));
-    }
-    let secret = new
-        .client_secret
-        .filter(|s| !s.is_empty())
-        .map(|s| keys.seal(&secret_place(&new.name), s.as_bytes()));
-    let row = oidc_providers::ActiveModel {
-        name: Set(new.name.clone()),
-        issuer: Set(new.issuer),
-        client_id: Set(new.client_id),
-        client_secret: Set(secret),
-        scopes: Set(new.scopes),
-        skip_local_mfa: Set(new.skip_local_mfa),
-        created_at: Set(chrono::Utc::now()),
-        ..Default::default()
-    };
-    match row.insert(db).await {
-        Ok(m) => Ok(m.into()),
-        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-            Err(AuthError::conflict(
-                Conflict::ProviderExists,
-                format!("a provider `{}` exists already", new.name),
-            ))
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Every provider, by name.
-pub async fn list_providers(db: &DatabaseConnection) -> Result<Vec<ProviderSummary>, AuthError> {
-    Ok(oidc_providers::Entity::find()
-        .order_by_asc(oidc_providers::Column::Name)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(ProviderSummary::from)
-        .collect())
-}
-
-/// Removes a provider and the links made through it.
-pub async fn remove_provider(db: &DatabaseConnection, name: &str) -> Result<(), AuthError> {
-    let Some(p) = find_provider(db, name).await? else {
-        return Err(AuthError::invalid("name", format!("no provider `{name}`")));
-    };
-    oidc_identities::Entity::delete_many()
-        .filter(oidc_identities::Column::ProviderId.eq(p.id))
-        .exec(db)
-        .await?;
-    oidc_providers::Entity::delete_by_id(p.id).exec(db).await?;
-    Ok(())
-}
-
-/// The provider named `name`.
-pub async fn find_provider(
-    db: &DatabaseConnection,
-    name: &str,
-) -> Result<Option<oidc_providers::Model>, AuthError> {
-    // A name from a URL path may hold anything; no provider's name holds a control
-    // character, and a NUL would fail the PostgreSQL query.
-    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
-        return Ok(None);
-    }
-    Ok(oidc_providers::Entity::find()
-        .filter(oidc_providers::Column::Name.eq(name))
-        .one(db)
-        .await?)
 }
 
 /// Discovery documents (with their key sets), per issuer, and the HTTP client that fetches
@@ -584,102 +444,6 @@ impl Ready {
 pub fn new_pkce() -> (PkceCodeChallenge, String) {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     (challenge, verifier.secret().to_owned())
-}
-
-/// The local account for `identity` at `provider`: the linked one, or a new one (username
-/// `preferred_username` when free, else `NAME_sub`, else `NAME_sub_RANDOM`) when `create`
-/// allows. Two first logins
-/// of one subject at once make one link: the loser of the unique (provider, subject) insert
-/// reads the winner's.
-pub async fn link_or_create(
-    db: &DatabaseConnection,
-    provider: &oidc_providers::Model,
-    identity: &Identity,
-    create: bool,
-) -> Result<Result<users::Model, OidcFailure>, AuthError> {
-    let linked = |db: &DatabaseConnection| {
-        let (pid, sub) = (provider.id, identity.subject.clone());
-        let db = db.clone();
-        async move {
-            let link = oidc_identities::Entity::find()
-                .filter(oidc_identities::Column::ProviderId.eq(pid))
-                .filter(oidc_identities::Column::Subject.eq(sub))
-                .one(&db)
-                .await?;
-            match link {
-                Some(l) => Ok::<_, AuthError>(users::Entity::find_by_id(l.user_id).one(&db).await?),
-                None => Ok(None),
-            }
-        }
-    };
-    if let Some(user) = linked(db).await? {
-        return Ok(Ok(user));
-    }
-    if !create {
-        return Ok(Err(OidcFailure::UserCreationDisabled));
-    }
-    let fallback: String = format!("{}_{}", provider.name, identity.subject)
-        .chars()
-        .take(255)
-        .collect();
-    // Anyone can register names locally, including the two a subject would get first; a
-    // random suffix after them always finds a free one (eight tries of 64 random bits).
-    let random = (0..8).map(|_| {
-        let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes).expect("the operating system's generator is available");
-        let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let base: String = if AccountName::parse(&fallback).is_ok() {
-            fallback.chars().take(200).collect()
-        } else {
-            provider.name.clone()
-        };
-        format!("{base}_{suffix}")
-    });
-    let candidates = identity
-        .preferred_username
-        .iter()
-        .cloned()
-        .chain(std::iter::once(fallback.clone()))
-        .chain(random)
-        .filter_map(|u| AccountName::parse(&u).ok());
-    let mut user = None;
-    for name in candidates {
-        let row = users::ActiveModel {
-            username: Set(name.as_str().to_owned()),
-            username_key: Set(Some(name.key().to_owned())),
-            email: Set(identity.email.clone()),
-            password_hash: Set(None),
-            ..Default::default()
-        };
-        match row.insert(db).await {
-            Ok(u) => {
-                user = Some(u);
-                break;
-            }
-            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let Some(user) = user else {
-        return Ok(Err(OidcFailure::ServerError));
-    };
-    let link = oidc_identities::ActiveModel {
-        provider_id: Set(provider.id),
-        subject: Set(identity.subject.clone()),
-        user_id: Set(user.id),
-        email: Set(identity.email.clone()),
-        created_at: Set(chrono::Utc::now()),
-        ..Default::default()
-    };
-    match link.insert(db).await {
-        Ok(_) => Ok(Ok(user)),
-        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-            // Another worker linked this subject first: use its account, drop ours.
-            users::Entity::delete_by_id(user.id).exec(db).await?;
-            Ok(linked(db).await?.ok_or(OidcFailure::ServerError))
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Whether `return_to` is a path on this site: one leading `/`, not `//` or `/\`, no

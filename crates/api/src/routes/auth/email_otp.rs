@@ -6,11 +6,12 @@ use axum_extra::extract::CookieJar;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AuthErrors;
+use super::answers::AuthErrors;
+use crate::error::AppError;
 use crate::error::Problem;
 use crate::http::cookies::{self, EMAIL_OTP, SESSION};
 use crate::http::extract::ApiJson;
-use crate::{AppError, AppState};
+use crate::state::AppState;
 
 /// An email-OTP setup in progress.
 #[derive(Debug, Serialize, ToSchema)]

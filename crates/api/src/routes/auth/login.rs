@@ -9,12 +9,13 @@ use serde::{Deserialize, Serialize};
 use tessera_auth::flows::Factor;
 use utoipa::ToSchema;
 
-use super::{AuthErrors, LoginResponse, MfaTokenRequest};
+use super::answers::{self, AuthErrors, LoginResponse, MfaTokenRequest};
+use crate::error::AppError;
 use crate::error::Problem;
 use crate::http::client_ip::Caller;
 use crate::http::cookies::{self, CHALLENGE, DEVICE, SESSION};
 use crate::http::extract::ApiJson;
-use crate::{AppError, AppState};
+use crate::state::AppState;
 
 /// A new account.
 #[derive(Deserialize, ToSchema)]
@@ -89,7 +90,7 @@ pub async fn login(
         .auth
         .login(&client, &req.username, req.password, device)
         .await?;
-    Ok(super::outcome(&state.auth.settings, jar, outcome))
+    Ok(answers::outcome(&state.auth.settings, jar, outcome))
 }
 
 /// A second factor: exactly one of `code`, `backup_code`, `email_code`.
@@ -140,7 +141,7 @@ pub async fn verify(
         .auth
         .verify(&client, &req.mfa_token, challenge, factor)
         .await?;
-    Ok(super::signed_in(&state.auth.settings, jar, signed_in))
+    Ok(answers::signed_in(&state.auth.settings, jar, signed_in))
 }
 
 /// A mail was sent.

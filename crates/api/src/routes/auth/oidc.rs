@@ -14,12 +14,13 @@ use tessera_auth::flows::OidcStart;
 use tessera_entity::{Challenge, TokenType};
 use utoipa::ToSchema;
 
-use super::{AuthErrors, LoginResponse};
+use super::answers::{self, AuthErrors, LoginResponse};
+use crate::error::AppError;
 use crate::error::Problem;
 use crate::http::client_ip::Caller;
 use crate::http::cookies::{self, OIDC, OIDC_EXCHANGE, OIDC_PATH};
 use crate::http::extract::ApiJson;
-use crate::{AppError, AppState};
+use crate::state::AppState;
 
 fn found(location: &str, jar: CookieJar) -> Response {
     (
@@ -147,5 +148,5 @@ pub async fn exchange(
     let outcome = state.auth.oidc_exchange(&client, &req.token, binding).await;
     // Spent or refused, the binding has done its work.
     let jar = jar.remove(cookies::removal_on(OIDC_EXCHANGE, OIDC_PATH));
-    Ok(super::outcome(&state.auth.settings, jar, outcome?))
+    Ok(answers::outcome(&state.auth.settings, jar, outcome?))
 }

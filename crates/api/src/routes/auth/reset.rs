@@ -7,12 +7,13 @@ use axum_extra::extract::CookieJar;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AuthErrors;
+use super::answers::AuthErrors;
+use crate::error::AppError;
 use crate::error::Problem;
 use crate::http::client_ip::Caller;
 use crate::http::cookies;
 use crate::http::extract::ApiJson;
-use crate::{AppError, AppState};
+use crate::state::AppState;
 
 /// A reset request.
 #[derive(Deserialize, ToSchema)]

@@ -7,12 +7,13 @@ use serde::{Deserialize, Serialize};
 use tessera_auth::flows::{TotpSetup, TotpStatus as Status};
 use utoipa::ToSchema;
 
-use super::{AuthErrors, LoginResponse, MfaTokenRequest};
+use super::answers::{self, AuthErrors, LoginResponse, MfaTokenRequest};
+use crate::error::AppError;
 use crate::error::Problem;
 use crate::http::client_ip::Caller;
 use crate::http::cookies::{self, CHALLENGE, SESSION, TOTP_SETUP};
 use crate::http::extract::ApiJson;
-use crate::{AppError, AppState};
+use crate::state::AppState;
 
 /// What an authenticator app needs, and the backup codes (shown once).
 #[derive(Serialize, ToSchema)]
@@ -232,5 +233,5 @@ pub async fn enforce_confirm(
         .enforce_confirm(&client, &req.mfa_token, challenge, presented, &req.code)
         .await?;
     let jar = jar.remove(cookies::removal(TOTP_SETUP));
-    Ok(super::signed_in(&state.auth.settings, jar, signed_in))
+    Ok(answers::signed_in(&state.auth.settings, jar, signed_in))
 }

@@ -5,8 +5,9 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::ServiceErrors;
-use crate::{AppError, AppState};
+use super::answers::ServiceErrors;
+use crate::error::AppError;
+use crate::state::AppState;
 
 /// What one purge deleted.
 #[derive(Debug, Serialize, ToSchema)]

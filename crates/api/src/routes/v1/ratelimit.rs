@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use tessera_limiter::{Decision, Event};
 use utoipa::ToSchema;
 
-use super::{APP_NAMESPACE, BodyErrors};
+use super::answers::{APP_NAMESPACE, BodyErrors};
+use crate::error::AppError;
 use crate::http::extract::ApiJson;
-use crate::{AppError, AppState};
+use crate::state::AppState;
 
 /// A rate-limited event for a key.
 #[derive(Debug, Deserialize, ToSchema)]

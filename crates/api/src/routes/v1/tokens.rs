@@ -11,10 +11,11 @@ use tessera_entity::{AuthEphemeralToken, Challenge, TokenType, Username};
 use tessera_store::{ConsumedToken, StoreError};
 use utoipa::ToSchema;
 
-use super::{APP_NAMESPACE, BodyErrors};
+use super::answers::{APP_NAMESPACE, BodyErrors};
+use crate::error::AppError;
 use crate::error::Problem;
 use crate::http::extract::ApiJson;
-use crate::{AppError, AppState};
+use crate::state::AppState;
 
 /// The longest lifetime a token may be issued with: 30 days.
 pub const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
