@@ -120,6 +120,24 @@ pub struct Problem {
     pub field: Option<String>,
 }
 
+/// The answers of every route that takes a JSON body, to a body it cannot take.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyProblems {
+    /// The body is not JSON: `malformed_json`.
+    #[response(status = 400, content_type = "application/problem+json")]
+    MalformedJson(Problem),
+    /// The body is over the size limit: `body_too_large`.
+    #[response(status = 413, content_type = "application/problem+json")]
+    BodyTooLarge(Problem),
+    /// The body is not sent as JSON: `unsupported_media_type`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
+    /// A field is missing, unknown or invalid (named in `field`): `validation_failed`.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Validation(Problem),
+}
+
 impl AppError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
         use AppError as E;

@@ -337,42 +337,22 @@ pub async fn verify(
 mod tests {
     use super::*;
 
+    async fn checks(priority: Priority, password: &str, stored: Option<&String>) -> bool {
+        let place = reserve(priority).unwrap();
+        verify(place, password.into(), stored.cloned())
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn hashes_are_argon2id_with_owasp_parameters_and_verify() {
-        let h = hash(Password::parse("correct horse".into()).unwrap())
-            .await
-            .unwrap();
+        let new_hash = || hash(Password::parse("correct horse".into()).unwrap());
+        let h = new_hash().await.unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
-        assert!(
-            verify(
-                reserve(Priority::KnownDevice).unwrap(),
-                "correct horse".into(),
-                Some(h.clone())
-            )
-            .await
-            .unwrap()
-        );
-        assert!(
-            !verify(
-                reserve(Priority::Anyone).unwrap(),
-                "wrong horse!".into(),
-                Some(h.clone())
-            )
-            .await
-            .unwrap()
-        );
-        assert!(
-            !verify(
-                reserve(Priority::Anyone).unwrap(),
-                "correct horse".into(),
-                None
-            )
-            .await
-            .unwrap()
-        );
-        let again = hash(Password::parse("correct horse".into()).unwrap())
-            .await
-            .unwrap();
+        assert!(checks(Priority::KnownDevice, "correct horse", Some(&h)).await);
+        assert!(!checks(Priority::Anyone, "wrong horse!", Some(&h)).await);
+        assert!(!checks(Priority::Anyone, "correct horse", None).await);
+        let again = new_hash().await.unwrap();
         assert_ne!(h, again, "every hash has its own salt");
     }
 

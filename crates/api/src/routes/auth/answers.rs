@@ -10,15 +10,12 @@ use utoipa::ToSchema;
 use crate::error::Problem;
 use crate::http::cookies;
 
-/// The error answers every `/auth` POST can give besides its own: a body that is not
-/// JSON or not sent as JSON, a bad field, a cross-site request, an oversized body, a store
-/// that cannot be reached or a full hashing queue.
+/// The error answers every `/auth` POST can give besides its own and
+/// [`BodyProblems`](crate::error::BodyProblems): a cross-site request, a state that does not allow the
+/// step, a throttle, a store that cannot be reached or a full hashing queue.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum AuthErrors {
-    /// The body is not JSON: `malformed_json`.
-    #[response(status = 400, content_type = "application/problem+json")]
-    MalformedJson(Problem),
     /// A cross-site request: `csrf_rejected`.
     #[response(status = 403, content_type = "application/problem+json")]
     CsrfRejected(Problem),
@@ -27,15 +24,6 @@ pub enum AuthErrors {
     /// `too_many_accounts_for_address`.
     #[response(status = 409, content_type = "application/problem+json")]
     Conflict(Problem),
-    /// The body is over the size limit: `body_too_large`.
-    #[response(status = 413, content_type = "application/problem+json")]
-    BodyTooLarge(Problem),
-    /// The body is not sent as JSON: `unsupported_media_type`.
-    #[response(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Problem),
-    /// A field is missing, unknown or invalid (named in `field`): `validation_failed`.
-    #[response(status = 422, content_type = "application/problem+json")]
-    Validation(Problem),
     /// Throttled: `rate_limited`, with `Retry-After`.
     #[response(status = 429, content_type = "application/problem+json")]
     RateLimited(Problem),

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::answers::AuthErrors;
 use crate::error::AppError;
-use crate::error::Problem;
+use crate::error::{BodyProblems, Problem};
 use crate::http::cookies::{self, EMAIL_OTP, SESSION};
 use crate::http::extract::ApiJson;
 use crate::state::AppState;
@@ -24,8 +24,7 @@ pub struct SetupTokenResponse {
 #[utoipa::path(post, path = "/auth/email-otp/enable", tag = "auth",
     responses((status = 200, description = "Success", body = SetupTokenResponse),
         (status = 401, description = "not_authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn email_otp_enable(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -65,7 +64,7 @@ pub struct EmailOtpStatus {
 #[utoipa::path(post, path = "/auth/email-otp/confirm", tag = "auth", request_body = EmailConfirmRequest,
     responses((status = 200, description = "Success", body = EmailOtpStatus),
         (status = 401, description = "invalid_code", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn email_otp_confirm(
     State(state): State<AppState>,
     jar: CookieJar,

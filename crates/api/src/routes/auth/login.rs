@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::answers::{self, AuthErrors, LoginResponse, MfaTokenRequest};
 use crate::error::AppError;
-use crate::error::Problem;
+use crate::error::{BodyProblems, Problem};
 use crate::http::client_ip::Caller;
 use crate::http::cookies::{self, CHALLENGE, DEVICE, SESSION};
 use crate::http::extract::ApiJson;
@@ -43,7 +43,7 @@ pub struct RegisterResponse {
     responses((status = 201, description = "Success", body = RegisterResponse),
         (status = 403, description = "registration_disabled", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "username_taken", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn register(
     State(state): State<AppState>,
     Caller(client): Caller,
@@ -77,8 +77,7 @@ pub struct LoginRequest {
     responses((status = 200, description = "Success", body = LoginResponse),
         (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json"),
         (status = 423, description = "account_locked", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn login(
     State(state): State<AppState>,
     Caller(client): Caller,
@@ -127,8 +126,7 @@ impl VerifyRequest {
     responses((status = 200, description = "Success", body = LoginResponse),
         (status = 401, description = "invalid_code or mfa_session_expired", body = Problem, content_type = "application/problem+json"),
         (status = 423, description = "account_locked", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn verify(
     State(state): State<AppState>,
     Caller(client): Caller,
@@ -155,8 +153,7 @@ pub struct SentResponse {
 #[utoipa::path(post, path = "/auth/2fa/email/send", tag = "auth", request_body = MfaTokenRequest,
     responses((status = 202, description = "Success", body = SentResponse),
         (status = 401, description = "mfa_session_expired", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn email_send(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -199,7 +196,7 @@ pub async fn me(State(state): State<AppState>, jar: CookieJar) -> Result<Json<Me
 
 /// End the session.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 204, description = "Signed out; the session cookie is cleared"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn logout(
     State(state): State<AppState>,
     jar: CookieJar,

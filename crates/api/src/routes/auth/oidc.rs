@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use super::answers::{self, AuthErrors, LoginResponse};
 use crate::error::AppError;
-use crate::error::Problem;
+use crate::error::{BodyProblems, Problem};
 use crate::http::client_ip::Caller;
 use crate::http::cookies::{self, OIDC, OIDC_EXCHANGE, OIDC_PATH};
 use crate::http::extract::ApiJson;
@@ -137,7 +137,7 @@ pub struct ExchangeRequest {
     responses((status = 200, description = "Success", body = LoginResponse),
         (status = 400, description = "invalid_or_expired_token", body = Problem, content_type = "application/problem+json"),
         (status = 423, description = "account_locked", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn exchange(
     State(state): State<AppState>,
     Caller(client): Caller,

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::answers::AuthErrors;
 use crate::error::AppError;
-use crate::error::Problem;
+use crate::error::{BodyProblems, Problem};
 use crate::http::client_ip::Caller;
 use crate::http::cookies;
 use crate::http::extract::ApiJson;
@@ -36,7 +36,7 @@ pub struct AcceptedResponse {
 #[utoipa::path(post, path = "/auth/password-reset/request", tag = "auth", request_body = ResetRequest,
     responses((status = 202, description = "Success", body = AcceptedResponse),
         (status = 429, description = "rate_limited (per client IP)", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn reset_request(
     State(state): State<AppState>,
     Caller(client): Caller,
@@ -76,7 +76,7 @@ pub struct PasswordChanged {
 #[utoipa::path(post, path = "/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirm,
     responses((status = 200, description = "Success", body = PasswordChanged),
         (status = 400, description = "invalid_or_expired_token", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn reset_confirm(
     State(state): State<AppState>,
     Caller(client): Caller,

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::answers::{self, AuthErrors, LoginResponse, MfaTokenRequest};
 use crate::error::AppError;
-use crate::error::Problem;
+use crate::error::{BodyProblems, Problem};
 use crate::http::client_ip::Caller;
 use crate::http::cookies::{self, CHALLENGE, SESSION, TOTP_SETUP};
 use crate::http::extract::ApiJson;
@@ -53,7 +53,7 @@ fn setup_answer(
     responses((status = 200, description = "Success", body = SetupResponse),
         (status = 401, description = "not_authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "totp_already_enabled", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn totp_setup(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -96,7 +96,7 @@ impl From<Status> for TotpStatus {
 #[utoipa::path(post, path = "/auth/totp/confirm", tag = "auth", request_body = CodeRequest,
     responses((status = 200, description = "Success", body = TotpStatus),
         (status = 401, description = "invalid_code", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn totp_confirm(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -147,7 +147,7 @@ pub struct PasswordCodeRequest {
 #[utoipa::path(post, path = "/auth/totp/disable", tag = "auth", request_body = PasswordCodeRequest,
     responses((status = 200, description = "Success", body = TotpStatus),
         (status = 401, description = "invalid_credentials or invalid_code", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn totp_disable(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -172,7 +172,7 @@ pub struct BackupCodesResponse {
 #[utoipa::path(post, path = "/auth/totp/backup-codes/regenerate", tag = "auth", request_body = PasswordCodeRequest,
     responses((status = 200, description = "Success", body = BackupCodesResponse),
         (status = 401, description = "invalid_credentials or invalid_code", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn regenerate_backup_codes(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -190,7 +190,7 @@ pub async fn regenerate_backup_codes(
 #[utoipa::path(post, path = "/auth/totp/enforce-setup", tag = "auth", request_body = MfaTokenRequest,
     responses((status = 200, description = "Success", body = SetupResponse),
         (status = 401, description = "mfa_session_expired", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn enforce_setup(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -219,7 +219,7 @@ pub struct EnforceConfirmRequest {
 #[utoipa::path(post, path = "/auth/totp/enforce-confirm", tag = "auth", request_body = EnforceConfirmRequest,
     responses((status = 200, description = "Success", body = LoginResponse),
         (status = 401, description = "invalid_code or mfa_session_expired", body = Problem, content_type = "application/problem+json"),
-        AuthErrors))]
+        AuthErrors, BodyProblems))]
 pub async fn enforce_confirm(
     State(state): State<AppState>,
     Caller(client): Caller,

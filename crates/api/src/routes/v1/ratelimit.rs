@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use tessera_limiter::{Decision, Event};
 use utoipa::ToSchema;
 
-use super::answers::{APP_NAMESPACE, BodyErrors};
-use crate::error::AppError;
+use super::answers::{APP_NAMESPACE, ServiceErrors};
+use crate::error::{AppError, BodyProblems};
 use crate::http::extract::ApiJson;
 use crate::state::AppState;
 
@@ -95,7 +95,7 @@ fn decision_response(state: &AppState, event: &Event, d: Decision) -> Result<Res
     security(("service_key" = [])),
     responses(
         (status = 200, description = "The decision, with RateLimit-Policy, RateLimit and (when denied) Retry-After headers", body = DecisionResponse),
-        BodyErrors,
+        ServiceErrors, BodyProblems,
     ))]
 pub async fn hit(
     State(state): State<AppState>,
@@ -117,7 +117,7 @@ pub async fn hit(
     security(("service_key" = [])),
     responses(
         (status = 200, description = "The state now", body = DecisionResponse),
-        BodyErrors,
+        ServiceErrors, BodyProblems,
     ))]
 pub async fn ratelimit_peek(
     State(state): State<AppState>,
@@ -133,7 +133,7 @@ pub async fn ratelimit_peek(
     security(("service_key" = [])),
     responses(
         (status = 204, description = "Reset"),
-        BodyErrors,
+        ServiceErrors, BodyProblems,
     ))]
 pub async fn reset(
     State(state): State<AppState>,

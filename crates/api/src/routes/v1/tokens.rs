@@ -11,9 +11,9 @@ use tessera_entity::{AuthEphemeralToken, Challenge, TokenType, Username};
 use tessera_store::{ConsumedToken, StoreError};
 use utoipa::ToSchema;
 
-use super::answers::{APP_NAMESPACE, BodyErrors};
+use super::answers::{APP_NAMESPACE, ServiceErrors};
 use crate::error::AppError;
-use crate::error::Problem;
+use crate::error::{BodyProblems, Problem};
 use crate::http::extract::ApiJson;
 use crate::state::AppState;
 
@@ -261,7 +261,7 @@ fn count_token(kind: TokenType, op: &'static str, result: &Result<impl Sized, St
     security(("service_key" = [])),
     responses(
         (status = 201, description = "Issued", body = IssuedResponse),
-        BodyErrors,
+        ServiceErrors, BodyProblems,
     ))]
 pub async fn issue(
     State(state): State<AppState>,
@@ -288,7 +288,7 @@ pub async fn issue(
     responses(
         (status = 200, description = "Consumed: what the token carried", body = TokenRecord),
         (status = 404, description = "Unknown, expired, used, other kind or wrong challenge: `invalid_or_expired_token`", body = Problem, content_type = "application/problem+json"),
-        BodyErrors,
+        ServiceErrors, BodyProblems,
     ))]
 pub async fn consume(
     State(state): State<AppState>,
@@ -324,7 +324,7 @@ async fn read_token(
     responses(
         (status = 200, description = "What the token carries", body = TokenRecord),
         (status = 404, description = "`invalid_or_expired_token`", body = Problem, content_type = "application/problem+json"),
-        BodyErrors,
+        ServiceErrors, BodyProblems,
     ))]
 pub async fn peek(
     State(state): State<AppState>,
@@ -338,7 +338,7 @@ pub async fn peek(
     security(("service_key" = [])),
     responses(
         (status = 200, description = "Revoked", body = RevokeResponse),
-        BodyErrors,
+        ServiceErrors, BodyProblems,
     ))]
 pub async fn revoke(
     State(state): State<AppState>,
