@@ -150,17 +150,21 @@ pub async fn change(
         .await?
         .ok_or_else(|| AuthError::invalid("username", format!("no user `{username}`")))?;
     let update = Users::update_many().filter(Column::Id.eq(found.id));
-    let update = match change {
-        Change::Disable => update.col_expr(Column::Disabled, Expr::value(true)),
-        Change::Unlock => update
-            .col_expr(Column::FailedLoginCount, Expr::value(0))
-            .col_expr(
-                Column::LockedUntil,
-                Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
-            ),
-        Change::EnforceMfa => update.col_expr(Column::MfaEnforcePending, Expr::value(true)),
-    };
-    update.exec(db).await?;
+    match change {
+        Change::Disable => {
+            update
+                .col_expr(Column::Disabled, Expr::value(true))
+                .exec(db)
+                .await?;
+        }
+        Change::Unlock => crate::lockout::record_success(db, found.id).await?,
+        Change::EnforceMfa => {
+            update
+                .col_expr(Column::MfaEnforcePending, Expr::value(true))
+                .exec(db)
+                .await?;
+        }
+    }
     Username::parse(found.username)
         .map_err(|e| AuthError::internal(format!("stored username: {e}")))
 }

@@ -99,8 +99,8 @@ pub async fn second_factor_failed(
     Ok(())
 }
 
-/// A complete sign-in (second factor passed) or a password reset: the second-factor
-/// failure count starts again from zero and any lock ends.
+/// A complete sign-in (second factor passed), a password reset or an admin's unlock: the
+/// second-factor failure count starts again from zero and any lock ends.
 pub async fn record_success(db: &DatabaseConnection, user_id: i64) -> Result<(), AuthError> {
     users::Entity::update_many()
         .col_expr(users::Column::FailedLoginCount, Expr::value(0))

@@ -1,4 +1,4 @@
-//! Tessera's data model: the sea-orm entities of the token, event and account tables, the closed
+//! Tessera's data model: the sea-orm entities of the account tables, the closed
 //! sets of token and event kinds, and the secret-handling of tokens themselves.
 //!
 //! What this crate guarantees:
@@ -17,13 +17,12 @@
 //! - [`token`]: [`Token`] generation and parsing, [`TokenHash`], [`Challenge`].
 //! - [`new_token`]: [`AuthEphemeralToken`], the typed constructors, [`Username`].
 //! - [`account`]: [`AccountName`], an account's name normalised, and the key it is found by.
-//! - [`auth_ephemeral_tokens`], [`auth_rate_limit_events`], [`users`], [`sessions`],
-//!   [`totp_usage`], [`backup_codes`], [`email_otp_codes`], [`oidc_providers`],
-//!   [`oidc_identities`]: the sea-orm entities.
+//! - [`users`], [`sessions`], [`totp_usage`], [`backup_codes`], [`email_otp_codes`],
+//!   [`oidc_providers`], [`oidc_identities`]: the sea-orm entities of the login state.
+//!   The token and rate-limit tables have none: their stores reach them with SQL of their
+//!   own (`tessera-store`, `tessera-limiter`).
 
 pub mod account;
-pub mod auth_ephemeral_tokens;
-pub mod auth_rate_limit_events;
 pub mod backup_codes;
 pub mod email_otp_codes;
 pub mod kinds;
