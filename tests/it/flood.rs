@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tessera_testkit::TestDb;
 
-use crate::helpers::Worker;
-use crate::login::Browser;
+use crate::helpers::Browser;
+use crate::helpers::{Worker, start_workers, unique};
 
 /// A field of `/proc/PID/status`, in its unit (kB for memory).
 fn status_field(pid: u32, field: &str) -> u64 {
@@ -204,4 +205,84 @@ async fn a_hashing_flood_leaves_threads_memory_and_the_owner_bounded() {
     );
     assert!(statuses.len() >= 25, "{statuses:?}");
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}
+
+/// Hashing stays off the runtime: while 20 logins are hashed at once, `/healthz` on the
+/// same worker answers about as fast as when idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn healthz_stays_flat_while_twenty_logins_are_hashed() {
+    let db = TestDb::postgres().await;
+    let (ws, _dir) = start_workers(
+        1,
+        vec![
+            "--database-url".into(),
+            db.url.clone(),
+            "--rate-limits".into(),
+            "login_ip=100000/15m,login_attempt=100000/15m,login_user_ip=100000/15m".into(),
+        ],
+    )
+    .await;
+    let w = ws[0].addr;
+    let user = unique("grace");
+    let pw = "correct horse battery";
+    Browser::new().register(w, &user, pw).await;
+    let c = reqwest::Client::new();
+    let probe = |c: reqwest::Client| async move {
+        let t = Instant::now();
+        let r = c.get(format!("http://{w}/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        t.elapsed()
+    };
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let mut idle = Vec::new();
+    let mut busy = Vec::new();
+    for _round in 0..3 {
+        for _ in 0..10 {
+            idle.push(probe(c.clone()).await);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let logins = tokio::spawn({
+            let user = user.clone();
+            async move {
+                join_all((0..20).map(|_| {
+                    let user = user.clone();
+                    async move {
+                        Browser::new()
+                            .post(w, "/auth/login", json!({"username": user, "password": pw}))
+                            .await
+                            .status
+                    }
+                }))
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while !logins.is_finished() {
+            busy.push(probe(c.clone()).await);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The hashing queue holds two per CPU beyond the running hashes: the rest of a
+        // burst is told at once to retry (503 overloaded, Retry-After: 1), nothing else.
+        let statuses = logins.await.unwrap();
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 503),
+            "{statuses:?}"
+        );
+        assert!(
+            statuses.iter().filter(|s| **s == 200).count() >= 4,
+            "{statuses:?}"
+        );
+    }
+    assert!(!busy.is_empty(), "the logins took long enough to be probed");
+    let (idle, busy) = (median(idle), median(busy));
+    eprintln!("/healthz median: idle {idle:?}, during 20 concurrent logins {busy:?}");
+    assert!(
+        busy < idle + Duration::from_millis(50),
+        "/healthz slowed from {idle:?} to {busy:?} while logins were hashed"
+    );
+    drop(ws);
+    db.finish().await;
 }

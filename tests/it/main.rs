@@ -2,11 +2,14 @@
 //!
 //! One test binary; every test makes its own database, so they run in parallel.
 
+mod budget;
 mod flood;
 mod helpers;
+mod keys;
 mod limits;
 mod login;
 mod oidc;
+mod outages;
 mod proxy;
 mod race;
 mod serve;

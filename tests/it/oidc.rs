@@ -3,121 +3,19 @@
 //! required. The browser starts on one worker, signs in at the provider, comes back to
 //! another, and exchanges on a third.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tessera_testkit::TestDb;
 
-use crate::helpers::{Worker, free_port, run, tessera};
-use crate::login::{
+use crate::helpers::idp::{CLIENT_SECRET, Idp, PUBLIC, add_provider};
+use crate::helpers::{
     Browser, dump_postgres, dump_redis, fresh_window, pyotp, start_workers, unique, verify,
 };
+use crate::helpers::{Worker, free_port};
 
-/// What the workers believe their public URL is; the provider redirects the browser there,
-/// and the test delivers each such request to the worker it chooses.
-const PUBLIC: &str = "http://tessera.test";
 const APP: &str = "http://app.test/";
-const CLIENT_SECRET: &str = "idp-client-secret-that-must-never-be-stored-in-clear";
-
-/// The provider process.
-struct Idp {
-    child: Child,
-    port: u16,
-}
-
-impl Idp {
-    fn start() -> Idp {
-        Idp::start_on(free_port())
-    }
-
-    /// A provider on `port`, with signing keys of its own (a new key id each start).
-    fn start_on(port: u16) -> Idp {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
-        assert!(
-            dir.join("node_modules/oidc-provider").exists(),
-            "the test OpenID provider is not installed: run `npm install` in tests/idp"
-        );
-        let log =
-            std::fs::File::create(std::env::temp_dir().join(format!("idp-{port}.log"))).unwrap();
-        let child = Command::new("node")
-            .current_dir(&dir)
-            .arg("server.mjs")
-            .arg(port.to_string())
-            .arg(format!("{PUBLIC}/auth/oidc/idp/callback"))
-            .arg(CLIENT_SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("node runs");
-        let mut idp = Idp { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(s) = idp.child.try_wait().unwrap() {
-                panic!("the OpenID provider exited with {s}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the OpenID provider did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        idp
-    }
-
-    fn issuer(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn jwks(&self, mode: &str) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/__test/jwks/{mode}", self.issuer()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 204);
-    }
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-/// Registers the provider `idp` with `tessera oidc add`.
-fn add_provider(database_url: &str, idp: &Idp) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = tessera(dir.path());
-    cmd.args([
-        "oidc",
-        "add",
-        "idp",
-        "--issuer",
-        &idp.issuer(),
-        "--client-id",
-        "tessera",
-        "--database-url",
-        database_url,
-    ])
-    .env("TESSERA_OIDC_CLIENT_SECRET", CLIENT_SECRET);
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut list = tessera(dir.path());
-    list.args(["oidc", "list", "--database-url", database_url]);
-    let out = String::from_utf8(run(list).stdout).unwrap();
-    let row: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-    assert_eq!(row["name"], "idp");
-    assert_eq!(row["confidential"], true);
-    assert!(!out.contains(CLIENT_SECRET));
-}
 
 async fn oidc_workers(n: usize, db: &TestDb, redis: Option<String>) -> (Vec<Worker>, PathBuf) {
     let mut args = vec![
@@ -136,7 +34,7 @@ async fn oidc_workers(n: usize, db: &TestDb, redis: Option<String>) -> (Vec<Work
     start_workers(n, args).await
 }
 
-fn location(a: &crate::login::Answer) -> String {
+fn location(a: &crate::helpers::Answer) -> String {
     a.headers["location"].to_str().unwrap().to_owned()
 }
 
@@ -458,7 +356,7 @@ async fn oidc_login_across_three_workers_with_tokens_on_redis() {
     let db = TestDb::postgres().await;
     // A Redis of its own: the per-address start budget (oidc_start_ip) of 127.0.0.1 must
     // not carry over from an earlier run against a shared server.
-    let redis = crate::workers::OwnRedis::start(free_port(), tempfile::tempdir().unwrap());
+    let redis = crate::helpers::OwnRedis::start(free_port(), tempfile::tempdir().unwrap());
     oidc_flows(&db, Some(format!("redis://127.0.0.1:{}", redis.port))).await;
     db.finish().await;
 }

@@ -7,28 +7,18 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tessera_testkit::{TestDb, require_redis, unique_prefix};
 
-use crate::helpers::{Worker, free_port};
+use crate::helpers::{OwnRedis, Worker, free_port, start_workers};
 
 pub const KEY: &str = "e2e-service-key";
 
 /// Starts `n` workers with `args` plus a service key and an `e2e` policy of 10 per hour.
-pub async fn workers(n: usize, args: Vec<String>) -> Vec<Worker> {
-    tokio::task::spawn_blocking(move || {
-        let dir = tempfile::tempdir().unwrap().keep();
-        (0..n)
-            .map(|_| {
-                let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
-                all.extend(["--api-keys", KEY, "--rate-limits", "e2e=10/1h"]);
-                Worker::start(&dir, &all)
-            })
-            .collect()
-    })
-    .await
-    .unwrap()
+pub async fn workers(n: usize, mut args: Vec<String>) -> Vec<Worker> {
+    args.extend(["--api-keys", KEY, "--rate-limits", "e2e=10/1h"].map(String::from));
+    start_workers(n, args).await.0
 }
 
 pub async fn post(
@@ -194,59 +184,6 @@ async fn three_workers_on_redis() {
     a_killed_worker_loses_nothing(&mut ws).await;
     drop(ws);
     db.finish().await;
-}
-
-/// A redis-server of this test, on its own port.
-pub(crate) struct OwnRedis {
-    pub(crate) port: u16,
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl OwnRedis {
-    pub(crate) fn start(port: u16, dir: tempfile::TempDir) -> OwnRedis {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts (apt-get install redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        OwnRedis { port, child, dir }
-    }
-
-    pub(crate) fn stop(mut self) -> (u16, tempfile::TempDir) {
-        self.kill();
-        let dir = tempfile::tempdir().unwrap();
-        (self.port, std::mem::replace(&mut self.dir, dir))
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,8 +1,11 @@
 //! `/v1` driven through the router without a socket, on a fresh SQLite database per test:
 //! every route's happy path and its error cases.
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use common::{Answer, problem, send};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tessera_api::{ApiKeys, AppState, router};
@@ -25,12 +28,7 @@ async fn state(keys: &str) -> (AppState, TestDb) {
     )
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-}
-
+/// A POST to `path` with `auth` as the Authorization header.
 async fn call(
     state: &AppState,
     path: &str,
@@ -42,26 +40,7 @@ async fn call(
     if let Some(a) = auth {
         req = req.header(header::AUTHORIZATION, a);
     }
-    let res = router(state.clone())
-        .oneshot(req.body(Body::from(body)).unwrap())
-        .await
-        .unwrap();
-    let status = res.status();
-    let headers = res.headers().clone();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
-    };
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    send(state, req.body(Body::from(body)).unwrap()).await
 }
 
 async fn post(state: &AppState, path: &str, body: Value) -> Answer {
@@ -73,17 +52,6 @@ async fn post(state: &AppState, path: &str, body: Value) -> Answer {
         body.to_string().into_bytes(),
     )
     .await
-}
-
-fn assert_problem(a: &Answer, status: StatusCode, code: &str) {
-    assert_eq!(a.status, status, "{}", a.body);
-    assert_eq!(a.body["code"], code, "{}", a.body);
-    assert_eq!(a.body["status"], status.as_u16());
-    assert_eq!(
-        a.headers[header::CONTENT_TYPE],
-        "application/problem+json",
-        "errors are problem+json"
-    );
 }
 
 /// A valid body for each route, and a field each route refuses.
@@ -147,7 +115,7 @@ async fn every_route_refuses_a_missing_or_wrong_key_and_touches_nothing() {
                 body.to_string().into_bytes(),
             )
             .await;
-            assert_problem(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+            problem(&a, StatusCode::UNAUTHORIZED, "unauthorized");
             assert_eq!(a.headers[header::WWW_AUTHENTICATE], "Bearer");
         }
     }
@@ -187,7 +155,7 @@ async fn with_no_key_configured_v1_is_closed_and_says_how_to_open_it() {
         json!({"kind": "password_reset", "username": "ann"}),
     )
     .await;
-    assert_problem(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+    problem(&a, StatusCode::UNAUTHORIZED, "unauthorized");
     assert!(
         a.body["detail"]
             .as_str()
@@ -211,7 +179,7 @@ async fn every_route_answers_bad_bodies_with_problems() {
             b"{\"kind\": ".to_vec(),
         )
         .await;
-        assert_problem(&a, StatusCode::BAD_REQUEST, "malformed_json");
+        problem(&a, StatusCode::BAD_REQUEST, "malformed_json");
         // Not JSON at all.
         let a = call(
             &s,
@@ -221,7 +189,7 @@ async fn every_route_answers_bad_bodies_with_problems() {
             b"kind=x".to_vec(),
         )
         .await;
-        assert_problem(
+        problem(
             &a,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -230,24 +198,24 @@ async fn every_route_answers_bad_bodies_with_problems() {
         let mut extra = ok.clone();
         extra["surprise"] = json!(1);
         let a = post(&s, path, extra).await;
-        assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
         assert_eq!(a.body["field"], "surprise", "{path}");
         // A missing field, named.
         let a = post(&s, path, missing).await;
-        assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
         assert!(a.body["field"].is_string(), "{path}: {}", a.body);
         // A wrong type, named.
         let mut wrong = ok.clone();
         let first = wrong.as_object().unwrap().keys().next().unwrap().clone();
         wrong[&first] = json!([1, 2]);
         let a = post(&s, path, wrong).await;
-        assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
         assert_eq!(a.body["field"], first.as_str(), "{path}");
         // Over the size limit.
         let mut big = ok.clone();
         big["pad"] = json!("x".repeat(70 * 1024));
         let a = post(&s, path, big).await;
-        assert_problem(&a, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+        problem(&a, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
     }
     db.finish().await;
 }
@@ -294,7 +262,7 @@ async fn issue_requires_exactly_the_fields_of_the_kind() {
     ];
     for (body, field) in cases {
         let a = post(&s, "/v1/tokens", body.clone()).await;
-        assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
         assert_eq!(a.body["field"], field, "{body}");
     }
     db.finish().await;
@@ -323,7 +291,7 @@ async fn tokens_issue_consume_peek_revoke() {
         json!({"kind": "oidc_state", "token": token, "challenge": "other"}),
     )
     .await;
-    assert_problem(&wrong, StatusCode::NOT_FOUND, "invalid_or_expired_token");
+    problem(&wrong, StatusCode::NOT_FOUND, "invalid_or_expired_token");
     let peeked = post(
         &s,
         "/v1/tokens/peek",
@@ -348,7 +316,7 @@ async fn tokens_issue_consume_peek_revoke() {
         json!({"kind": "oidc_state", "token": token, "challenge": "cookie"}),
     )
     .await;
-    assert_problem(&again, StatusCode::NOT_FOUND, "invalid_or_expired_token");
+    problem(&again, StatusCode::NOT_FOUND, "invalid_or_expired_token");
 
     for _ in 0..2 {
         let a = post(
@@ -441,7 +409,7 @@ async fn ratelimit_hit_peek_reset_with_headers() {
         json!({"event": "nope", "key": "k"}),
     )
     .await;
-    assert_problem(
+    problem(
         &unknown,
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_failed",
@@ -466,7 +434,7 @@ async fn purge_and_unknown_routes() {
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body, json!({"tokens": 0, "events": 0, "login_rows": 0}));
     let a = post(&s, "/v1/nothing-here", json!({})).await;
-    assert_problem(&a, StatusCode::NOT_FOUND, "not_found");
+    problem(&a, StatusCode::NOT_FOUND, "not_found");
     db.finish().await;
 }
 

@@ -58,7 +58,12 @@ pub async fn send(state: &AppState, req: Request<Body>) -> Answer {
     let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
         .await
         .unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
     Answer {
         status,
         headers,
@@ -81,6 +86,7 @@ pub async fn json_post(state: &AppState, path: &str, body: Value, cookie: Option
 pub fn problem(a: &Answer, status: StatusCode, code: &str) {
     assert_eq!(a.status, status, "{}", a.body);
     assert_eq!(a.body["code"], code, "{}", a.body);
+    assert_eq!(a.body["status"], status.as_u16());
     assert_eq!(
         a.headers[header::CONTENT_TYPE],
         "application/problem+json",

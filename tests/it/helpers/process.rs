@@ -1,10 +1,16 @@
-//! Starting `tessera` processes and talking to them.
+//! Processes the tests start: `tessera` commands and workers, copies of this test binary
+//! that race, and Redis servers of a test's own.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use tessera_testkit::TestDb;
+
+use std::net::SocketAddr;
+
+use super::net::{free_port, get};
+use super::smtp::SmtpSink;
 
 /// The `tessera` binary built for these tests.
 pub fn tessera_bin() -> &'static str {
@@ -34,15 +40,6 @@ pub fn run(mut cmd: Command) -> Output {
     cmd.stdin(Stdio::null())
         .output()
         .expect("the tessera binary runs")
-}
-
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A `tessera serve` process, killed when dropped.
@@ -82,7 +79,7 @@ impl Worker {
         w
     }
 
-    fn wait_ready(&mut self) {
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -103,22 +100,6 @@ impl Drop for Worker {
         self.child.kill().ok();
         self.child.wait().ok();
     }
-}
-
-/// A plain HTTP/1.1 GET; answers the status and the body, or `None` if nothing listens.
-pub fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let status = raw.split(' ').nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
 }
 
 /// Starts `n` copies of this test binary, each running the ignored test `name` with `env`,
@@ -164,71 +145,93 @@ pub async fn wait_for_go() -> std::path::PathBuf {
     std::path::PathBuf::from(std::env::var("TESSERA_RACE_OUT").unwrap())
 }
 
-/// A TCP forwarder in front of a real server, which a test can cut and restore to play an
-/// outage of that server without stopping it for every other test: cutting closes the
-/// listening port and drops every forwarded connection.
-pub struct TcpGate {
-    /// The port clients connect to.
+pub async fn start_workers(n: usize, args: Vec<String>) -> (Vec<Worker>, PathBuf) {
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let ws = (0..n)
+            .map(|_| {
+                let all: Vec<&str> = args.iter().map(String::as_str).collect();
+                Worker::start(&dir, &all)
+            })
+            .collect();
+        (ws, dir)
+    })
+    .await
+    .unwrap()
+}
+
+/// A redis-server of this test, on its own port.
+pub struct OwnRedis {
     pub port: u16,
-    target: SocketAddr,
-    accept: Option<tokio::task::JoinHandle<()>>,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    child: Child,
+    dir: tempfile::TempDir,
 }
 
-impl TcpGate {
-    /// An open gate to `target` on a free port.
-    pub async fn open(target: SocketAddr) -> TcpGate {
-        let mut gate = TcpGate {
-            port: free_port(),
-            target,
-            accept: None,
-            conns: Default::default(),
-        };
-        gate.restore().await;
-        gate
+impl OwnRedis {
+    pub fn start(port: u16, dir: tempfile::TempDir) -> OwnRedis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (apt-get install redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis { port, child, dir }
     }
 
-    /// Listens again on the same port.
-    pub async fn restore(&mut self) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .expect("the gate's port is free again");
-        let (target, conns) = (self.target, self.conns.clone());
-        self.accept = Some(tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
-                        tokio::io::copy_bidirectional(&mut inbound, &mut out)
-                            .await
-                            .ok();
-                    }
-                });
-                conns.lock().unwrap().push(conn);
-            }
-        }));
+    pub fn stop(mut self) -> (u16, tempfile::TempDir) {
+        self.kill();
+        let dir = tempfile::tempdir().unwrap();
+        (self.port, std::mem::replace(&mut self.dir, dir))
     }
 
-    /// Closes the port and drops every connection through it.
-    pub async fn cut(&mut self) {
-        if let Some(accept) = self.accept.take() {
-            accept.abort();
-            accept.await.ok();
-        }
-        let conns: Vec<_> = self.conns.lock().unwrap().drain(..).collect();
-        for conn in conns {
-            conn.abort();
-            conn.await.ok();
-        }
+    pub fn kill(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
     }
 }
 
-impl Drop for TcpGate {
+impl Drop for OwnRedis {
     fn drop(&mut self) {
-        if let Some(accept) = self.accept.take() {
-            accept.abort();
-        }
-        for conn in self.conns.lock().unwrap().drain(..) {
-            conn.abort();
-        }
+        self.kill();
     }
+}
+
+/// Three workers on a fresh PostgreSQL database, mailing through a real SMTP sink, with
+/// `rate_limits` overriding the policies.
+pub async fn three_workers_on_postgres(
+    rate_limits: &str,
+) -> (TestDb, SmtpSink, tempfile::TempDir, Vec<Worker>, PathBuf) {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpSink::start(dir.path());
+    let (ws, ws_dir) = start_workers(
+        3,
+        vec![
+            "--database-url".into(),
+            db.url.clone(),
+            "--smtp-url".into(),
+            smtp.url(),
+            "--rate-limits".into(),
+            rate_limits.into(),
+        ],
+    )
+    .await;
+    (db, smtp, dir, ws, ws_dir)
 }
