@@ -14,7 +14,7 @@ use crate::AuthError;
 use crate::error::Conflict;
 use crate::hashing::{self as password, Password};
 use tessera_entity::TokenType;
-use tessera_store::{ConsumedToken, Tokens};
+use tessera_store::{Tokens, UserToken};
 
 /// An account as `tessera user list` shows it (no secrets).
 #[derive(Debug, Serialize)]
@@ -180,15 +180,12 @@ pub async fn find_user(
     }
 }
 
-/// The account a consumed or peeked token speaks for, if it names one that exists.
+/// The account a token speaks for, if it still exists.
 pub async fn token_user(
     db: &DatabaseConnection,
-    token: &ConsumedToken,
+    token: &UserToken,
 ) -> Result<Option<users::Model>, AuthError> {
-    match token.username.as_deref() {
-        Some(name) => find_user(db, name).await,
-        None => Ok(None),
-    }
+    find_user(db, token.username.as_str()).await
 }
 
 /// The account of `name`, found by its key.

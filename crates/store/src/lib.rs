@@ -34,7 +34,7 @@ use tessera_entity::{ChallengeHash, TokenHash, TokenType};
 
 pub use redis::RedisTokenStore;
 pub use sql::SqlTokenStore;
-pub use tokens::{ConsumedToken, DEFAULT_PURGE_BATCH, IssuedToken, Tokens};
+pub use tokens::{ConsumedToken, DEFAULT_PURGE_BATCH, IssuedToken, Tokens, UserToken};
 
 /// What can go wrong with a token operation.
 #[derive(Debug, thiserror::Error)]

@@ -41,6 +41,53 @@ pub struct ConsumedToken {
     pub created_at: DateTime<Utc>,
 }
 
+/// A consumed or peeked token that speaks for a user (`pre_auth`, `mfa_enforce`,
+/// `password_reset`, `email_otp_setup`, `totp_setup`, `oidc_exchange`, ...): its user is a
+/// checked [`Username`], never a missing or raw one.
+#[derive(Clone, PartialEq)]
+pub struct UserToken {
+    /// The kind.
+    pub kind: TokenType,
+    /// The user.
+    pub username: Username,
+    /// The opened payload.
+    pub payload: Payload,
+    /// When it expires (or would have), by the store's clock.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for UserToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserToken")
+            .field("kind", &self.kind)
+            .field("username", &self.username)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TryFrom<ConsumedToken> for UserToken {
+    type Error = StoreError;
+
+    /// Refuses a token that names no user: of a kind without one, it is not what the
+    /// caller asked for; of a kind with one, the store holds something this build did not
+    /// write.
+    fn try_from(t: ConsumedToken) -> Result<Self, StoreError> {
+        let username = t
+            .username
+            .ok_or(StoreError::InvalidOrExpired)
+            .and_then(|u| {
+                Username::parse(u).map_err(|e| StoreError::Backend(format!("stored username: {e}")))
+            })?;
+        Ok(UserToken {
+            kind: t.kind,
+            username,
+            payload: t.payload,
+            expires_at: t.expires_at,
+        })
+    }
+}
+
 impl fmt::Debug for ConsumedToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsumedToken")
@@ -195,6 +242,26 @@ impl Tokens {
             .peek(kind, &self.hash_of(&token), challenge_hash.as_ref())
             .await?;
         self.open(&token, challenge_hash.as_ref(), record)
+    }
+
+    /// [`consume`](Self::consume) for a kind that speaks for a user.
+    pub async fn consume_user(
+        &self,
+        kind: TokenType,
+        presented: &str,
+        challenge: Option<&Challenge>,
+    ) -> Result<UserToken, StoreError> {
+        self.consume(kind, presented, challenge).await?.try_into()
+    }
+
+    /// [`peek`](Self::peek) for a kind that speaks for a user.
+    pub async fn peek_user(
+        &self,
+        kind: TokenType,
+        presented: &str,
+        challenge: Option<&Challenge>,
+    ) -> Result<UserToken, StoreError> {
+        self.peek(kind, presented, challenge).await?.try_into()
     }
 
     /// Removes every token of `kind` for `username`.

@@ -269,6 +269,48 @@ fn assert_invalid<T: std::fmt::Debug>(r: Result<T, StoreError>) {
 mod cases {
     use super::*;
 
+    /// A token that speaks for a user comes back with its name checked; asked for as a
+    /// user's token, one that names none (an `oidc_state`) is refused like an unknown one.
+    pub async fn user_tokens_carry_their_username(h: &Harness) {
+        let c = Challenge::generate();
+        let issued = h
+            .tokens
+            .issue(AuthEphemeralToken::new_pre_auth(
+                user("alice"),
+                Some(c.clone()),
+            ))
+            .await
+            .unwrap();
+        let t = issued.token.expose();
+        let peeked = h
+            .tokens
+            .peek_user(TokenType::PreAuth, t, Some(&c))
+            .await
+            .unwrap();
+        assert_eq!(peeked.username, user("alice"));
+        let got = h
+            .tokens
+            .consume_user(TokenType::PreAuth, t, Some(&c))
+            .await
+            .unwrap();
+        assert_eq!(got.username, user("alice"));
+        assert_eq!(got.kind, TokenType::PreAuth);
+        let state = h
+            .tokens
+            .issue(AuthEphemeralToken::new_oidc_state(
+                "42",
+                "n".into(),
+                "v".into(),
+            ))
+            .await
+            .unwrap();
+        assert_invalid(
+            h.tokens
+                .consume_user(TokenType::OidcState, state.token.expose(), None)
+                .await,
+        );
+    }
+
     pub async fn issue_and_consume_every_kind(h: &Harness) {
         let c = Challenge::generate();
         let news = vec![
@@ -751,6 +793,7 @@ macro_rules! every_backend {
         $(
             conformance!($backend:
                 issue_and_consume_every_kind,
+                user_tokens_carry_their_username,
                 consume_is_single_use,
                 unknown_and_malformed_are_invalid,
                 wrong_kind_is_invalid_and_does_not_burn,

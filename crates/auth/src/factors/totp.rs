@@ -107,10 +107,10 @@ pub async fn open_totp_setup(
         )
     };
     let pending = tokens
-        .peek(TokenType::TotpSetup, presented, Some(challenge))
+        .peek_user(TokenType::TotpSetup, presented, Some(challenge))
         .await
         .map_err(|e| token_error(e, not_set_up()))?;
-    if pending.username.as_deref() != Some(user.username.as_str()) {
+    if pending.username.as_str() != user.username {
         return Err(not_set_up());
     }
     let data = pending.payload.data.unwrap_or_default();

@@ -60,11 +60,11 @@ impl Auth {
         let check = async {
             let pending = self
                 .tokens
-                .peek(TokenType::EmailOtpSetup, token, None)
+                .peek_user(TokenType::EmailOtpSetup, token, None)
                 .await
                 .map_err(|e| token_error(e, AuthError::InvalidCode))?;
             let hash = pending.payload.code_hash.clone().unwrap_or_default();
-            let matches = pending.username.as_deref() == Some(user.username.as_str())
+            let matches = pending.username.as_str() == user.username
                 && codes::is_email_code(code)
                 && hashing::code_matches(code.trim().to_owned(), hash).await?;
             // Spent by exactly one of several concurrent right answers.

@@ -173,6 +173,7 @@ impl Auth {
                 self.tokens
                     .consume(TokenType::OidcState, s, Some(c))
                     .await
+                    .map(OidcState::from)
                     .map_err(|e| match e {
                         tessera_store::StoreError::InvalidOrExpired => OidcFailure::InvalidState,
                         other => server(other.into()),
@@ -182,13 +183,7 @@ impl Auth {
         };
         if let Some(Ok(t)) = &consumed {
             *cb.own_state = true;
-            *cb.return_to = t
-                .payload
-                .data
-                .as_ref()
-                .and_then(|d| d.get("return_to"))
-                .and_then(|r| r.as_str())
-                .map(str::to_owned);
+            *cb.return_to = t.return_to.clone();
         }
         if let Some(error) = cb.query.get("error") {
             return Err(if error == "access_denied" {
@@ -203,8 +198,8 @@ impl Auth {
         if cookie.is_none() {
             return Err(OidcFailure::MissingCookie);
         }
-        let record = consumed.expect("state and cookie are present")?;
-        if record.provider_id.as_deref() != Some(provider.id.to_string().as_str()) {
+        let state = consumed.expect("state and cookie are present")?;
+        if state.provider_id.as_deref() != Some(provider.id.to_string().as_str()) {
             return Err(OidcFailure::InvalidState);
         }
         if let Some(iss) = cb.query.get("iss")
@@ -217,7 +212,6 @@ impl Auth {
             .get("code")
             .cloned()
             .ok_or(OidcFailure::MissingCode)?;
-        let payload = record.payload;
         let back = self.redirect_uri(&provider.name);
         let s = &self.settings;
         let identity = s.oidc.finish(
@@ -225,8 +219,8 @@ impl Auth {
             &s.keys,
             &back,
             code,
-            payload.code_verifier.unwrap_or_default(),
-            payload.nonce.unwrap_or_default(),
+            state.code_verifier,
+            state.nonce,
         );
         let identity = within(cb.budget, identity).await?;
         let user = oidc::link_or_create(&self.db, &provider, &identity, s.oidc_create_users)
@@ -264,7 +258,7 @@ impl Auth {
             .ok_or(AuthError::TokenRejected)?;
         let consumed = self
             .tokens
-            .consume(TokenType::OidcExchange, token, Some(&binding))
+            .consume_user(TokenType::OidcExchange, token, Some(&binding))
             .await
             .map_err(|e| token_error(e, AuthError::TokenRejected))?;
         let user = accounts::token_user(&self.db, &consumed)
@@ -306,6 +300,32 @@ impl Auth {
                 format!("{origin}{path}")
             }
             None => s.oidc_return_url.clone(),
+        }
+    }
+}
+
+/// A consumed `oidc_state`: the provider it was issued for, and what finishing needs.
+struct OidcState {
+    provider_id: Option<String>,
+    nonce: String,
+    code_verifier: String,
+    return_to: Option<String>,
+}
+
+impl From<tessera_store::ConsumedToken> for OidcState {
+    fn from(t: tessera_store::ConsumedToken) -> Self {
+        let return_to = t
+            .payload
+            .data
+            .as_ref()
+            .and_then(|d| d.get("return_to"))
+            .and_then(|r| r.as_str())
+            .map(str::to_owned);
+        OidcState {
+            provider_id: t.provider_id,
+            nonce: t.payload.nonce.unwrap_or_default(),
+            code_verifier: t.payload.code_verifier.unwrap_or_default(),
+            return_to,
         }
     }
 }

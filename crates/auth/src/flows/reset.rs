@@ -98,7 +98,7 @@ impl Auth {
         let hash = hashing::hash(password).await?;
         let consumed = self
             .tokens
-            .consume(TokenType::PasswordReset, token, None)
+            .consume_user(TokenType::PasswordReset, token, None)
             .await
             .map_err(|e| token_error(e, AuthError::TokenRejected))?;
         let user = accounts::token_user(&self.db, &consumed)

@@ -82,7 +82,7 @@ impl Auth {
         let challenge = challenge_of(challenge)?;
         let pending = self
             .tokens
-            .peek(kind, mfa_token, Some(&challenge))
+            .peek_user(kind, mfa_token, Some(&challenge))
             .await
             .map_err(expired)?;
         let user = accounts::token_user(&self.db, &pending)
