@@ -1,8 +1,9 @@
 //! The `tessera` command: parses the command line and hands over to `tessera-api`.
 
 use clap::{Parser, Subcommand};
+use tessera_api::Application;
 use tessera_api::config::{DatabaseArgs, KeyArgs, LimitArgs, ServeConfig};
-use tessera_api::{Application, startup};
+use tessera_auth::open;
 use tracing_subscriber::EnvFilter;
 
 /// Single-use tokens and sliding-window rate limits shared by every worker of a web
@@ -147,11 +148,7 @@ enum UserCommand {
 
 async fn user_command(command: UserCommand) -> anyhow::Result<()> {
     use tessera_auth::accounts::{self as users, Change};
-    let open = |database: DatabaseArgs| async move {
-        let db = startup::open_database(&database).await?;
-        startup::prepare_schema(&db, &database, false).await?;
-        anyhow::Ok(db)
-    };
+    let open = |database: DatabaseArgs| async move { schema_checked(&database).await };
     let name = |s: String| {
         tessera_entity::AccountName::parse(&s).map_err(|e| anyhow::anyhow!("invalid username: {e}"))
     };
@@ -198,9 +195,9 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
     if disable {
         // Logins in flight end with the account: no pending second factor or OIDC
         // exchange completes after it.
-        let (tokens, _) = startup::open_stores(
+        let (tokens, _) = open::stores(
             db,
-            &database,
+            database.redis_url.as_deref(),
             tessera_auth::throttle::default_policies(),
             tessera_store::DEFAULT_PURGE_BATCH,
         )
@@ -225,8 +222,8 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(shutdown_signal()).await?;
         }
         Command::Migrate(database) => {
-            let db = startup::open_database(&database).await?;
-            let n = startup::migrate(&db).await?;
+            let db = database.open().await?;
+            let n = open::migrate(&db).await?;
             println!("{n} migration(s) applied; the schema is up to date");
         }
         Command::User(command) => user_command(command).await?,
@@ -235,18 +232,17 @@ async fn main() -> anyhow::Result<()> {
             limits,
             purge_batch,
         } => {
-            let db = startup::open_database(&database).await?;
+            let db = database.open().await?;
+            let redis_url = database.redis_url.as_deref();
             let (tokens, limiter) =
-                startup::open_stores(db.clone(), &database, limits.policies()?, purge_batch)
-                    .await?;
+                open::stores(db.clone(), redis_url, limits.policies()?, purge_batch).await?;
             let purged = tessera_auth::purge::purge(&db, &tokens, &limiter).await?;
             println!("{}", serde_json::to_string(&purged)?);
         }
         Command::Oidc(command) => oidc_command(command).await?,
         Command::Keys(KeysCommand::Rotate { database, keys }) => {
-            let ring = startup::key_ring(&database, &keys)?;
-            let db = startup::open_database(&database).await?;
-            startup::prepare_schema(&db, &database, false).await?;
+            let ring = keys.ring(&database)?;
+            let db = schema_checked(&database).await?;
             let report = tessera_auth::rotation::rotate_secrets(&db, &ring).await?;
             println!(
                 "{} secret(s) re-encrypted under key {}, {} already under it",
@@ -272,9 +268,8 @@ async fn oidc_command(command: OidcCommand) -> anyhow::Result<()> {
             scopes,
             skip_local_mfa,
         } => {
-            let ring = startup::key_ring(&database, &keys)?;
-            let db = startup::open_database(&database).await?;
-            startup::prepare_schema(&db, &database, false).await?;
+            let ring = keys.ring(&database)?;
+            let db = schema_checked(&database).await?;
             let added = oidc::add_provider(
                 &db,
                 &ring,
@@ -291,20 +286,26 @@ async fn oidc_command(command: OidcCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&added)?);
         }
         OidcCommand::List { database } => {
-            let db = startup::open_database(&database).await?;
-            startup::prepare_schema(&db, &database, false).await?;
+            let db = schema_checked(&database).await?;
             for p in oidc::list_providers(&db).await? {
                 println!("{}", serde_json::to_string(&p)?);
             }
         }
         OidcCommand::Remove { database, name } => {
-            let db = startup::open_database(&database).await?;
-            startup::prepare_schema(&db, &database, false).await?;
+            let db = schema_checked(&database).await?;
             oidc::remove_provider(&db, &name).await?;
             println!("removed `{name}`");
         }
     }
     Ok(())
+}
+
+/// The database of `database`, migrated when it is the embedded SQLite default and
+/// refused when its schema is not this build's otherwise (as `serve` without `--migrate`).
+async fn schema_checked(database: &DatabaseArgs) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let db = database.open().await?;
+    open::prepare_schema(&db, database.is_sqlite()).await?;
+    Ok(db)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

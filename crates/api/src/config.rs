@@ -30,6 +30,11 @@ impl DatabaseArgs {
     pub fn is_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
     }
+
+    /// Opens the database.
+    pub async fn open(&self) -> Result<sea_orm::DatabaseConnection, tessera_auth::open::OpenError> {
+        tessera_auth::open::database(&self.database_url, self.db_max_connections).await
+    }
 }
 
 /// Rate-limit policies.
@@ -74,6 +79,20 @@ pub struct KeyArgs {
         hide_default_value = true
     )]
     pub previous_secret_keys: String,
+}
+
+impl KeyArgs {
+    /// The key ring for secrets at rest in the database `db` names.
+    pub fn ring(
+        &self,
+        db: &DatabaseArgs,
+    ) -> Result<tessera_auth::secrets::KeyRing, tessera_auth::open::OpenError> {
+        tessera_auth::open::key_ring(
+            &db.database_url,
+            self.secret_key.as_deref(),
+            &self.previous_secret_keys,
+        )
+    }
 }
 
 /// The login flows under `/auth`.

@@ -1,53 +1,28 @@
 //! Building and running the service.
 
-use sea_orm::DatabaseConnection;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_backend::redis::RedisConnection;
-use tessera_limiter::{Limiter, LimiterError, LimiterStore, Policies, RedisLimiter, SqlLimiter};
-use tessera_migration::{Migrator, MigratorTrait, SchemaState, schema_state};
-use tessera_store::{RedisTokenStore, SqlTokenStore, StoreError, TokenStore, Tokens};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{DatabaseArgs, KeyArgs, ServeConfig};
+use crate::config::ServeConfig;
 use crate::http::service_key::ApiKeys;
 use crate::router::router;
 use crate::state::{AppState, Limits};
 use tessera_auth::Purged;
-use tessera_auth::secrets::{self, KeyRing};
+use tessera_auth::open::{self, OpenError};
 
 /// Why the service did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// The database could not be opened.
-    #[error("cannot open the database: {0}")]
-    Database(#[from] StoreError),
-    /// A store could not be opened or reached.
-    #[error("{}: {}", .0, source_text(.0))]
-    Backend(#[from] tessera_backend::BackendError),
-    /// The rate limiter could not be set up.
-    #[error("rate limiter: {0}")]
-    Limiter(#[from] LimiterError),
+    /// A store, the schema or the key ring could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
     /// A setting has an invalid value.
     #[error("invalid setting: {0}")]
     Config(String),
-    /// The schema is not the one this build knows, and migrating was not asked for.
-    #[error("{0}")]
-    Schema(String),
-    /// Applying migrations failed.
-    #[error("migration failed: {0}")]
-    Migration(String),
-    /// Redis could not be reached.
-    #[error("cannot reach Redis at {url}: {source}")]
-    Redis {
-        /// The configured URL(s).
-        url: String,
-        /// Why.
-        source: redis::RedisError,
-    },
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -56,137 +31,6 @@ pub enum StartupError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-/// The cause of a backend error, for the one line `serve` prints when it cannot start.
-fn source_text(e: &tessera_backend::BackendError) -> String {
-    std::error::Error::source(e).map_or_else(String::new, |s| s.to_string())
-}
-
-/// The key ring for secrets at rest: `TESSERA_SECRET_KEY` (with the previous keys); unset,
-/// the key file beside an embedded SQLite database, generated on first use. Any other
-/// database without a key is refused: several workers must share one key, and a key made
-/// up by one of them would strand every secret it sealed.
-pub fn key_ring(db: &DatabaseArgs, keys: &KeyArgs) -> Result<KeyRing, StartupError> {
-    let previous: Vec<&str> = keys
-        .previous_secret_keys
-        .split(',')
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .collect();
-    let ring = |current: &str| {
-        KeyRing::new(current, &previous)
-            .map_err(|e| StartupError::Config(format!("TESSERA_SECRET_KEY: {e}")))
-    };
-    if let Some(key) = keys.secret_key.as_deref().filter(|k| !k.is_empty()) {
-        return ring(key);
-    }
-    match secrets::key_file_for(&db.database_url) {
-        Some(path) => {
-            let (key, created) = secrets::load_or_create_key_file(&path)
-                .map_err(|e| StartupError::Config(e.to_string()))?;
-            if created {
-                tracing::warn!(path = %path.display(), "no TESSERA_SECRET_KEY: generated a secret key beside the database (mode 0600); keep it with the database, and set TESSERA_SECRET_KEY before running several workers");
-            }
-            ring(&key)
-        }
-        None => Err(StartupError::Config(
-            "TESSERA_SECRET_KEY is required with this database: every worker must share one \
-             key to read the secrets the others encrypted (generate one with \
-             `openssl rand -base64 32`)"
-                .into(),
-        )),
-    }
-}
-
-/// Opens the database named by `args`.
-pub async fn open_database(args: &DatabaseArgs) -> Result<DatabaseConnection, StartupError> {
-    Ok(tessera_backend::sql::connect(&args.database_url, args.db_max_connections).await?)
-}
-
-/// The token store and limiter the configuration selects: Redis (or a Cluster) when
-/// `TESSERA_REDIS_URL` is set, else the database.
-pub async fn open_stores(
-    db: DatabaseConnection,
-    args: &DatabaseArgs,
-    policies: Policies,
-    purge_batch: u32,
-) -> Result<(Tokens, Limiter), StartupError> {
-    let (store, limiter): (Arc<dyn TokenStore>, Arc<dyn LimiterStore>) = match &args.redis_url {
-        Some(url) => {
-            let conn =
-                RedisConnection::connect(url)
-                    .await
-                    .map_err(|source| StartupError::Redis {
-                        url: url.clone(),
-                        source,
-                    })?;
-            (
-                Arc::new(RedisTokenStore::new(conn.clone())),
-                Arc::new(RedisLimiter::new(conn)),
-            )
-        }
-        None => (
-            Arc::new(SqlTokenStore::new(db.clone())?),
-            Arc::new(SqlLimiter::new(db)?),
-        ),
-    };
-    Ok((
-        Tokens::new(store).with_purge_batch(purge_batch),
-        Limiter::new(limiter, policies),
-    ))
-}
-
-/// Applies pending migrations (`tessera migrate`); idempotent. Refuses a schema migrated
-/// by a newer build.
-pub async fn migrate(db: &DatabaseConnection) -> Result<usize, StartupError> {
-    match check_schema(db).await? {
-        SchemaState::UpToDate => Ok(0),
-        SchemaState::Behind(pending) => {
-            Migrator::up(db, None)
-                .await
-                .map_err(|e| StartupError::Migration(e.to_string()))?;
-            Ok(pending.len())
-        }
-        SchemaState::Ahead(_) => unreachable!("check_schema refuses a newer schema"),
-    }
-}
-
-async fn check_schema(db: &DatabaseConnection) -> Result<SchemaState, StartupError> {
-    let state = schema_state(db)
-        .await
-        .map_err(|e| StartupError::Backend(e.into()))?;
-    if let SchemaState::Ahead(unknown) = &state {
-        return Err(StartupError::Schema(format!(
-            "the database schema is newer than this build of Tessera (unknown migrations: {}); \
-             run a Tessera version that knows them",
-            unknown.join(", ")
-        )));
-    }
-    Ok(state)
-}
-
-/// Checks the schema before serving: migrates it when allowed (SQLite, or `--migrate`),
-/// refuses it otherwise with a message that names `tessera migrate`.
-pub async fn prepare_schema(
-    db: &DatabaseConnection,
-    args: &DatabaseArgs,
-    auto_migrate: bool,
-) -> Result<(), StartupError> {
-    match check_schema(db).await? {
-        SchemaState::UpToDate => Ok(()),
-        SchemaState::Behind(_) if auto_migrate || args.is_sqlite() => {
-            let n = migrate(db).await?;
-            tracing::info!(applied = n, "migrations applied");
-            Ok(())
-        }
-        SchemaState::Behind(pending) => Err(StartupError::Schema(format!(
-            "the database schema is not migrated (pending: {}); run `tessera migrate` first, \
-             or start with --migrate (TESSERA_AUTO_MIGRATE=true)",
-            pending.join(", ")
-        ))),
-        SchemaState::Ahead(_) => unreachable!("check_schema refuses a newer schema"),
-    }
 }
 
 /// A built service, bound and ready to run.
@@ -209,15 +53,16 @@ pub struct ConnectionLimits {
 impl Application {
     /// Opens the store, prepares the schema and binds the listener.
     pub async fn build(config: ServeConfig) -> Result<Application, StartupError> {
-        let keys = key_ring(&config.database, &config.keys)?;
-        let db = open_database(&config.database).await?;
-        prepare_schema(&db, &config.database, config.auto_migrate).await?;
+        let keys = config.keys.ring(&config.database)?;
+        let db = config.database.open().await?;
+        open::prepare_schema(&db, config.auto_migrate || config.database.is_sqlite()).await?;
         let policies = config
             .limits
             .policies()
             .map_err(|e| StartupError::Config(e.to_string()))?;
+        let redis_url = config.database.redis_url.as_deref();
         let (tokens, limiter) =
-            open_stores(db.clone(), &config.database, policies, config.purge_batch).await?;
+            open::stores(db.clone(), redis_url, policies, config.purge_batch).await?;
         let mut state = AppState::new(db, tokens, limiter, ApiKeys::parse(&config.api_keys));
         state.auth.settings = std::sync::Arc::new(
             config

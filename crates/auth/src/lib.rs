@@ -22,6 +22,7 @@
 //! - [`sessions`]: session rows and the device cookie.
 //! - [`mail`]: SMTP or the outbox folder, and every message text.
 //! - [`oidc`]: OpenID providers, discovery and ID-token checks, account linking.
+//! - [`open`]: opening the database (schema checked), the stores and the key ring.
 //! - [`purge`]: the one purge.
 //! - [`flows`]: login, second factor, TOTP and email-code setup, password reset, OIDC.
 
@@ -33,6 +34,7 @@ pub mod hashing;
 pub mod lockout;
 pub mod mail;
 pub mod oidc;
+pub mod open;
 pub mod purge;
 pub mod rotation;
 pub mod secrets;

@@ -43,7 +43,8 @@ pub struct ConsumedToken {
 
 /// A consumed or peeked token that speaks for a user (`pre_auth`, `mfa_enforce`,
 /// `password_reset`, `email_otp_setup`, `totp_setup`, `oidc_exchange`, ...): its user is a
-/// checked [`Username`], never a missing or raw one.
+/// checked [`Username`], never a missing or raw one. Made from a [`ConsumedToken`] with
+/// `UserToken::try_from`, as in `tokens.consume(..).await.and_then(UserToken::try_from)`.
 #[derive(Clone, PartialEq)]
 pub struct UserToken {
     /// The kind.
@@ -242,26 +243,6 @@ impl Tokens {
             .peek(kind, &self.hash_of(&token), challenge_hash.as_ref())
             .await?;
         self.open(&token, challenge_hash.as_ref(), record)
-    }
-
-    /// [`consume`](Self::consume) for a kind that speaks for a user.
-    pub async fn consume_user(
-        &self,
-        kind: TokenType,
-        presented: &str,
-        challenge: Option<&Challenge>,
-    ) -> Result<UserToken, StoreError> {
-        self.consume(kind, presented, challenge).await?.try_into()
-    }
-
-    /// [`peek`](Self::peek) for a kind that speaks for a user.
-    pub async fn peek_user(
-        &self,
-        kind: TokenType,
-        presented: &str,
-        challenge: Option<&Challenge>,
-    ) -> Result<UserToken, StoreError> {
-        self.peek(kind, presented, challenge).await?.try_into()
     }
 
     /// Removes every token of `kind` for `username`.

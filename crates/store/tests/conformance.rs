@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tessera_backend::redis::RedisConnection;
 use tessera_entity::{AuthEphemeralToken, Challenge, Token, TokenType, Username};
-use tessera_store::{RedisTokenStore, SqlTokenStore, StoreError, TokenStore, Tokens};
+use tessera_store::{RedisTokenStore, SqlTokenStore, StoreError, TokenStore, Tokens, UserToken};
 use tessera_testkit::{RedisCluster, TestDb, require_redis, unique_prefix};
 
 /// Raw access to what a backend stores.
@@ -282,17 +282,11 @@ mod cases {
             .await
             .unwrap();
         let t = issued.token.expose();
-        let peeked = h
-            .tokens
-            .peek_user(TokenType::PreAuth, t, Some(&c))
-            .await
-            .unwrap();
+        let peeked = h.tokens.peek(TokenType::PreAuth, t, Some(&c)).await;
+        let peeked = peeked.and_then(UserToken::try_from).unwrap();
         assert_eq!(peeked.username, user("alice"));
-        let got = h
-            .tokens
-            .consume_user(TokenType::PreAuth, t, Some(&c))
-            .await
-            .unwrap();
+        let got = h.tokens.consume(TokenType::PreAuth, t, Some(&c)).await;
+        let got = got.and_then(UserToken::try_from).unwrap();
         assert_eq!(got.username, user("alice"));
         assert_eq!(got.kind, TokenType::PreAuth);
         let state = h
@@ -306,8 +300,9 @@ mod cases {
             .unwrap();
         assert_invalid(
             h.tokens
-                .consume_user(TokenType::OidcState, state.token.expose(), None)
-                .await,
+                .consume(TokenType::OidcState, state.token.expose(), None)
+                .await
+                .and_then(UserToken::try_from),
         );
     }
 

@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use std::time::Duration;
 use tessera_entity::{AuthEphemeralToken, Challenge, TokenType, totp_usage, users};
-use tessera_store::Tokens;
+use tessera_store::{Tokens, UserToken};
 
 use super::backup::store_backup_codes;
 use super::codes;
@@ -107,8 +107,9 @@ pub async fn open_totp_setup(
         )
     };
     let pending = tokens
-        .peek_user(TokenType::TotpSetup, presented, Some(challenge))
+        .peek(TokenType::TotpSetup, presented, Some(challenge))
         .await
+        .and_then(UserToken::try_from)
         .map_err(|e| token_error(e, not_set_up()))?;
     if pending.username.as_str() != user.username {
         return Err(not_set_up());

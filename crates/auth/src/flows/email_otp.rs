@@ -4,6 +4,8 @@
 use std::time::Duration;
 use tessera_entity::{AuthEphemeralToken, EventType, TokenType, users};
 
+use tessera_store::UserToken;
+
 use crate::error::token_error;
 use crate::factors::{codes, email};
 use crate::{Auth, AuthError, accounts, hashing, mail, sessions, throttle};
@@ -60,8 +62,9 @@ impl Auth {
         let check = async {
             let pending = self
                 .tokens
-                .peek_user(TokenType::EmailOtpSetup, token, None)
+                .peek(TokenType::EmailOtpSetup, token, None)
                 .await
+                .and_then(UserToken::try_from)
                 .map_err(|e| token_error(e, AuthError::InvalidCode))?;
             let hash = pending.payload.code_hash.clone().unwrap_or_default();
             let matches = pending.username.as_str() == user.username

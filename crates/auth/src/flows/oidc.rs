@@ -8,6 +8,8 @@ use std::time::Duration;
 use tessera_entity::{AuthEphemeralToken, Challenge, EventType, TokenType, oidc_providers};
 
 use super::{Client, LoginOutcome};
+use tessera_store::UserToken;
+
 use crate::error::token_error;
 use crate::oidc::{self, OidcFailure};
 use crate::settings::origin_of;
@@ -258,8 +260,9 @@ impl Auth {
             .ok_or(AuthError::TokenRejected)?;
         let consumed = self
             .tokens
-            .consume_user(TokenType::OidcExchange, token, Some(&binding))
+            .consume(TokenType::OidcExchange, token, Some(&binding))
             .await
+            .and_then(UserToken::try_from)
             .map_err(|e| token_error(e, AuthError::TokenRejected))?;
         let user = accounts::token_user(&self.db, &consumed)
             .await?

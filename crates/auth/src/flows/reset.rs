@@ -6,6 +6,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tessera_entity::{AuthEphemeralToken, EventType, TokenType, users};
 
 use super::Client;
+use tessera_store::UserToken;
+
 use crate::error::token_error;
 use crate::hashing::{self, Password};
 use crate::{Auth, AuthError, accounts, lockout, mail, sessions, throttle};
@@ -98,8 +100,9 @@ impl Auth {
         let hash = hashing::hash(password).await?;
         let consumed = self
             .tokens
-            .consume_user(TokenType::PasswordReset, token, None)
+            .consume(TokenType::PasswordReset, token, None)
             .await
+            .and_then(UserToken::try_from)
             .map_err(|e| token_error(e, AuthError::TokenRejected))?;
         let user = accounts::token_user(&self.db, &consumed)
             .await?

@@ -4,6 +4,8 @@
 use tessera_entity::{EventType, TokenType, users};
 
 use super::{Client, SignedIn, challenge_of};
+use tessera_store::UserToken;
+
 use crate::error::{Conflict, token_error};
 use crate::factors::{backup, email, totp};
 use crate::{Auth, AuthError, accounts, lockout, throttle};
@@ -82,8 +84,9 @@ impl Auth {
         let challenge = challenge_of(challenge)?;
         let pending = self
             .tokens
-            .peek_user(kind, mfa_token, Some(&challenge))
+            .peek(kind, mfa_token, Some(&challenge))
             .await
+            .and_then(UserToken::try_from)
             .map_err(expired)?;
         let user = accounts::token_user(&self.db, &pending)
             .await?
