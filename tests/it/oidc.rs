@@ -11,7 +11,7 @@ use tessera_testkit::TestDb;
 
 use crate::helpers::idp::{CLIENT_SECRET, Idp, PUBLIC, add_provider};
 use crate::helpers::{
-    Browser, dump_postgres, dump_redis, fresh_window, pyotp, start_workers, unique, verify,
+    Answer, Browser, dump_postgres, dump_redis, fresh_window, pyotp, start_workers, unique, verify,
 };
 use crate::helpers::{Worker, free_port};
 
@@ -313,13 +313,7 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
     let authorize = start(&mut b4, w[1], None).await;
     let back = at_idp(&mut b4, &idp, &authorize, &squatted).await;
     let landed = callback(&mut b4, w[1], &back).await;
-    let r = b4
-        .post(
-            w[1],
-            "/auth/oidc/exchange",
-            json!({"token": fragment(&landed, "oidc_exchange").expect(&landed)}),
-        )
-        .await;
+    let r = post_exchange(&mut b4, w[1], &landed).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let name = r.body["username"].as_str().unwrap();
     assert!(name.starts_with(&format!("idp_{squatted}_")), "{name}");
@@ -333,13 +327,7 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
     ws[0].child.wait().unwrap();
     let back = at_idp(&mut b3, &idp, &authorize, &other).await;
     let landed = callback(&mut b3, w[1], &back).await;
-    let r = b3
-        .post(
-            w[2],
-            "/auth/oidc/exchange",
-            json!({"token": fragment(&landed, "oidc_exchange").expect(&landed)}),
-        )
-        .await;
+    let r = post_exchange(&mut b3, w[2], &landed).await;
     assert_eq!(r.body["username"], other.as_str(), "{}", r.body);
     drop(ws);
 }
@@ -359,6 +347,13 @@ async fn oidc_login_across_three_workers_with_tokens_on_redis() {
     let redis = crate::helpers::OwnRedis::start(free_port(), tempfile::tempdir().unwrap());
     oidc_flows(&db, Some(format!("redis://127.0.0.1:{}", redis.port))).await;
     db.finish().await;
+}
+
+/// Posts the `oidc_exchange` token of the landing URL `landed` from browser `b`.
+async fn post_exchange(b: &mut Browser, addr: SocketAddr, landed: &str) -> Answer {
+    let token = fragment(landed, "oidc_exchange").expect(landed);
+    b.post(addr, "/auth/oidc/exchange", json!({ "token": token }))
+        .await
 }
 
 /// Every way a callback can go wrong ends in a redirect with a stable `#oidc_error` code,

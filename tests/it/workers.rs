@@ -154,10 +154,13 @@ fn addrs(ws: &[Worker]) -> Vec<SocketAddr> {
     ws.iter().map(|w| w.addr).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_workers_on_postgres() {
+/// Three workers on PostgreSQL, with tokens and limits on `redis` when given: each token
+/// consumed once, one limit, nothing lost with a killed worker.
+async fn three_workers(redis: Option<String>) {
     let db = TestDb::postgres().await;
-    let mut ws = workers(3, vec!["--database-url".into(), db.url.clone()]).await;
+    let mut args = vec!["--database-url".into(), db.url.clone()];
+    args.extend(redis.into_iter().flat_map(|r| ["--redis-url".into(), r]));
+    let mut ws = workers(3, args).await;
     tokens_are_consumed_once_across_workers(&addrs(&ws)).await;
     a_limit_holds_across_workers(&addrs(&ws)).await;
     a_killed_worker_loses_nothing(&mut ws).await;
@@ -166,24 +169,13 @@ async fn three_workers_on_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_workers_on_postgres() {
+    three_workers(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_workers_on_redis() {
-    let db = TestDb::postgres().await;
-    let redis = require_redis();
-    let mut ws = workers(
-        3,
-        vec![
-            "--database-url".into(),
-            db.url.clone(),
-            "--redis-url".into(),
-            redis,
-        ],
-    )
-    .await;
-    tokens_are_consumed_once_across_workers(&addrs(&ws)).await;
-    a_limit_holds_across_workers(&addrs(&ws)).await;
-    a_killed_worker_loses_nothing(&mut ws).await;
-    drop(ws);
-    db.finish().await;
+    three_workers(Some(require_redis())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

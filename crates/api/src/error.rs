@@ -17,7 +17,7 @@ pub enum AppError {
     InvalidOrExpiredToken,
     /// The store (database or Redis) cannot be reached.
     #[error("store unavailable: {0}")]
-    StoreUnavailable(String),
+    StoreUnavailable(#[source] tessera_backend::BackendError),
     /// No valid service key (or none configured).
     #[error("unauthorized: {0}")]
     Unauthorized(String),
@@ -77,10 +77,9 @@ impl From<StoreError> for AppError {
 
 impl From<sea_orm::DbErr> for AppError {
     fn from(e: sea_orm::DbErr) -> Self {
-        if tessera_backend::sql::is_unreachable(&e) {
-            AppError::StoreUnavailable(e.to_string())
-        } else {
-            AppError::Internal(e.to_string())
+        match tessera_backend::BackendError::from(e) {
+            e if e.is_unreachable() => AppError::StoreUnavailable(e),
+            e => AppError::Internal(e.to_string()),
         }
     }
 }

@@ -97,7 +97,7 @@ pub enum AuthError {
     Overloaded,
     /// The database, the token store or the limiter cannot be reached.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] tessera_backend::BackendError),
     /// Mail could not be sent.
     #[error("mail unavailable: {0}")]
     MailUnavailable(#[from] crate::mail::MailError),
@@ -131,10 +131,9 @@ impl AuthError {
 
 impl From<sea_orm::DbErr> for AuthError {
     fn from(e: sea_orm::DbErr) -> Self {
-        if tessera_backend::sql::is_unreachable(&e) {
-            AuthError::Unavailable(e.to_string())
-        } else {
-            AuthError::Internal(Box::new(e))
+        match tessera_backend::BackendError::from(e) {
+            e if e.is_unreachable() => AuthError::Unavailable(e),
+            e => AuthError::Internal(Box::new(e)),
         }
     }
 }

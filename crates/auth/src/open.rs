@@ -18,7 +18,7 @@ pub enum OpenError {
     #[error("cannot open the database: {0}")]
     Database(#[from] StoreError),
     /// A store could not be opened or reached.
-    #[error("{}: {}", .0, source_text(.0))]
+    #[error("{0}")]
     Backend(#[from] tessera_backend::BackendError),
     /// The rate limiter could not be set up.
     #[error("rate limiter: {0}")]
@@ -40,11 +40,6 @@ pub enum OpenError {
         /// Why.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-}
-
-/// The cause of a backend error, for the one line a command prints when it cannot start.
-fn source_text(e: &tessera_backend::BackendError) -> String {
-    std::error::Error::source(e).map_or_else(String::new, |s| s.to_string())
 }
 
 /// The key ring for secrets at rest: `TESSERA_SECRET_KEY` (with the previous keys); unset,

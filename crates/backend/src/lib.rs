@@ -39,7 +39,7 @@ impl std::fmt::Display for Store {
 pub enum BackendError {
     /// The store cannot be reached: refused, dropped, timed out, pool exhausted. Callers
     /// answer "unavailable, try again".
-    #[error("{store} cannot be reached")]
+    #[error("{store} cannot be reached: {source}")]
     Unreachable {
         /// Which store.
         store: Store,
@@ -48,7 +48,7 @@ pub enum BackendError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The store answered, but refused what was asked of it or what it said cannot be read.
-    #[error("{store} failed")]
+    #[error("{store} failed: {source}")]
     Failed {
         /// Which store.
         store: Store,
@@ -63,38 +63,31 @@ impl BackendError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, BackendError::Unreachable { .. })
     }
+
+    /// `source`, an error of `store`, sorted by whether it means the store cannot be
+    /// reached.
+    fn sorted(
+        store: Store,
+        unreachable: bool,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        let source = Box::new(source);
+        if unreachable {
+            BackendError::Unreachable { store, source }
+        } else {
+            BackendError::Failed { store, source }
+        }
+    }
 }
 
 impl From<sea_orm::DbErr> for BackendError {
     fn from(e: sea_orm::DbErr) -> Self {
-        let store = Store::Database;
-        if sql::is_unreachable(&e) {
-            BackendError::Unreachable {
-                store,
-                source: Box::new(e),
-            }
-        } else {
-            BackendError::Failed {
-                store,
-                source: Box::new(e),
-            }
-        }
+        BackendError::sorted(Store::Database, sql::is_unreachable(&e), e)
     }
 }
 
 impl From<::redis::RedisError> for BackendError {
     fn from(e: ::redis::RedisError) -> Self {
-        let store = Store::Redis;
-        if redis::is_unreachable(&e) {
-            BackendError::Unreachable {
-                store,
-                source: Box::new(e),
-            }
-        } else {
-            BackendError::Failed {
-                store,
-                source: Box::new(e),
-            }
-        }
+        BackendError::sorted(Store::Redis, redis::is_unreachable(&e), e)
     }
 }

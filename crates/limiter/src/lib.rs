@@ -63,10 +63,22 @@ pub enum LimiterError {
     InvalidKey,
     /// The backing store could not be reached or did not answer.
     #[error("rate-limit store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] tessera_backend::BackendError),
     /// The store answered something unexpected.
     #[error("rate-limit store error: {0}")]
     Backend(String),
+}
+
+impl From<tessera_backend::BackendError> for LimiterError {
+    /// A store that cannot be reached is [`LimiterError::Unavailable`], its cause kept; any
+    /// other failure is [`LimiterError::Backend`].
+    fn from(e: tessera_backend::BackendError) -> Self {
+        if e.is_unreachable() {
+            LimiterError::Unavailable(e)
+        } else {
+            LimiterError::Backend(e.to_string())
+        }
+    }
 }
 
 /// The contract of a limiter backend.

@@ -303,11 +303,7 @@ impl LimiterStore for RedisLimiter {
 
 /// Sorts Redis errors into "cannot reach the store" and everything else.
 pub fn map_err(e: RedisError) -> LimiterError {
-    if tessera_backend::redis::is_unreachable(&e) {
-        LimiterError::Unavailable(e.to_string())
-    } else {
-        LimiterError::Backend(e.to_string())
-    }
+    tessera_backend::BackendError::from(e).into()
 }
 
 #[cfg(test)]

@@ -366,10 +366,5 @@ impl LimiterStore for SqlLimiter {
 }
 
 fn map_err(e: DbErr) -> LimiterError {
-    let unreachable = tessera_backend::sql::is_unreachable(&e);
-    if unreachable {
-        LimiterError::Unavailable(e.to_string())
-    } else {
-        LimiterError::Backend(e.to_string())
-    }
+    tessera_backend::BackendError::from(e).into()
 }

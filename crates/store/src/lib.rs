@@ -45,10 +45,22 @@ pub enum StoreError {
     InvalidOrExpired,
     /// The backing store could not be reached or did not answer.
     #[error("token store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] tessera_backend::BackendError),
     /// The store answered something this build cannot read (for example a schema mismatch).
     #[error("token store error: {0}")]
     Backend(String),
+}
+
+impl From<tessera_backend::BackendError> for StoreError {
+    /// A store that cannot be reached is [`StoreError::Unavailable`], its cause kept; any
+    /// other failure is [`StoreError::Backend`].
+    fn from(e: tessera_backend::BackendError) -> Self {
+        if e.is_unreachable() {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Backend(e.to_string())
+        }
+    }
 }
 
 /// A sealed record ready to be stored: everything a backend sees of a new token.

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::{RedisError, Script};
 use std::sync::Arc;
-use tessera_backend::redis::{RedisConnection, is_unreachable};
+use tessera_backend::redis::RedisConnection;
 use tessera_entity::{ChallengeHash, TokenHash, TokenType};
 
 use crate::{SealedToken, StoreError, StoredRecord, TokenStore};
@@ -240,9 +240,5 @@ impl TokenStore for RedisTokenStore {
 }
 
 fn map_err(e: RedisError) -> StoreError {
-    if is_unreachable(&e) {
-        StoreError::Unavailable(e.to_string())
-    } else {
-        StoreError::Backend(e.to_string())
-    }
+    tessera_backend::BackendError::from(e).into()
 }

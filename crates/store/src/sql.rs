@@ -225,10 +225,5 @@ impl TokenStore for SqlTokenStore {
 
 /// Sorts database errors into "cannot reach the store" and everything else.
 pub fn map_err(e: DbErr) -> StoreError {
-    let unreachable = tessera_backend::sql::is_unreachable(&e);
-    if unreachable {
-        StoreError::Unavailable(e.to_string())
-    } else {
-        StoreError::Backend(e.to_string())
-    }
+    tessera_backend::BackendError::from(e).into()
 }
