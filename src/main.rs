@@ -50,23 +50,8 @@ enum OidcCommand {
         database: DatabaseArgs,
         #[command(flatten)]
         keys: KeyArgs,
-        /// The name in the routes: `[a-z0-9_-]`, 1 to 64 characters.
-        name: String,
-        /// The issuer URL (discovery is read from ISSUER/.well-known/openid-configuration).
-        #[arg(long)]
-        issuer: String,
-        /// The client id registered at the provider.
-        #[arg(long)]
-        client_id: String,
-        /// The client secret (stored encrypted); omit for a public client.
-        #[arg(long, env = "TESSERA_OIDC_CLIENT_SECRET", hide_env_values = true)]
-        client_secret: Option<String>,
-        /// Scopes to ask for.
-        #[arg(long, default_value = "openid email profile")]
-        scopes: String,
-        /// Trust the provider's authentication: no local second factor after it.
-        #[arg(long)]
-        skip_local_mfa: bool,
+        #[command(flatten)]
+        provider: ProviderArgs,
     },
     /// List the providers (one JSON object per line, no secrets).
     List {
@@ -80,6 +65,41 @@ enum OidcCommand {
         /// The provider's name.
         name: String,
     },
+}
+
+/// A new OpenID provider.
+#[derive(clap::Args)]
+struct ProviderArgs {
+    /// The name in the routes: `[a-z0-9_-]`, 1 to 64 characters.
+    name: String,
+    /// The issuer URL (discovery is read from ISSUER/.well-known/openid-configuration).
+    #[arg(long)]
+    issuer: String,
+    /// The client id registered at the provider.
+    #[arg(long)]
+    client_id: String,
+    /// The client secret (stored encrypted); omit for a public client.
+    #[arg(long, env = "TESSERA_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    /// Scopes to ask for.
+    #[arg(long, default_value = "openid email profile")]
+    scopes: String,
+    /// Trust the provider's authentication: no local second factor after it.
+    #[arg(long)]
+    skip_local_mfa: bool,
+}
+
+impl From<ProviderArgs> for tessera_auth::oidc::NewProvider {
+    fn from(p: ProviderArgs) -> Self {
+        tessera_auth::oidc::NewProvider {
+            name: p.name,
+            issuer: p.issuer,
+            client_id: p.client_id,
+            client_secret: p.client_secret,
+            scopes: p.scopes,
+            skip_local_mfa: p.skip_local_mfa,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -261,28 +281,11 @@ async fn oidc_command(command: OidcCommand) -> anyhow::Result<()> {
         OidcCommand::Add {
             database,
             keys,
-            name,
-            issuer,
-            client_id,
-            client_secret,
-            scopes,
-            skip_local_mfa,
+            provider,
         } => {
             let ring = keys.ring(&database)?;
             let db = schema_checked(&database).await?;
-            let added = oidc::add_provider(
-                &db,
-                &ring,
-                oidc::NewProvider {
-                    name,
-                    issuer,
-                    client_id,
-                    client_secret,
-                    scopes,
-                    skip_local_mfa,
-                },
-            )
-            .await?;
+            let added = oidc::add_provider(&db, &ring, provider.into()).await?;
             println!("{}", serde_json::to_string(&added)?);
         }
         OidcCommand::List { database } => {

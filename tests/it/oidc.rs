@@ -142,7 +142,24 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
     let (mut ws, _dir) = oidc_workers(3, db, redis.clone()).await;
     let w = [ws[0].addr, ws[1].addr, ws[2].addr];
     let login = unique("olga");
+    let mut b = first_login(db, redis.as_deref(), &idp, w, &login).await;
+    second_login_meets_the_second_factor(db, &idp, w, &login, &mut b).await;
+    two_first_logins_at_once_make_one_account(db, &idp, w).await;
+    taken_names_are_avoided(&idp, w).await;
+    a_worker_killed_mid_flow(&idp, &mut ws).await;
+    drop(ws);
+}
 
+/// A first login, each step on another worker: the flow in flight is in the store with no
+/// secret in clear, the callback cannot be replayed, the exchange token works once and
+/// only in the browser it was sent to. Answers that browser, signed in.
+async fn first_login(
+    db: &TestDb,
+    redis: Option<&str>,
+    idp: &Idp,
+    w: [SocketAddr; 3],
+    login: &str,
+) -> Browser {
     let mut b = Browser::new();
     let authorize = start(&mut b, w[0], Some("/dashboard?tab=1")).await;
     assert!(
@@ -166,7 +183,7 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
     // A dump while the flow is in flight holds neither the state, the nonce, the browser
     // binding nor the client secret.
     let mut dump = dump_postgres(db).await;
-    if let Some(r) = &redis {
+    if let Some(r) = redis {
         dump.push_str(&dump_redis(r));
     }
     assert!(
@@ -177,7 +194,7 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
         assert!(!dump.contains(secret.as_str()), "in the dump: {secret}");
     }
 
-    let back = at_idp(&mut b, &idp, &authorize, &login).await;
+    let back = at_idp(&mut b, idp, &authorize, login).await;
     assert!(back.starts_with("/auth/oidc/idp/callback?"), "{back}");
     let landed = callback(&mut b, w[1], &back).await;
     assert!(
@@ -207,16 +224,27 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["authenticated"], true);
-    assert_eq!(r.body["username"], login.as_str());
+    assert_eq!(r.body["username"], login);
     let me = b.get(w[0], "/auth/me").await;
-    assert_eq!(me.body["username"], login.as_str());
+    assert_eq!(me.body["username"], login);
     assert_eq!(me.body["email"], format!("{login}@idp.example"));
     let used = b
         .post(w[0], "/auth/oidc/exchange", json!({"token": exchange}))
         .await;
     assert_eq!(used.status, 400);
     assert_eq!(used.body["code"], "invalid_or_expired_token");
+    b
+}
 
+/// The second login of the subject is the same account; with TOTP on, the exchange
+/// answers the second-factor step.
+async fn second_login_meets_the_second_factor(
+    db: &TestDb,
+    idp: &Idp,
+    w: [SocketAddr; 3],
+    login: &str,
+    b: &mut Browser,
+) {
     // The second login of the subject is the same account. With TOTP on, the exchange
     // answers the second-factor step.
     let setup = b.post(w[1], "/auth/totp/setup", json!({})).await;
@@ -234,7 +262,7 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
 
     let mut b2 = Browser::new();
     let authorize = start(&mut b2, w[2], None).await;
-    let back = at_idp(&mut b2, &idp, &authorize, &login).await;
+    let back = at_idp(&mut b2, idp, &authorize, login).await;
     let landed = callback(&mut b2, w[0], &back).await;
     assert!(
         landed.starts_with("http://app.test/#oidc_exchange="),
@@ -253,10 +281,7 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
     let tok = r.body["mfa_token"].as_str().unwrap().to_owned();
     let done = verify(&mut b2, w[2], &tok, "code", &pyotp(&secret, now + 30)).await;
     assert_eq!(done.status, 200, "{}", done.body);
-    assert_eq!(
-        b2.get(w[0], "/auth/me").await.body["username"],
-        login.as_str()
-    );
+    assert_eq!(b2.get(w[0], "/auth/me").await.body["username"], login);
     let accounts = dump_postgres(db).await;
     assert_eq!(
         accounts
@@ -265,14 +290,17 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
         1,
         "one account for the subject"
     );
+}
 
+/// Two first logins of one subject at once, on two workers: one account, one link.
+async fn two_first_logins_at_once_make_one_account(db: &TestDb, idp: &Idp, w: [SocketAddr; 3]) {
     // Two first logins of one subject at once, on two workers: one account, one link.
     let twin = unique("rosa");
     let mut trips = Vec::new();
     for i in 0..2 {
         let mut b = Browser::new();
         let authorize = start(&mut b, w[i], None).await;
-        let back = at_idp(&mut b, &idp, &authorize, &twin).await;
+        let back = at_idp(&mut b, idp, &authorize, &twin).await;
         trips.push((b, back, w[i + 1]));
     }
     let landed =
@@ -299,7 +327,11 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
         !accounts.contains(&format!("idp_{twin}")),
         "no second account"
     );
+}
 
+/// Both names a first login would take are registered locally first: the login still
+/// finds a free one.
+async fn taken_names_are_avoided(idp: &Idp, w: [SocketAddr; 3]) {
     // Both names a first login would take are registered locally first: the login still
     // finds a free one.
     let squatted = unique("sam");
@@ -311,13 +343,18 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
         .await;
     let mut b4 = Browser::new();
     let authorize = start(&mut b4, w[1], None).await;
-    let back = at_idp(&mut b4, &idp, &authorize, &squatted).await;
+    let back = at_idp(&mut b4, idp, &authorize, &squatted).await;
     let landed = callback(&mut b4, w[1], &back).await;
     let r = post_exchange(&mut b4, w[1], &landed).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let name = r.body["username"].as_str().unwrap();
     assert!(name.starts_with(&format!("idp_{squatted}_")), "{name}");
+}
 
+/// The worker that started the flow dies (SIGKILL) before the callback; another worker
+/// finishes it.
+async fn a_worker_killed_mid_flow(idp: &Idp, ws: &mut [Worker]) {
+    let w = [ws[0].addr, ws[1].addr, ws[2].addr];
     // The worker that started the flow dies (SIGKILL) before the callback; another worker
     // finishes it.
     let other = unique("pavel");
@@ -325,11 +362,10 @@ async fn oidc_flows(db: &TestDb, redis: Option<String>) {
     let authorize = start(&mut b3, w[0], None).await;
     ws[0].child.kill().unwrap();
     ws[0].child.wait().unwrap();
-    let back = at_idp(&mut b3, &idp, &authorize, &other).await;
+    let back = at_idp(&mut b3, idp, &authorize, &other).await;
     let landed = callback(&mut b3, w[1], &back).await;
     let r = post_exchange(&mut b3, w[2], &landed).await;
     assert_eq!(r.body["username"], other.as_str(), "{}", r.body);
-    drop(ws);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -368,13 +404,27 @@ async fn oidc_refusals() {
     let (ws, _dir) = oidc_workers(1, &db, None).await;
     let w = ws[0].addr;
     let user = unique("quinn");
-    let error_of =
-        |landed: &str| fragment(landed, "oidc_error").unwrap_or_else(|| panic!("{landed}"));
+    keys_that_verify_nothing_then_good_ones(w, &idp, &user).await;
+    a_callback_needs_its_own_browser(w, &idp, &user).await;
+    tampered_declined_and_expired_callbacks(&db, w, &idp, &user).await;
+    bad_starts_are_refused(w).await;
+    the_provider_down_then_back(&db, w, idp, &user).await;
+    drop(ws);
+    db.finish().await;
+}
 
+/// The `#oidc_error` code of a landing URL.
+fn error_of(landed: &str) -> String {
+    fragment(landed, "oidc_error").unwrap_or_else(|| panic!("{landed}"))
+}
+
+/// An ID token signed by no published key is refused; once the provider's keys are right
+/// again the worker fetches them anew.
+async fn keys_that_verify_nothing_then_good_ones(w: SocketAddr, idp: &Idp, user: &str) {
     // An ID token whose signature the published keys do not verify.
     let mut b = Browser::new();
     let authorize = start(&mut b, w, None).await;
-    let back = at_idp(&mut b, &idp, &authorize, &user).await;
+    let back = at_idp(&mut b, idp, &authorize, user).await;
     assert_eq!(
         error_of(&callback(&mut b, w, &back).await),
         "invalid_id_token"
@@ -387,14 +437,18 @@ async fn oidc_refusals() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let mut b = Browser::new();
     let authorize = start(&mut b, w, None).await;
-    let back = at_idp(&mut b, &idp, &authorize, &user).await;
+    let back = at_idp(&mut b, idp, &authorize, user).await;
     let landed = callback(&mut b, w, &back).await;
     assert!(fragment(&landed, "oidc_exchange").is_some(), "{landed}");
+}
 
+/// A callback without the state's cookie, or with another browser's, is refused, and
+/// leaves every browser's own login in flight alone.
+async fn a_callback_needs_its_own_browser(w: SocketAddr, idp: &Idp, user: &str) {
     // Without the cookie; with another browser's cookie.
     let mut b = Browser::new();
     let authorize = start(&mut b, w, None).await;
-    let back = at_idp(&mut b, &idp, &authorize, &user).await;
+    let back = at_idp(&mut b, idp, &authorize, user).await;
     let mut cookieless = b.clone();
     cookieless.jar.remove("tessera_oidc");
     assert_eq!(
@@ -415,7 +469,7 @@ async fn oidc_refusals() {
     // login in flight alone: its cookie stays, and the login finishes.
     assert_eq!(mixed.jar["tessera_oidc"], other.jar["tessera_oidc"]);
     let other_authorize = start(&mut other, w, None).await;
-    let other_back = at_idp(&mut other, &idp, &other_authorize, &user).await;
+    let other_back = at_idp(&mut other, idp, &other_authorize, user).await;
     let forced = format!(
         "/auth/oidc/idp/callback?code=x&state={}",
         param(&back, "state").unwrap()
@@ -434,12 +488,20 @@ async fn oidc_refusals() {
     // Neither refusal spent the state: its own browser still finishes.
     let landed = callback(&mut b, w, &back).await;
     assert!(fragment(&landed, "oidc_exchange").is_some(), "{landed}");
+}
 
+/// A tampered code, a foreign `iss`, a declined login and an expired state.
+async fn tampered_declined_and_expired_callbacks(
+    db: &TestDb,
+    w: SocketAddr,
+    idp: &Idp,
+    user: &str,
+) {
     // A tampered code; an `iss` that is not the provider's.
     for (tamper, code) in [("code=", "code_rejected"), ("iss=", "issuer_mismatch")] {
         let mut b = Browser::new();
         let authorize = start(&mut b, w, None).await;
-        let back = at_idp(&mut b, &idp, &authorize, &user).await;
+        let back = at_idp(&mut b, idp, &authorize, user).await;
         let bad = if tamper == "code=" {
             back.replacen("code=", "code=x", 1)
         } else {
@@ -459,13 +521,13 @@ async fn oidc_refusals() {
         landed.starts_with("http://app.test/after#oidc_error=access_denied"),
         "{landed}"
     );
-    let back = at_idp(&mut b, &idp, &authorize, &user).await;
+    let back = at_idp(&mut b, idp, &authorize, user).await;
     assert_eq!(error_of(&callback(&mut b, w, &back).await), "invalid_state");
 
     // An expired state (its expiry moved into the past, judged by the database's clock).
     let mut b = Browser::new();
     let authorize = start(&mut b, w, None).await;
-    let back = at_idp(&mut b, &idp, &authorize, &user).await;
+    let back = at_idp(&mut b, idp, &authorize, user).await;
     {
         use sea_orm::{ConnectionTrait, Statement};
         let done = db
@@ -480,8 +542,10 @@ async fn oidc_refusals() {
         assert!(done.rows_affected() >= 1);
     }
     assert_eq!(error_of(&callback(&mut b, w, &back).await), "invalid_state");
+}
 
-    // An absolute return_to is refused before anything is issued; an unknown provider too.
+/// An absolute return_to is refused before anything is issued; an unknown provider too.
+async fn bad_starts_are_refused(w: SocketAddr) {
     let mut b = Browser::new();
     for bad in [
         "https://evil.example/",
@@ -498,11 +562,14 @@ async fn oidc_refusals() {
     assert_eq!(r.status, 404);
     assert_eq!(r.body["code"], "unknown_provider");
     assert!(!b.jar.contains_key("tessera_session"));
+}
 
+/// The provider unreachable, then back with new signing keys.
+async fn the_provider_down_then_back(db: &TestDb, w: SocketAddr, idp: Idp, user: &str) {
     // The provider is unreachable: the start answers with a redirect naming the failure.
     let idp_port = idp.port;
     drop(idp);
-    let (ws2, _dir2) = oidc_workers(1, &db, None).await;
+    let (ws2, _dir2) = oidc_workers(1, db, None).await;
     let landed = {
         let r = Browser::new()
             .get(ws2[0].addr, "/auth/oidc/idp/start")
@@ -518,7 +585,7 @@ async fn oidc_refusals() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let mut b = Browser::new();
     let authorize = start(&mut b, w, None).await;
-    let back = at_idp(&mut b, &idp, &authorize, &user).await;
+    let back = at_idp(&mut b, &idp, &authorize, user).await;
     let landed = callback(&mut b, w, &back).await;
     assert!(fragment(&landed, "oidc_exchange").is_some(), "{landed}");
     let metrics = reqwest::get(format!("http://{w}/metrics"))
@@ -532,9 +599,7 @@ async fn oidc_refusals() {
             .contains("tessera_oidc_logins_total{provider=\"idp\",outcome=\"invalid_id_token\"}"),
         "{metrics}"
     );
-    drop(ws);
     drop(ws2);
-    db.finish().await;
 }
 
 fn urlencode(s: &str) -> String {
