@@ -34,6 +34,15 @@ pub enum AuthErrors {
     Unavailable(Problem),
 }
 
+/// The answer of a step that checks a locked account's password or factor.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Locked {
+    /// Too many second-factor failures: `account_locked`, with `Retry-After`.
+    #[response(status = 423, content_type = "application/problem+json")]
+    AccountLocked(Problem),
+}
+
 /// Answer of a step that can sign in.
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct LoginResponse {

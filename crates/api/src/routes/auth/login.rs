@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tessera_auth::flows::Factor;
 use utoipa::ToSchema;
 
-use super::answers::{self, AuthErrors, LoginResponse, MfaTokenRequest};
+use super::answers::{self, AuthErrors, Locked, LoginResponse, MfaTokenRequest};
 use crate::error::AppError;
 use crate::error::{BodyProblems, Problem};
 use crate::http::client_ip::Caller;
@@ -76,8 +76,7 @@ pub struct LoginRequest {
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, description = "Success", body = LoginResponse),
         (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 423, description = "account_locked", body = Problem, content_type = "application/problem+json"),
-        AuthErrors, BodyProblems))]
+        Locked, AuthErrors, BodyProblems))]
 pub async fn login(
     State(state): State<AppState>,
     Caller(client): Caller,
@@ -125,8 +124,7 @@ impl VerifyRequest {
 #[utoipa::path(post, path = "/auth/2fa/verify", tag = "auth", request_body = VerifyRequest,
     responses((status = 200, description = "Success", body = LoginResponse),
         (status = 401, description = "invalid_code or mfa_session_expired", body = Problem, content_type = "application/problem+json"),
-        (status = 423, description = "account_locked", body = Problem, content_type = "application/problem+json"),
-        AuthErrors, BodyProblems))]
+        Locked, AuthErrors, BodyProblems))]
 pub async fn verify(
     State(state): State<AppState>,
     Caller(client): Caller,

@@ -14,7 +14,7 @@ use tessera_auth::flows::OidcStart;
 use tessera_entity::{Challenge, TokenType};
 use utoipa::ToSchema;
 
-use super::answers::{self, AuthErrors, LoginResponse};
+use super::answers::{self, AuthErrors, Locked, LoginResponse};
 use crate::error::AppError;
 use crate::error::{BodyProblems, Problem};
 use crate::http::client_ip::Caller;
@@ -136,8 +136,7 @@ pub struct ExchangeRequest {
 #[utoipa::path(post, path = "/auth/oidc/exchange", tag = "auth", request_body = ExchangeRequest,
     responses((status = 200, description = "Success", body = LoginResponse),
         (status = 400, description = "invalid_or_expired_token", body = Problem, content_type = "application/problem+json"),
-        (status = 423, description = "account_locked", body = Problem, content_type = "application/problem+json"),
-        AuthErrors, BodyProblems))]
+        Locked, AuthErrors, BodyProblems))]
 pub async fn exchange(
     State(state): State<AppState>,
     Caller(client): Caller,
