@@ -44,6 +44,15 @@ impl RedisConnection {
             ))
         }
     }
+
+    /// One `PING`: whether the server (or the cluster node the command lands on) answers.
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        let mut conn = self.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+    }
 }
 
 impl ConnectionLike for RedisConnection {

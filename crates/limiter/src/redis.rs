@@ -292,12 +292,7 @@ impl LimiterStore for RedisLimiter {
     }
 
     async fn ping(&self) -> Result<(), LimiterError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map_err(map_err)
-            .map(drop)
+        self.conn.ping().await.map_err(map_err)
     }
 }
 

@@ -230,12 +230,7 @@ impl TokenStore for RedisTokenStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map_err(map_err)
-            .map(drop)
+        self.conn.ping().await.map_err(map_err)
     }
 }
 
