@@ -8,7 +8,7 @@
 2. No source file over 600 lines, test files (under a `tests/` folder, or `benches/`)
    excepted.
 
-    scripts/check_layout.py              # circles in tessera-api, long files anywhere
+    scripts/check_layout.py   # circles in tessera-api and tessera-auth, long files anywhere
 
 Prints every circle and every long file; exits 1 if there is any.
 """
@@ -110,7 +110,7 @@ def cycles(edges: dict) -> list[list]:
     return out
 
 
-CIRCLE_FREE = ["crates/api/src"]
+CIRCLE_FREE = ["crates/api/src", "crates/auth/src"]
 
 
 def long_files(root: Path) -> list[str]:

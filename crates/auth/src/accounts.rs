@@ -10,7 +10,7 @@ use serde::Serialize;
 use tessera_entity::users::{self, Column, Entity as Users};
 use tessera_entity::{AccountName, Username};
 
-use crate::AuthError;
+use crate::error::AuthError;
 use crate::error::Conflict;
 use crate::hashing::{self as password, Password};
 use tessera_entity::TokenType;

@@ -141,7 +141,7 @@ pub fn max_running() -> usize {
     cpus() + 1
 }
 
-use crate::AuthError;
+use crate::error::AuthError;
 
 /// OWASP's argon2id parameters: 19 MiB, 2 passes, 1 lane.
 fn params() -> Params {

@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //!
+//! - [`handle`]: [`Auth`], the handle the flows are methods of.
 //! - [`settings`]: [`AuthSettings`] and the clock locks, sessions and TOTP windows read.
 //! - [`error`]: [`AuthError`] and [`Conflict`].
 //! - [`accounts`]: finding an account by any spelling of its name, administration.
@@ -30,6 +31,7 @@ pub mod accounts;
 pub mod error;
 pub mod factors;
 pub mod flows;
+pub mod handle;
 pub mod hashing;
 pub mod lockout;
 pub mod mail;
@@ -44,60 +46,6 @@ pub mod throttle;
 
 pub use error::{AuthError, Conflict};
 pub use flows::{Client, LoginOutcome, Pending, SignedIn};
+pub use handle::Auth;
 pub use purge::Purged;
 pub use settings::AuthSettings;
-
-use sea_orm::DatabaseConnection;
-use sha2::{Digest, Sha256};
-use std::sync::Arc;
-use tessera_limiter::Limiter;
-use tessera_store::Tokens;
-
-/// The login domain's handle: the database, the token store, the limiter and the settings.
-/// Cheap to clone: everything inside is shared.
-#[derive(Clone)]
-pub struct Auth {
-    /// Accounts, sessions and the rest of the login flows' rows (and tokens and limits
-    /// too, unless they live in Redis).
-    pub db: DatabaseConnection,
-    /// The token store.
-    pub tokens: Tokens,
-    /// The rate limiter.
-    pub limiter: Limiter,
-    /// Settings and secrets.
-    pub settings: Arc<AuthSettings>,
-}
-
-impl Auth {
-    /// A handle over these parts.
-    pub fn new(
-        db: DatabaseConnection,
-        tokens: Tokens,
-        limiter: Limiter,
-        settings: AuthSettings,
-    ) -> Self {
-        Auth {
-            db,
-            tokens,
-            limiter,
-            settings: Arc::new(settings),
-        }
-    }
-
-    /// The one purge ([`purge::purge`]).
-    pub async fn purge(&self) -> Result<Purged, AuthError> {
-        purge::purge(&self.db, &self.tokens, &self.limiter).await
-    }
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
-    }
-}
-
-fn sha256(bytes: &[u8]) -> Vec<u8> {
-    Sha256::digest(bytes).to_vec()
-}

@@ -7,7 +7,8 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use tessera_entity::users;
 
-use crate::{AuthError, AuthSettings};
+use crate::error::AuthError;
+use crate::settings::AuthSettings;
 
 /// Seconds left on the account's lock, if it is locked.
 pub fn lock_remaining(settings: &AuthSettings, user: &users::Model) -> Option<u64> {

@@ -5,7 +5,7 @@ use tessera_entity::{email_otp_codes, sessions, totp_usage};
 use tessera_limiter::Limiter;
 use tessera_store::Tokens;
 
-use crate::AuthError;
+use crate::error::AuthError;
 use crate::factors::totp::TOTP_USAGE_RETENTION;
 use crate::settings::now;
 

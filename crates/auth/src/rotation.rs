@@ -5,7 +5,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde::Serialize;
 use tessera_entity::users::{Column, Entity as Users};
 
-use crate::AuthError;
+use crate::error::AuthError;
 use crate::secrets::KeyRing;
 
 /// What `tessera keys rotate` did.

@@ -6,8 +6,9 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, Qu
 use std::time::Duration;
 use tessera_entity::{AccountName, sessions, users};
 
+use crate::error::AuthError;
+use crate::settings::AuthSettings;
 use crate::settings::{after, now};
-use crate::{AuthError, AuthSettings, sha256};
 
 /// Prefix of session cookie values, so a leaked one is recognisable.
 const SESSION_PREFIX: &str = "tsr_se_";
@@ -115,4 +116,10 @@ pub async fn end_all_sessions(db: &DatabaseConnection, user_id: i64) -> Result<u
         .exec(db)
         .await?
         .rows_affected)
+}
+
+/// SHA-256 of `bytes`: what is stored of a session cookie, and how counters name a token.
+pub(crate) fn sha256(bytes: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).to_vec()
 }

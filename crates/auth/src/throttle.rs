@@ -4,7 +4,8 @@
 use tessera_entity::EventType;
 use tessera_limiter::{Event, Limiter};
 
-use crate::{AuthError, sha256};
+use crate::error::AuthError;
+use crate::sessions::sha256;
 
 /// Records one `event` for `key` and refuses with 429 when the policy is exhausted. The
 /// hit is recorded before the attempt it guards, so concurrent attempts on any number of

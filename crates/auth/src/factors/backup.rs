@@ -8,8 +8,9 @@ use sea_orm::{
 use tessera_entity::backup_codes;
 
 use super::codes;
+use crate::error::AuthError;
+use crate::hashing;
 use crate::settings::now;
-use crate::{AuthError, hashing};
 
 /// Replaces the user's backup codes with 10 new ones; answers them (shown once).
 pub async fn replace_backup_codes(

@@ -8,10 +8,13 @@ use tessera_entity::{email_otp_codes, users};
 use tessera_limiter::Limiter;
 
 use super::codes;
+use crate::error::AuthError;
 use crate::error::Conflict;
+use crate::hashing;
+use crate::mail;
+use crate::settings::AuthSettings;
 use crate::settings::{after, now};
 use crate::throttle::mail_slot;
-use crate::{AuthError, AuthSettings, hashing, mail};
 
 /// How long a mailed login code is accepted.
 pub const EMAIL_CODE_TTL: Duration = Duration::from_secs(10 * 60);

@@ -14,9 +14,11 @@ use tessera_store::{Tokens, UserToken};
 use super::backup::store_backup_codes;
 use super::codes;
 use crate::accounts::username_of;
+use crate::error::AuthError;
 use crate::error::{Conflict, token_error};
+use crate::hashing;
+use crate::settings::AuthSettings;
 use crate::settings::now;
-use crate::{AuthError, AuthSettings, hashing};
 
 /// How long a used TOTP window is remembered. It must outlive the accepted skew,
 /// (2·1+1)·30 s = 90 s; a shorter life would let a code be replayed.

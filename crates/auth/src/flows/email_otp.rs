@@ -6,9 +6,15 @@ use tessera_entity::{AuthEphemeralToken, EventType, TokenType, users};
 
 use tessera_store::UserToken;
 
+use crate::accounts;
+use crate::error::AuthError;
 use crate::error::token_error;
 use crate::factors::{codes, email};
-use crate::{Auth, AuthError, accounts, hashing, mail, sessions, throttle};
+use crate::handle::Auth;
+use crate::hashing;
+use crate::mail;
+use crate::sessions;
+use crate::throttle;
 
 /// An email-code setup in progress: the token for the browser's cookie (and the page).
 #[derive(Debug)]

@@ -2,10 +2,14 @@
 
 use tessera_entity::{AccountName, EventType, users};
 
-use super::{Client, LoginOutcome};
+use super::common::{Client, LoginOutcome};
 use crate::accounts::{self, UserSummary};
+use crate::error::AuthError;
+use crate::handle::Auth;
 use crate::hashing::{self, Password, Priority};
-use crate::{Auth, AuthError, lockout, sessions, throttle};
+use crate::lockout;
+use crate::sessions;
+use crate::throttle;
 
 impl Auth {
     /// Creates an account (sign in next with [`Auth::login`]).

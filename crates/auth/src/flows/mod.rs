@@ -6,6 +6,7 @@
 //! `password_reset`, `oidc_state`, `oidc_exchange`), bound to a challenge the browser
 //! holds in an HttpOnly cookie where a script could otherwise steal it.
 
+mod common;
 mod email_otp;
 mod login;
 pub mod oidc;
@@ -13,131 +14,9 @@ mod reset;
 mod second_factor;
 mod totp;
 
+pub use common::{Client, LoginOutcome, Pending, SignedIn};
 pub use email_otp::EmailOtpSetup;
 pub use oidc::{CallbackOutcome, OidcStart};
 pub use reset::PasswordReset;
 pub use second_factor::Factor;
 pub use totp::{TotpSetup, TotpStatus};
-
-use std::time::Duration;
-use tessera_entity::{AuthEphemeralToken, Challenge, TokenType, users};
-
-use crate::{Auth, AuthError, accounts, sessions};
-
-/// What the HTTP layer knows of the client.
-#[derive(Debug, Clone, Default)]
-pub struct Client {
-    /// The limiter key of its address (an IPv6 address by its prefix).
-    pub key: String,
-    /// Its address, stored with a session.
-    pub addr: Option<String>,
-    /// Its `User-Agent`, stored with a session.
-    pub user_agent: Option<String>,
-}
-
-/// A complete sign-in: the values of the session and device cookies.
-#[derive(Debug)]
-pub struct SignedIn {
-    /// The account's name as stored.
-    pub username: String,
-    /// The session cookie's value (only its hash is stored).
-    pub session: String,
-    /// The device cookie's value ([`sessions::device_token`]).
-    pub device: String,
-}
-
-/// A login waiting for its next step: the token for the page and the challenge for the
-/// browser's cookie; neither works without the other.
-#[derive(Debug)]
-pub struct Pending {
-    /// The `mfa_token`.
-    pub mfa_token: String,
-    /// The challenge cookie's value.
-    pub challenge: Challenge,
-    /// How long both live.
-    pub ttl: Duration,
-}
-
-/// Where a correct first step leads.
-#[derive(Debug)]
-pub enum LoginOutcome {
-    /// Signed in.
-    Session(SignedIn),
-    /// A second factor is needed: one of `methods` (`totp`, `backup_code`, `email_otp`).
-    SecondFactor {
-        /// The pending login.
-        pending: Pending,
-        /// The factors on offer.
-        methods: Vec<&'static str>,
-    },
-    /// An admin requires a second factor: it must be set up first.
-    EnforceSetup {
-        /// The pending login.
-        pending: Pending,
-    },
-}
-
-impl Auth {
-    /// Signs `user` in: a session row, and the cookie values.
-    pub(crate) async fn signed_in(
-        &self,
-        user: &users::Model,
-        client: &Client,
-    ) -> Result<SignedIn, AuthError> {
-        let session = sessions::start_session(
-            &self.db,
-            &self.settings,
-            user.id,
-            client.addr.clone(),
-            client.user_agent.clone(),
-        )
-        .await?;
-        metrics::counter!("tessera_logins_total", "outcome" => "session").increment(1);
-        Ok(SignedIn {
-            username: user.username.clone(),
-            session,
-            device: sessions::device_token(&self.settings, &user.username),
-        })
-    }
-
-    /// After a correct password (or any first step): a session, the second-factor step, or
-    /// the enforced setup.
-    pub(crate) async fn after_first_factor(
-        &self,
-        user: &users::Model,
-        client: &Client,
-    ) -> Result<LoginOutcome, AuthError> {
-        let methods = accounts::methods(user);
-        let username = accounts::username_of(user)?;
-        let challenge = Challenge::generate();
-        let (token, outcome): (_, fn(Pending, Vec<&'static str>) -> LoginOutcome) =
-            if !methods.is_empty() {
-                (
-                    AuthEphemeralToken::new_pre_auth(username, Some(challenge.clone())),
-                    |pending, methods| LoginOutcome::SecondFactor { pending, methods },
-                )
-            } else if user.mfa_enforce_pending {
-                (
-                    AuthEphemeralToken::new_mfa_enforce(username, challenge.clone()),
-                    |pending, _| LoginOutcome::EnforceSetup { pending },
-                )
-            } else {
-                return Ok(LoginOutcome::Session(self.signed_in(user, client).await?));
-            };
-        let issued = self.tokens.issue(token).await?;
-        metrics::counter!("tessera_logins_total", "outcome" => "second_factor").increment(1);
-        let pending = Pending {
-            mfa_token: issued.token.expose().to_owned(),
-            challenge,
-            ttl: Duration::from_secs(TokenType::PreAuth.default_ttl_seconds()),
-        };
-        Ok(outcome(pending, methods))
-    }
-}
-
-/// The challenge cookie's value, or `pending_login_expired` without one.
-fn challenge_of(cookie: Option<&str>) -> Result<Challenge, AuthError> {
-    cookie
-        .map(Challenge::new)
-        .ok_or(AuthError::PendingLoginExpired)
-}

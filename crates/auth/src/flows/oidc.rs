@@ -7,13 +7,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tessera_entity::{AuthEphemeralToken, Challenge, EventType, TokenType, oidc_providers};
 
-use super::{Client, LoginOutcome};
+use super::common::{Client, LoginOutcome};
 use tessera_store::UserToken;
 
+use crate::accounts;
+use crate::error::AuthError;
 use crate::error::token_error;
+use crate::handle::Auth;
+use crate::lockout;
 use crate::oidc::{self, OidcFailure};
+use crate::secrets;
 use crate::settings::origin_of;
-use crate::{Auth, AuthError, accounts, lockout, secrets, throttle};
+use crate::throttle;
 
 /// Where `start` sends the browser.
 #[derive(Debug)]

@@ -5,12 +5,18 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tessera_entity::{AuthEphemeralToken, EventType, TokenType, users};
 
-use super::Client;
+use super::common::Client;
 use tessera_store::UserToken;
 
+use crate::accounts;
+use crate::error::AuthError;
 use crate::error::token_error;
+use crate::handle::Auth;
 use crate::hashing::{self, Password};
-use crate::{Auth, AuthError, accounts, lockout, mail, sessions, throttle};
+use crate::lockout;
+use crate::mail;
+use crate::sessions;
+use crate::throttle;
 
 /// A password set with a reset link.
 #[derive(Debug)]

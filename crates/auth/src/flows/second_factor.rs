@@ -3,12 +3,16 @@
 
 use tessera_entity::{EventType, TokenType, users};
 
-use super::{Client, SignedIn, challenge_of};
+use super::common::{Client, SignedIn, challenge_of};
 use tessera_store::UserToken;
 
+use crate::accounts;
+use crate::error::AuthError;
 use crate::error::{Conflict, token_error};
 use crate::factors::{backup, email, totp};
-use crate::{Auth, AuthError, accounts, lockout, throttle};
+use crate::handle::Auth;
+use crate::lockout;
+use crate::throttle;
 
 /// One second factor, as the person typed it.
 #[derive(Debug, Clone)]

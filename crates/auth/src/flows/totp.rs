@@ -6,11 +6,14 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use std::time::Duration;
 use tessera_entity::{Challenge, TokenType, backup_codes, users};
 
-use super::{Client, SignedIn, challenge_of};
+use super::common::{Client, SignedIn, challenge_of};
+use crate::accounts;
+use crate::error::AuthError;
 use crate::error::Conflict;
 use crate::factors::{backup, codes, totp};
+use crate::handle::Auth;
 use crate::hashing::{self, Priority};
-use crate::{Auth, AuthError, accounts, sessions};
+use crate::sessions;
 
 /// A TOTP setup in progress: what the authenticator app needs, the backup codes (shown
 /// once), and the setup token for the browser's cookie.

@@ -6,8 +6,8 @@ use sea_orm::{
 use tessera_entity::AccountName;
 use tessera_entity::{oidc_identities, oidc_providers, users};
 
-use super::{Identity, OidcFailure};
-use crate::AuthError;
+use super::answers::{Identity, OidcFailure};
+use crate::error::AuthError;
 
 /// The local account for `identity` at `provider`: the linked one, or a new one (username
 /// `preferred_username` when free, else `NAME_sub`, else `NAME_sub_RANDOM`) when `create`

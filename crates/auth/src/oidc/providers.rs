@@ -9,7 +9,7 @@ use sea_orm::{
 use serde::Serialize;
 use tessera_entity::{oidc_identities, oidc_providers};
 
-use crate::AuthError;
+use crate::error::AuthError;
 use crate::error::Conflict;
 use crate::secrets::KeyRing;
 

@@ -1,0 +1,55 @@
+//! [`Auth`]: the login domain's handle, on which the flows are methods.
+
+use sea_orm::DatabaseConnection;
+use std::sync::Arc;
+use tessera_limiter::Limiter;
+use tessera_store::Tokens;
+
+use crate::error::AuthError;
+use crate::purge::{self, Purged};
+use crate::settings::AuthSettings;
+
+/// The login domain's handle: the database, the token store, the limiter and the settings.
+/// Cheap to clone: everything inside is shared.
+#[derive(Clone)]
+pub struct Auth {
+    /// Accounts, sessions and the rest of the login flows' rows (and tokens and limits
+    /// too, unless they live in Redis).
+    pub db: DatabaseConnection,
+    /// The token store.
+    pub tokens: Tokens,
+    /// The rate limiter.
+    pub limiter: Limiter,
+    /// Settings and secrets.
+    pub settings: Arc<AuthSettings>,
+}
+
+impl Auth {
+    /// A handle over these parts.
+    pub fn new(
+        db: DatabaseConnection,
+        tokens: Tokens,
+        limiter: Limiter,
+        settings: AuthSettings,
+    ) -> Self {
+        Auth {
+            db,
+            tokens,
+            limiter,
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The one purge ([`purge::purge`]).
+    pub async fn purge(&self) -> Result<Purged, AuthError> {
+        purge::purge(&self.db, &self.tokens, &self.limiter).await
+    }
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
