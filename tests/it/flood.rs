@@ -50,17 +50,9 @@ fn runtime_threads(pid: u32) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hashing_flood_leaves_threads_memory_and_the_owner_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
-    let w = Worker::start(
+    let w = Worker::on_sqlite(
         dir.path(),
-        &[
-            "--database-url",
-            &db,
-            "--request-timeout",
-            "1",
-            "--trusted-proxies",
-            "127.0.0.1",
-        ],
+        &["--request-timeout", "1", "--trusted-proxies", "127.0.0.1"],
     );
     let (addr, pid) = (w.addr, w.child.id());
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());

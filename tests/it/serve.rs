@@ -278,17 +278,9 @@ fn sigterm_stops_serve_cleanly() {
 fn trickled_headers_are_cut_and_cannot_hold_every_connection() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
-    let w = Worker::start(
+    let w = Worker::on_sqlite(
         dir.path(),
-        &[
-            "--database-url",
-            &db,
-            "--header-timeout",
-            "2",
-            "--max-connections",
-            "8",
-        ],
+        &["--header-timeout", "2", "--max-connections", "8"],
     );
     let started = Instant::now();
     // Seven trickle header lines; one opens the connection and sends nothing at all.

@@ -56,6 +56,14 @@ impl Worker {
         Worker::start_env(cwd, args, &[])
     }
 
+    /// [`Worker::start`] in `dir` on a SQLite file of its own there, with `args` besides.
+    pub fn on_sqlite(dir: &Path, args: &[&str]) -> Worker {
+        let db = format!("sqlite://{}/t.db?mode=rwc", dir.display());
+        let mut all = vec!["--database-url", db.as_str()];
+        all.extend_from_slice(args);
+        Worker::start(dir, &all)
+    }
+
     /// [`Worker::start`] with extra environment variables.
     pub fn start_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Worker {
         let port = free_port();
