@@ -21,14 +21,13 @@ fn manual_clock() -> ManualClock {
 
 /// A TOTP code for a pending login, from `ip` with its challenge `cookie`.
 async fn verify_code(state: &AppState, ip: &str, token: &str, code: &str, cookie: &str) -> Answer {
-    from(
-        state,
-        ip,
-        "/auth/2fa/verify",
-        json!({"mfa_token": token, "code": code}),
-        &[cookie],
-    )
-    .await
+    at(state, ip)
+        .with(cookie)
+        .post(
+            "/auth/2fa/verify",
+            json!({"mfa_token": token, "code": code}),
+        )
+        .await
 }
 
 /// A reset link asked for `email` from `ip`, read from the `nth` mail (1-based) of the
@@ -40,24 +39,17 @@ async fn reset_by_mail(
     ip: &str,
     email: &str,
 ) -> Answer {
-    let r = from(
-        state,
-        ip,
-        "/auth/password-reset/request",
-        json!({"email": email}),
-        &[],
-    )
-    .await;
+    let r = at(state, ip)
+        .post("/auth/password-reset/request", json!({"email": email}))
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let token = token_in(&outbox_mails(outbox, nth).await[nth - 1]);
-    let r = from(
-        state,
-        ip,
-        "/auth/password-reset/confirm",
-        json!({"token": token, "new_password": "new horse staple"}),
-        &[],
-    )
-    .await;
+    let r = at(state, ip)
+        .post(
+            "/auth/password-reset/confirm",
+            json!({"token": token, "new_password": "new horse staple"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     r
 }
@@ -111,14 +103,7 @@ async fn with_totp(state: &AppState, clock: &ManualClock, user: &str) -> (Vec<u8
 
 /// The password step: the answer and the challenge cookie it set.
 async fn password_step(state: &AppState, ip: &str, user: &str, pw: &str) -> (Answer, String) {
-    let r = from(
-        state,
-        ip,
-        "/auth/login",
-        json!({"username": user, "password": pw}),
-        &[],
-    )
-    .await;
+    let r = at(state, ip).login(user, pw).await;
     let challenge = set_cookie(&r, "tessera_challenge")
         .map(|c| cookie_value(&c))
         .unwrap_or_default();
@@ -193,14 +178,13 @@ async fn a_patient_attacker_with_the_password_gets_at_most_30_guesses_a_day() {
     .await;
     let (r, challenge) = password_step(&state, "203.0.113.9", "victim", "new horse staple").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let v = from(
-        &state,
-        "203.0.113.9",
-        "/auth/2fa/verify",
-        json!({"mfa_token": r.body["mfa_token"], "code": right_code(&secret, &clock)}),
-        &[&challenge.clone()],
-    )
-    .await;
+    let v = at(&state, "203.0.113.9")
+        .with(&challenge.clone())
+        .post(
+            "/auth/2fa/verify",
+            json!({"mfa_token": r.body["mfa_token"], "code": right_code(&secret, &clock)}),
+        )
+        .await;
     assert_eq!(v.status, StatusCode::OK, "{}", v.body);
 }
 
@@ -295,37 +279,25 @@ async fn a_stranger_can_neither_lock_the_owner_out_nor_tell_who_exists() {
     register(&state, "other", PW).await;
     let (o, _) = password_step(&state, "203.0.113.10", "other", PW).await;
     let other_device = cookie_value(&set_cookie(&o, "tessera_device").unwrap());
-    let r = from(
-        &state,
-        "203.0.113.10",
-        "/auth/login",
-        json!({"username": "lock", "password": PW}),
-        &[&other_device],
-    )
-    .await;
+    let r = at(&state, "203.0.113.10")
+        .with(&other_device)
+        .login("lock", PW)
+        .await;
     problem(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     // ...but not the owner's own device, whose right password signs in.
-    let r = from(
-        &state,
-        "203.0.113.9",
-        "/auth/login",
-        json!({"username": "lock", "password": PW}),
-        &[&device],
-    )
-    .await;
+    let r = at(&state, "203.0.113.9")
+        .with(&device)
+        .login("lock", PW)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["authenticated"], true);
     // On a new device, the owner gets in with a reset link, which leaves a device cookie.
     let reset = reset_by_mail(&state, outbox.path(), 1, "192.0.2.51", "lock@example.com").await;
     let device = cookie_value(&set_cookie(&reset, "tessera_device").expect("a device cookie"));
-    let r = from(
-        &state,
-        "192.0.2.51",
-        "/auth/login",
-        json!({"username": "lock", "password": "new horse staple"}),
-        &[&device],
-    )
-    .await;
+    let r = at(&state, "192.0.2.51")
+        .with(&device)
+        .login("lock", "new horse staple")
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
 
@@ -409,28 +381,20 @@ async fn every_second_factor_check_counts_toward_the_lockout() {
         assert_eq!(r.body["mfa_setup_required"], true, "{}", r.body);
         let cookie = challenge.clone();
         let token = r.body["mfa_token"].as_str().unwrap().to_owned();
-        let setup = from(
-            &state,
-            "198.51.100.2",
-            "/auth/totp/enforce-setup",
-            json!({"mfa_token": token}),
-            &[&cookie],
-        )
-        .await;
+        let setup = at(&state, "198.51.100.2")
+            .with(&cookie)
+            .post("/auth/totp/enforce-setup", json!({"mfa_token": token}))
+            .await;
         let secret = base32_decode(setup.body["secret"].as_str().unwrap());
         let cookie = with_setup_cookie(&cookie, &setup);
         wrong_answers(&clock, 5, || {
             let body = json!({"mfa_token": token, "code": wrong_code(&secret, &clock)});
             let (state, cookie) = (state.clone(), cookie.clone());
             async move {
-                from(
-                    &state,
-                    "198.51.100.2",
-                    "/auth/totp/enforce-confirm",
-                    body,
-                    &[&cookie],
-                )
-                .await
+                at(&state, "198.51.100.2")
+                    .with(&cookie)
+                    .post("/auth/totp/enforce-confirm", body)
+                    .await
             }
         })
         .await;
@@ -623,14 +587,10 @@ async fn pending_logins_end_with_a_password_reset() {
     )
     .await;
     problem(&v, StatusCode::UNAUTHORIZED, "mfa_session_expired");
-    let e = from(
-        &state,
-        "203.0.113.1",
-        "/auth/totp/enforce-setup",
-        json!({"mfa_token": enforce}),
-        &[&en_cookie],
-    )
-    .await;
+    let e = at(&state, "203.0.113.1")
+        .with(&en_cookie)
+        .post("/auth/totp/enforce-setup", json!({"mfa_token": enforce}))
+        .await;
     problem(&e, StatusCode::UNAUTHORIZED, "mfa_session_expired");
     drop(session);
 
@@ -946,14 +906,12 @@ async fn look_alike_usernames_are_one_account_and_one_budget() {
         problem(&r, StatusCode::CONFLICT, "username_taken");
     }
     for bad in ["lock\u{200b}", "lo\u{202e}ck"] {
-        let r = from(
-            &state,
-            "198.51.100.9",
-            "/auth/register",
-            json!({"username": bad, "email": "x@example.com", "password": PW}),
-            &[],
-        )
-        .await;
+        let r = at(&state, "198.51.100.9")
+            .post(
+                "/auth/register",
+                json!({"username": bad, "email": "x@example.com", "password": PW}),
+            )
+            .await;
         problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     }
     // Any spelling signs the one account in...

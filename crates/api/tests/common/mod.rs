@@ -216,3 +216,39 @@ pub async fn from(state: &AppState, ip: &str, path: &str, body: Value, cookies: 
     }
     send(state, req.body(Body::from(body.to_string())).unwrap()).await
 }
+
+/// A client at address `ip` (through a trusted proxy's `ConnectInfo`), with the cookies it
+/// holds: `at(&state, ip).with(&cookie).login(user, pw)`.
+pub struct At<'a> {
+    state: &'a AppState,
+    ip: &'a str,
+    cookies: Vec<&'a str>,
+}
+
+/// The client at `ip`, with no cookie yet.
+pub fn at<'a>(state: &'a AppState, ip: &'a str) -> At<'a> {
+    At {
+        state,
+        ip,
+        cookies: Vec::new(),
+    }
+}
+
+impl<'a> At<'a> {
+    /// The same client, sending `cookie` too.
+    pub fn with(mut self, cookie: &'a str) -> Self {
+        self.cookies.push(cookie);
+        self
+    }
+
+    /// A JSON POST to `path`.
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        from(self.state, self.ip, path, body, &self.cookies).await
+    }
+
+    /// The password step.
+    pub async fn login(&self, user: &str, password: &str) -> Answer {
+        let body = json!({"username": user, "password": password});
+        self.post("/auth/login", body).await
+    }
+}
