@@ -113,23 +113,21 @@ async fn bad_bodies_name_their_field() {
 async fn registration_can_be_switched_off_and_names_are_unique() {
     let (state, _db, _o) = app_state(|_| {}).await;
     register(&state, "carol", "correct horse").await;
-    let again = json_post(
-        &state,
-        "/auth/register",
-        json!({"username": "carol", "email": "c@example.com", "password": "another one"}),
-        None,
-    )
-    .await;
+    let again = browser(&state)
+        .post(
+            "/auth/register",
+            json!({"username": "carol", "email": "c@example.com", "password": "another one"}),
+        )
+        .await;
     problem(&again, StatusCode::CONFLICT, "username_taken");
 
     let (closed, _db2, _o2) = app_state(|s| s.registration = false).await;
-    let r = json_post(
-        &closed,
-        "/auth/register",
-        json!({"username": "dave", "email": "d@example.com", "password": "long enough"}),
-        None,
-    )
-    .await;
+    let r = browser(&closed)
+        .post(
+            "/auth/register",
+            json!({"username": "dave", "email": "d@example.com", "password": "long enough"}),
+        )
+        .await;
     problem(&r, StatusCode::FORBIDDEN, "registration_disabled");
 }
 
@@ -151,21 +149,19 @@ async fn sessions_and_second_factor_sessions_need_their_cookies() {
     )
     .await;
     problem(&forged, StatusCode::UNAUTHORIZED, "not_authenticated");
-    let r = json_post(
-        &state,
-        "/auth/2fa/verify",
-        json!({"mfa_token": "tsr_pa_nope", "code": "123456"}),
-        None,
-    )
-    .await;
+    let r = browser(&state)
+        .post(
+            "/auth/2fa/verify",
+            json!({"mfa_token": "tsr_pa_nope", "code": "123456"}),
+        )
+        .await;
     problem(&r, StatusCode::UNAUTHORIZED, "mfa_session_expired");
-    let r = json_post(
-        &state,
-        "/auth/password-reset/confirm",
-        json!({"token": "tsr_pr_nope", "new_password": "long enough"}),
-        None,
-    )
-    .await;
+    let r = browser(&state)
+        .post(
+            "/auth/password-reset/confirm",
+            json!({"token": "tsr_pr_nope", "new_password": "long enough"}),
+        )
+        .await;
     problem(&r, StatusCode::BAD_REQUEST, "invalid_or_expired_token");
 }
 
@@ -175,13 +171,7 @@ async fn sessions_and_second_factor_sessions_need_their_cookies() {
 async fn totp_secrets_and_backup_codes_are_never_stored_in_clear() {
     let (state, db, _o) = app_state(|_| {}).await;
     register(&state, "erin", "correct horse").await;
-    let login = json_post(
-        &state,
-        "/auth/login",
-        json!({"username": "erin", "password": "correct horse"}),
-        None,
-    )
-    .await;
+    let login = browser(&state).login("erin", "correct horse").await;
     let session = cookie_value(&set_cookie(&login, "tessera_session").unwrap());
     let setup = json_post(&state, "/auth/totp/setup", json!({}), Some(&session)).await;
     assert_eq!(setup.status, StatusCode::OK, "{}", setup.body);
@@ -215,35 +205,29 @@ async fn totp_secrets_and_backup_codes_are_never_stored_in_clear() {
     let confirming = with_setup_cookie(&session, &setup);
     let now = chrono::Utc::now().timestamp() as u64;
     let code = mfa::code_at(&secret, now / mfa::STEP);
-    let wrong = json_post(
-        &state,
-        "/auth/totp/confirm",
-        json!({"code": "000000"}),
-        Some(&confirming),
-    )
-    .await;
+    let wrong = browser(&state)
+        .with(&confirming)
+        .post("/auth/totp/confirm", json!({"code": "000000"}))
+        .await;
     if code != "000000" {
         problem(&wrong, StatusCode::UNAUTHORIZED, "invalid_code");
     }
-    let ok = json_post(
-        &state,
-        "/auth/totp/confirm",
-        json!({"code": code}),
-        Some(&confirming),
-    )
-    .await;
+    let ok = browser(&state)
+        .with(&confirming)
+        .post("/auth/totp/confirm", json!({"code": code}))
+        .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     let again = json_post(&state, "/auth/totp/setup", json!({}), Some(&session)).await;
     problem(&again, StatusCode::CONFLICT, "totp_already_enabled");
 
     // Disable needs the password and a fresh code; the one just used is spent.
-    let replay = json_post(
-        &state,
-        "/auth/totp/disable",
-        json!({"password": "correct horse", "code": code}),
-        Some(&session),
-    )
-    .await;
+    let replay = browser(&state)
+        .with(&session)
+        .post(
+            "/auth/totp/disable",
+            json!({"password": "correct horse", "code": code}),
+        )
+        .await;
     problem(&replay, StatusCode::UNAUTHORIZED, "invalid_code");
 
     // The database files themselves, write-ahead log included: what a stolen disk shows.
@@ -289,71 +273,59 @@ async fn disable_and_regenerate_need_the_password_and_a_fresh_code() {
     let (secret, step, old_codes) = confirm_totp(&state, &session).await;
     let at = |s: u64| mfa::code_at(&secret, s);
 
-    let bad_pw = json_post(
-        &state,
-        "/auth/totp/backup-codes/regenerate",
-        json!({"password": "wrong horse", "code": at(step + 1)}),
-        Some(&session),
-    )
-    .await;
+    let bad_pw = browser(&state)
+        .with(&session)
+        .post(
+            "/auth/totp/backup-codes/regenerate",
+            json!({"password": "wrong horse", "code": at(step + 1)}),
+        )
+        .await;
     problem(&bad_pw, StatusCode::UNAUTHORIZED, "invalid_credentials");
-    let regen = json_post(
-        &state,
-        "/auth/totp/backup-codes/regenerate",
-        json!({"password": "correct horse", "code": at(step + 1)}),
-        Some(&session),
-    )
-    .await;
+    let regen = browser(&state)
+        .with(&session)
+        .post(
+            "/auth/totp/backup-codes/regenerate",
+            json!({"password": "correct horse", "code": at(step + 1)}),
+        )
+        .await;
     assert_eq!(regen.status, StatusCode::OK, "{}", regen.body);
     assert_eq!(regen.body["backup_codes"].as_array().unwrap().len(), 10);
     assert_ne!(regen.body["backup_codes"], old_codes);
 
     // The old codes no longer sign in; a new one does.
-    let login = json_post(
-        &state,
-        "/auth/login",
-        json!({"username": "gina", "password": "correct horse"}),
-        None,
-    )
-    .await;
+    let login = browser(&state).login("gina", "correct horse").await;
     let challenge = cookie_value(&set_cookie(&login, "tessera_challenge").unwrap());
     let token = login.body["mfa_token"].as_str().unwrap().to_owned();
-    let old = json_post(
-        &state,
-        "/auth/2fa/verify",
-        json!({"mfa_token": token, "backup_code": old_codes[0]}),
-        Some(&challenge),
-    )
-    .await;
+    let old = browser(&state)
+        .with(&challenge)
+        .post(
+            "/auth/2fa/verify",
+            json!({"mfa_token": token, "backup_code": old_codes[0]}),
+        )
+        .await;
     problem(&old, StatusCode::UNAUTHORIZED, "invalid_code");
-    let new = json_post(
-        &state,
-        "/auth/2fa/verify",
-        json!({"mfa_token": token, "backup_code": regen.body["backup_codes"][0]}),
-        Some(&challenge),
-    )
-    .await;
+    let new = browser(&state)
+        .with(&challenge)
+        .post(
+            "/auth/2fa/verify",
+            json!({"mfa_token": token, "backup_code": regen.body["backup_codes"][0]}),
+        )
+        .await;
     assert_eq!(new.status, StatusCode::OK, "{}", new.body);
 
-    let off = json_post(
-        &state,
-        "/auth/totp/disable",
-        json!({"password": "correct horse", "code": at(step - 1)}),
-        Some(&session),
-    )
-    .await;
+    let off = browser(&state)
+        .with(&session)
+        .post(
+            "/auth/totp/disable",
+            json!({"password": "correct horse", "code": at(step - 1)}),
+        )
+        .await;
     assert_eq!(off.status, StatusCode::OK, "{}", off.body);
     assert_eq!(
         off.body,
         json!({"enabled": false, "backup_codes_remaining": 0})
     );
-    let login = json_post(
-        &state,
-        "/auth/login",
-        json!({"username": "gina", "password": "correct horse"}),
-        None,
-    )
-    .await;
+    let login = browser(&state).login("gina", "correct horse").await;
     assert_eq!(
         login.body["authenticated"], true,
         "no second factor any more"
@@ -371,13 +343,13 @@ async fn an_account_without_a_password_reauthenticates_with_the_code_alone() {
     let (secret, step, _) = confirm_totp(&state, &session).await;
     let at = |s: u64| mfa::code_at(&secret, s);
     // With a password on the account, leaving it out is refused.
-    let without = json_post(
-        &state,
-        "/auth/totp/backup-codes/regenerate",
-        json!({"code": at(step + 1)}),
-        Some(&session),
-    )
-    .await;
+    let without = browser(&state)
+        .with(&session)
+        .post(
+            "/auth/totp/backup-codes/regenerate",
+            json!({"code": at(step + 1)}),
+        )
+        .await;
     problem(&without, StatusCode::UNAUTHORIZED, "invalid_credentials");
 
     state
@@ -387,37 +359,31 @@ async fn an_account_without_a_password_reauthenticates_with_the_code_alone() {
         .await
         .unwrap();
     // Without one, any password sent is wrong, and the code alone works, once.
-    let with = json_post(
-        &state,
-        "/auth/totp/backup-codes/regenerate",
-        json!({"password": "correct horse", "code": at(step + 1)}),
-        Some(&session),
-    )
-    .await;
+    let with = browser(&state)
+        .with(&session)
+        .post(
+            "/auth/totp/backup-codes/regenerate",
+            json!({"password": "correct horse", "code": at(step + 1)}),
+        )
+        .await;
     problem(&with, StatusCode::UNAUTHORIZED, "invalid_credentials");
-    let regen = json_post(
-        &state,
-        "/auth/totp/backup-codes/regenerate",
-        json!({"code": at(step + 1)}),
-        Some(&session),
-    )
-    .await;
+    let regen = browser(&state)
+        .with(&session)
+        .post(
+            "/auth/totp/backup-codes/regenerate",
+            json!({"code": at(step + 1)}),
+        )
+        .await;
     assert_eq!(regen.status, StatusCode::OK, "{}", regen.body);
-    let replay = json_post(
-        &state,
-        "/auth/totp/disable",
-        json!({"code": at(step + 1)}),
-        Some(&session),
-    )
-    .await;
+    let replay = browser(&state)
+        .with(&session)
+        .post("/auth/totp/disable", json!({"code": at(step + 1)}))
+        .await;
     problem(&replay, StatusCode::UNAUTHORIZED, "invalid_code");
-    let off = json_post(
-        &state,
-        "/auth/totp/disable",
-        json!({"code": at(step - 1)}),
-        Some(&session),
-    )
-    .await;
+    let off = browser(&state)
+        .with(&session)
+        .post("/auth/totp/disable", json!({"code": at(step - 1)}))
+        .await;
     assert_eq!(off.status, StatusCode::OK, "{}", off.body);
     assert_eq!(off.body["enabled"], false);
 }
@@ -430,13 +396,12 @@ async fn a_password_reset_revokes_the_other_links_and_every_session() {
     register(&state, "hana", "correct horse").await;
     let session = sign_in(&state, "hana", "correct horse").await;
     for _ in 0..2 {
-        let r = json_post(
-            &state,
-            "/auth/password-reset/request",
-            json!({"email": "hana@example.com"}),
-            None,
-        )
-        .await;
+        let r = browser(&state)
+            .post(
+                "/auth/password-reset/request",
+                json!({"email": "hana@example.com"}),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::ACCEPTED);
         outbox_mails(outbox.path(), 1).await;
     }
@@ -444,22 +409,20 @@ async fn a_password_reset_revokes_the_other_links_and_every_session() {
     assert!(mails[0].contains("https://auth.example.com/reset-password#token=tsr_pr_"));
     let (first, second) = (token_in(&mails[0]), token_in(&mails[1]));
     assert_ne!(first, second);
-    let done = json_post(
-        &state,
-        "/auth/password-reset/confirm",
-        json!({"token": first, "new_password": "new horse staple"}),
-        None,
-    )
-    .await;
+    let done = browser(&state)
+        .post(
+            "/auth/password-reset/confirm",
+            json!({"token": first, "new_password": "new horse staple"}),
+        )
+        .await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert_eq!(done.body["sessions_ended"], 1);
-    let other = json_post(
-        &state,
-        "/auth/password-reset/confirm",
-        json!({"token": second, "new_password": "another horse"}),
-        None,
-    )
-    .await;
+    let other = browser(&state)
+        .post(
+            "/auth/password-reset/confirm",
+            json!({"token": second, "new_password": "another horse"}),
+        )
+        .await;
     problem(&other, StatusCode::BAD_REQUEST, "invalid_or_expired_token");
     let me = send(
         &state,

@@ -221,7 +221,7 @@ pub async fn from(state: &AppState, ip: &str, path: &str, body: Value, cookies: 
 /// holds: `at(&state, ip).with(&cookie).login(user, pw)`.
 pub struct At<'a> {
     state: &'a AppState,
-    ip: &'a str,
+    ip: Option<&'a str>,
     cookies: Vec<&'a str>,
 }
 
@@ -229,7 +229,16 @@ pub struct At<'a> {
 pub fn at<'a>(state: &'a AppState, ip: &'a str) -> At<'a> {
     At {
         state,
-        ip,
+        ip: Some(ip),
+        cookies: Vec::new(),
+    }
+}
+
+/// A client without a known address (as [`json_post`] sends), with no cookie yet.
+pub fn browser(state: &AppState) -> At<'_> {
+    At {
+        state,
+        ip: None,
         cookies: Vec::new(),
     }
 }
@@ -243,7 +252,14 @@ impl<'a> At<'a> {
 
     /// A JSON POST to `path`.
     pub async fn post(&self, path: &str, body: Value) -> Answer {
-        from(self.state, self.ip, path, body, &self.cookies).await
+        match self.ip {
+            Some(ip) => from(self.state, ip, path, body, &self.cookies).await,
+            None => {
+                let cookies = self.cookies.join("; ");
+                let cookies = (!cookies.is_empty()).then_some(cookies.as_str());
+                json_post(self.state, path, body, cookies).await
+            }
+        }
     }
 
     /// The password step.
