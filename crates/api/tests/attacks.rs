@@ -19,17 +19,6 @@ fn manual_clock() -> ManualClock {
     ManualClock::new(chrono::Utc::now().timestamp_millis())
 }
 
-/// A TOTP code for a pending login, from `ip` with its challenge `cookie`.
-async fn verify_code(state: &AppState, ip: &str, token: &str, code: &str, cookie: &str) -> Answer {
-    at(state, ip)
-        .with(cookie)
-        .post(
-            "/auth/2fa/verify",
-            json!({"mfa_token": token, "code": code}),
-        )
-        .await
-}
-
 /// A reset link asked for `email` from `ip`, read from the `nth` mail (1-based) of the
 /// outbox, and used to set the password `new horse staple`: the confirmation's answer.
 async fn reset_by_mail(
@@ -143,7 +132,10 @@ async fn a_patient_attacker_with_the_password_gets_at_most_30_guesses_a_day() {
             }
             clock.advance(Duration::from_secs(3));
             let code = wrong_code(&secret, &clock);
-            let v = verify_code(&state, "198.51.100.7", &token, &code, &cookie).await;
+            let v = at(&state, "198.51.100.7")
+                .with(&cookie)
+                .verify(&token, &code)
+                .await;
             match (v.status, v.body["code"].as_str().unwrap_or("")) {
                 (StatusCode::UNAUTHORIZED, "invalid_code") => guesses += 1,
                 (StatusCode::UNAUTHORIZED, "mfa_session_expired") => break,
@@ -199,24 +191,16 @@ async fn a_pending_login_is_spent_after_five_wrong_codes() {
     let token = r.body["mfa_token"].as_str().unwrap().to_owned();
     let cookie = challenge.clone();
     for _ in 0..5 {
-        let v = verify_code(
-            &state,
-            "198.51.100.7",
-            &token,
-            &wrong_code(&secret, &clock),
-            &cookie,
-        )
-        .await;
+        let v = at(&state, "198.51.100.7")
+            .with(&cookie)
+            .verify(&token, &wrong_code(&secret, &clock))
+            .await;
         problem(&v, StatusCode::UNAUTHORIZED, "invalid_code");
     }
-    let v = verify_code(
-        &state,
-        "198.51.100.7",
-        &token,
-        &right_code(&secret, &clock),
-        &cookie,
-    )
-    .await;
+    let v = at(&state, "198.51.100.7")
+        .with(&cookie)
+        .verify(&token, &right_code(&secret, &clock))
+        .await;
     problem(&v, StatusCode::UNAUTHORIZED, "mfa_session_expired");
 }
 
@@ -419,13 +403,13 @@ async fn every_second_factor_check_counts_toward_the_lockout() {
     .await;
     // The account has no second factor yet, so the lock shows at the next check of one.
     clock.advance(Duration::from_secs(301));
-    let right = json_post(
-        &state,
-        "/auth/email-otp/confirm",
-        json!({"code": sent, "setup_token": setup_token}),
-        Some(&session),
-    )
-    .await;
+    let right = browser(&state)
+        .with(&session)
+        .post(
+            "/auth/email-otp/confirm",
+            json!({"code": sent, "setup_token": setup_token}),
+        )
+        .await;
     problem(&right, StatusCode::LOCKED, "account_locked");
 }
 
@@ -456,13 +440,12 @@ async fn a_service_key_cannot_mint_logins_nor_clear_login_limits() {
     )
     .await;
     assert_eq!(minted.status, StatusCode::CREATED, "{}", minted.body);
-    let r = json_post(
-        &state,
-        "/auth/oidc/exchange",
-        json!({"token": minted.body["token"]}),
-        None,
-    )
-    .await;
+    let r = browser(&state)
+        .post(
+            "/auth/oidc/exchange",
+            json!({"token": minted.body["token"]}),
+        )
+        .await;
     problem(&r, StatusCode::BAD_REQUEST, "invalid_or_expired_token");
 
     let minted = v1(
@@ -471,13 +454,12 @@ async fn a_service_key_cannot_mint_logins_nor_clear_login_limits() {
         json!({"kind": "password_reset", "username": "bob"}),
     )
     .await;
-    let r = json_post(
-        &state,
-        "/auth/password-reset/confirm",
-        json!({"token": minted.body["token"], "new_password": "attacker's choice"}),
-        None,
-    )
-    .await;
+    let r = browser(&state)
+        .post(
+            "/auth/password-reset/confirm",
+            json!({"token": minted.body["token"], "new_password": "attacker's choice"}),
+        )
+        .await;
     problem(&r, StatusCode::BAD_REQUEST, "invalid_or_expired_token");
     sign_in_pending(&state, "bob", PW).await;
 
@@ -578,14 +560,10 @@ async fn pending_logins_end_with_a_password_reset() {
     {
         reset_by_mail(&state, outbox.path(), i + 1, "203.0.113.5", email).await;
     }
-    let v = verify_code(
-        &state,
-        "203.0.113.1",
-        &pre_auth,
-        &right_code(&secret, &clock),
-        &pa_cookie,
-    )
-    .await;
+    let v = at(&state, "203.0.113.1")
+        .with(&pa_cookie)
+        .verify(&pre_auth, &right_code(&secret, &clock))
+        .await;
     problem(&v, StatusCode::UNAUTHORIZED, "mfa_session_expired");
     let e = at(&state, "203.0.113.1")
         .with(&en_cookie)
@@ -597,23 +575,19 @@ async fn pending_logins_end_with_a_password_reset() {
     // Turning TOTP off ends the pending logins obtained while it was on.
     let (secret, session) = with_totp(&state, &clock, "totp-off").await;
     let (pending, cookie) = sign_in_pending(&state, "totp-off", PW).await;
-    let off = json_post(
-        &state,
-        "/auth/totp/disable",
-        json!({"password": PW, "code": right_code(&secret, &clock)}),
-        Some(&session),
-    )
-    .await;
+    let off = browser(&state)
+        .with(&session)
+        .post(
+            "/auth/totp/disable",
+            json!({"password": PW, "code": right_code(&secret, &clock)}),
+        )
+        .await;
     assert_eq!(off.status, StatusCode::OK, "{}", off.body);
     clock.advance(Duration::from_secs(90));
-    let v = verify_code(
-        &state,
-        "203.0.113.1",
-        &pending,
-        &right_code(&secret, &clock),
-        &cookie,
-    )
-    .await;
+    let v = at(&state, "203.0.113.1")
+        .with(&cookie)
+        .verify(&pending, &right_code(&secret, &clock))
+        .await;
     problem(&v, StatusCode::UNAUTHORIZED, "mfa_session_expired");
 }
 
@@ -764,23 +738,15 @@ async fn a_pending_totp_secret_belongs_to_the_setup_that_made_it() {
     problem(&late, StatusCode::CONFLICT, "totp_already_enabled");
     clock.advance(Duration::from_secs(90));
     let (pending, cookie) = sign_in_pending(&state, "owner", PW).await;
-    let v = verify_code(
-        &state,
-        "203.0.113.1",
-        &pending,
-        &right_code(&their_secret, &clock),
-        &cookie,
-    )
-    .await;
+    let v = at(&state, "203.0.113.1")
+        .with(&cookie)
+        .verify(&pending, &right_code(&their_secret, &clock))
+        .await;
     problem(&v, StatusCode::UNAUTHORIZED, "invalid_code");
-    let v = verify_code(
-        &state,
-        "203.0.113.1",
-        &pending,
-        &right_code(&my_secret, &clock),
-        &cookie,
-    )
-    .await;
+    let v = at(&state, "203.0.113.1")
+        .with(&cookie)
+        .verify(&pending, &right_code(&my_secret, &clock))
+        .await;
     assert_eq!(v.status, StatusCode::OK, "{}", v.body);
 }
 
@@ -792,7 +758,10 @@ async fn used_totp_codes_are_not_stored_in_clear() {
     let (secret, _) = with_totp(&state, &clock, "hashed").await;
     let (pending, cookie) = sign_in_pending(&state, "hashed", PW).await;
     let code = right_code(&secret, &clock);
-    let v = verify_code(&state, "203.0.113.1", &pending, &code, &cookie).await;
+    let v = at(&state, "203.0.113.1")
+        .with(&cookie)
+        .verify(&pending, &code)
+        .await;
     assert_eq!(v.status, StatusCode::OK, "{}", v.body);
     use sea_orm::EntityTrait;
     let rows = tessera_entity::totp_usage::Entity::find()

@@ -262,6 +262,12 @@ impl<'a> At<'a> {
         }
     }
 
+    /// A TOTP `code` for the pending login `mfa_token`.
+    pub async fn verify(&self, mfa_token: &str, code: &str) -> Answer {
+        let body = json!({"mfa_token": mfa_token, "code": code});
+        self.post("/auth/2fa/verify", body).await
+    }
+
     /// The password step.
     pub async fn login(&self, user: &str, password: &str) -> Answer {
         let body = json!({"username": user, "password": password});
