@@ -19,6 +19,18 @@ fn manual_clock() -> ManualClock {
     ManualClock::new(chrono::Utc::now().timestamp_millis())
 }
 
+/// A service whose locks, windows and TOTP time all read one manual clock.
+async fn on_manual_clock() -> (
+    ManualClock,
+    AppState,
+    tessera_testkit::TestDb,
+    tempfile::TempDir,
+) {
+    let clock = manual_clock();
+    let (state, db, outbox) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    (clock, state, db, outbox)
+}
+
 /// A reset link asked for `email` from `ip`, read from the `nth` mail (1-based) of the
 /// outbox, and used to set the password `new horse staple`: the confirmation's answer.
 async fn reset_by_mail(
@@ -105,8 +117,7 @@ async fn password_step(state: &AppState, ip: &str, user: &str, pw: &str) -> (Ans
 /// still gets in.
 #[tokio::test]
 async fn a_patient_attacker_with_the_password_gets_at_most_30_guesses_a_day() {
-    let clock = manual_clock();
-    let (state, _db, outbox) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    let (clock, state, _db, outbox) = on_manual_clock().await;
     let (secret, _) = with_totp(&state, &clock, "victim").await;
     let start = clock.now_ms();
     let day = 24 * 60 * 60 * 1000;
@@ -184,8 +195,7 @@ async fn a_patient_attacker_with_the_password_gets_at_most_30_guesses_a_day() {
 /// the right code, finds it spent.
 #[tokio::test]
 async fn a_pending_login_is_spent_after_five_wrong_codes() {
-    let clock = manual_clock();
-    let (state, _db, _o) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    let (clock, state, _db, _o) = on_manual_clock().await;
     let (secret, _) = with_totp(&state, &clock, "pat").await;
     let (r, challenge) = password_step(&state, "198.51.100.7", "pat", PW).await;
     let token = r.body["mfa_token"].as_str().unwrap().to_owned();
@@ -221,8 +231,7 @@ fn comparable(h: &HeaderMap) -> Vec<(String, String)> {
 /// link.
 #[tokio::test]
 async fn a_stranger_can_neither_lock_the_owner_out_nor_tell_who_exists() {
-    let clock = manual_clock();
-    let (state, _db, outbox) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    let (_clock, state, _db, outbox) = on_manual_clock().await;
     register(&state, "lock", PW).await;
     let (first, _) = password_step(&state, "203.0.113.9", "lock", PW).await;
     assert_eq!(first.status, StatusCode::OK);
@@ -289,8 +298,7 @@ async fn a_stranger_can_neither_lock_the_owner_out_nor_tell_who_exists() {
 /// lock.
 #[tokio::test]
 async fn a_lock_shows_only_to_the_right_password() {
-    let clock = manual_clock();
-    let (state, db, _o) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    let (clock, state, db, _o) = on_manual_clock().await;
     register(&state, "locked", PW).await;
     db.db
         .execute_unprepared(&format!(
@@ -331,8 +339,7 @@ where
 /// and at email-code confirmation count toward the lockout like those at sign-in.
 #[tokio::test]
 async fn every_second_factor_check_counts_toward_the_lockout() {
-    let clock = manual_clock();
-    let (state, db, outbox) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    let (clock, state, db, outbox) = on_manual_clock().await;
 
     // Re-authentication: 10 wrong codes across disable and regenerate lock the account.
     let (secret, session) = with_totp(&state, &clock, "reauth").await;
@@ -541,8 +548,7 @@ async fn sign_in_pending(state: &AppState, user: &str, pw: &str) -> (String, Str
 /// off.
 #[tokio::test]
 async fn pending_logins_end_with_a_password_reset() {
-    let clock = manual_clock();
-    let (state, db, outbox) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    let (clock, state, db, outbox) = on_manual_clock().await;
     let (secret, session) = with_totp(&state, &clock, "mallory-victim").await;
     register(&state, "enforced", PW).await;
     db.db
@@ -671,8 +677,7 @@ async fn oidc_starts_are_bounded_per_address() {
 /// caller's setup cannot confirm or read; nothing pending sits in the account's row.
 #[tokio::test]
 async fn a_pending_totp_secret_belongs_to_the_setup_that_made_it() {
-    let clock = manual_clock();
-    let (state, db, _o) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    let (clock, state, db, _o) = on_manual_clock().await;
     register(&state, "owner", PW).await;
     let attacker = sign_in(&state, "owner", PW).await;
     let theirs = json_post(&state, "/auth/totp/setup", json!({}), Some(&attacker)).await;
@@ -753,8 +758,7 @@ async fn a_pending_totp_secret_belongs_to_the_setup_that_made_it() {
 /// Finding 11: a used TOTP code is kept as a keyed hash, never in clear.
 #[tokio::test]
 async fn used_totp_codes_are_not_stored_in_clear() {
-    let clock = manual_clock();
-    let (state, db, _o) = app_state_on(Clock::Manual(clock.clone()), |_| {}).await;
+    let (clock, state, db, _o) = on_manual_clock().await;
     let (secret, _) = with_totp(&state, &clock, "hashed").await;
     let (pending, cookie) = sign_in_pending(&state, "hashed", PW).await;
     let code = right_code(&secret, &clock);
