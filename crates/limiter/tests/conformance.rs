@@ -329,30 +329,10 @@ fn uuid_like() -> String {
     unique_prefix()
 }
 
-macro_rules! conformance {
-    ($backend:ident: $($case:ident),* $(,)?) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let h = super::Harness::$backend().await;
-                    super::cases::$case(&h).await;
-                    h.finish().await;
-                }
-            )*
-
-            #[test]
-            fn agrees_with_the_memory_model() {
-                super::model_check(stringify!($backend));
-            }
-        }
-    };
-}
-
 macro_rules! every_backend {
     ($($backend:ident),*) => {
         $(
-            conformance!($backend:
+            tessera_testkit::backend_cases!($backend: [
                 admits_up_to_the_limit_then_denies,
                 the_window_slides_exactly,
                 cost_counts_units,
@@ -363,7 +343,11 @@ macro_rules! every_backend {
                 exact_under_concurrency,
                 the_store_clock_slides_the_window,
                 purge_keeps_what_a_window_still_needs,
-            );
+            ]
+                #[test]
+                fn agrees_with_the_memory_model() {
+                    super::model_check(stringify!($backend));
+                });
         )*
     };
 }

@@ -768,25 +768,10 @@ mod cases {
     }
 }
 
-macro_rules! conformance {
-    ($backend:ident: $($case:ident),* $(,)?) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let h = super::Harness::$backend().await;
-                    super::cases::$case(&h).await;
-                    h.finish().await;
-                }
-            )*
-        }
-    };
-}
-
 macro_rules! every_backend {
     ($($backend:ident),*) => {
         $(
-            conformance!($backend:
+            tessera_testkit::backend_cases!($backend: [
                 issue_and_consume_every_kind,
                 user_tokens_carry_their_username,
                 consume_is_single_use,
@@ -802,7 +787,7 @@ macro_rules! every_backend {
                 racing_consumers_have_one_winner_each,
                 dump_reveals_no_secret,
                 moved_record_does_not_open,
-            );
+            ]);
         )*
     };
 }

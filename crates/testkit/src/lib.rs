@@ -268,3 +268,24 @@ fn cluster_ports(n: usize) -> Vec<u16> {
     }
     ports
 }
+
+/// One module per backend, one test per conformance case: `backend_cases!(sqlite: [case_a,
+/// case_b] extra items...)` makes `mod sqlite` with a test per case that builds
+/// `super::Harness::sqlite()`, runs `super::cases::case_a(&h)` and finishes the harness;
+/// the extra items go into the module as they are.
+#[macro_export]
+macro_rules! backend_cases {
+    ($backend:ident: [$($case:ident),* $(,)?] $($extra:item)*) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let h = super::Harness::$backend().await;
+                    super::cases::$case(&h).await;
+                    h.finish().await;
+                }
+            )*
+            $($extra)*
+        }
+    };
+}
