@@ -1,6 +1,6 @@
 //! `tessera serve`, `migrate` and `purge` as a user runs them.
 
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::ConnectionTrait;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_entity::{AuthEphemeralToken, Username};
@@ -150,16 +150,7 @@ async fn serve_and_migrate_refuse_a_schema_from_a_newer_build() {
 }
 
 async fn count_tokens(db: &TestDb) -> i64 {
-    let row = db
-        .db
-        .query_one_raw(Statement::from_string(
-            db.db.get_database_backend(),
-            "SELECT COUNT(*) AS n FROM auth_ephemeral_tokens",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get("", "n").unwrap()
+    db.count("auth_ephemeral_tokens").await
 }
 
 async fn issue_some(db: &TestDb, expired: usize, live: usize) -> Tokens {

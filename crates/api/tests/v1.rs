@@ -130,18 +130,7 @@ async fn every_route_refuses_a_missing_or_wrong_key_and_touches_nothing() {
     )
     .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
-    use sea_orm::{ConnectionTrait, Statement};
-    let n: i64 = db
-        .db
-        .query_one_raw(Statement::from_string(
-            db.db.get_database_backend(),
-            "SELECT COUNT(*) AS n FROM auth_ephemeral_tokens",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get("", "n")
-        .unwrap();
+    let n = db.count("auth_ephemeral_tokens").await;
     assert_eq!(n, 0, "an unauthorised request stores nothing");
     db.finish().await;
 }

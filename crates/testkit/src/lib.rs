@@ -25,6 +25,16 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// The rows of `table`.
+    pub async fn count(&self, table: &str) -> i64 {
+        let stmt = sea_orm::Statement::from_string(
+            self.db.get_database_backend(),
+            format!("SELECT COUNT(*) AS n FROM {table}"),
+        );
+        let row = self.db.query_one_raw(stmt).await.unwrap().unwrap();
+        row.try_get("", "n").unwrap()
+    }
+
     /// A migrated SQLite database in a file of a fresh temporary directory.
     pub async fn sqlite_file() -> TestDb {
         let dir = tempfile::tempdir().expect("a temporary directory");
