@@ -94,28 +94,32 @@ impl Auth {
         let methods = accounts::methods(user);
         let username = accounts::username_of(user)?;
         let challenge = Challenge::generate();
-        let (token, outcome): (_, fn(Pending, Vec<&'static str>) -> LoginOutcome) =
-            if !methods.is_empty() {
-                (
-                    AuthEphemeralToken::new_pre_auth(username, Some(challenge.clone())),
-                    |pending, methods| LoginOutcome::SecondFactor { pending, methods },
-                )
-            } else if user.mfa_enforce_pending {
-                (
-                    AuthEphemeralToken::new_mfa_enforce(username, challenge.clone()),
-                    |pending, _| LoginOutcome::EnforceSetup { pending },
-                )
-            } else {
-                return Ok(LoginOutcome::Session(self.signed_in(user, client).await?));
-            };
+        if !methods.is_empty() {
+            let token = AuthEphemeralToken::new_pre_auth(username, Some(challenge.clone()));
+            let pending = self.pending(token, challenge).await?;
+            Ok(LoginOutcome::SecondFactor { pending, methods })
+        } else if user.mfa_enforce_pending {
+            let token = AuthEphemeralToken::new_mfa_enforce(username, challenge.clone());
+            let pending = self.pending(token, challenge).await?;
+            Ok(LoginOutcome::EnforceSetup { pending })
+        } else {
+            Ok(LoginOutcome::Session(self.signed_in(user, client).await?))
+        }
+    }
+
+    /// Issues the token of a pending login bound to `challenge`.
+    async fn pending(
+        &self,
+        token: AuthEphemeralToken,
+        challenge: Challenge,
+    ) -> Result<Pending, AuthError> {
         let issued = self.tokens.issue(token).await?;
         metrics::counter!("tessera_logins_total", "outcome" => "second_factor").increment(1);
-        let pending = Pending {
+        Ok(Pending {
             mfa_token: issued.token.expose().to_owned(),
             challenge,
             ttl: Duration::from_secs(TokenType::PreAuth.default_ttl_seconds()),
-        };
-        Ok(outcome(pending, methods))
+        })
     }
 }
 
