@@ -180,11 +180,7 @@ async fn pool(url: &str) -> DatabaseConnection {
 }
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tessera_testkit::bench_runtime();
     bench_redis(c, &rt);
     bench_postgres(c, &rt);
 }

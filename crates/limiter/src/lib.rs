@@ -81,13 +81,30 @@ impl From<tessera_backend::BackendError> for LimiterError {
     }
 }
 
+/// One decision asked of a backend: `cost` units of `event` for `key` under `policy`,
+/// recorded when admitted if `record` is set. A peek is a hit of cost 1 that records
+/// nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Hit<'a> {
+    /// The event counted.
+    pub event: &'a Event,
+    /// Whom it is counted for.
+    pub key: &'a str,
+    /// The event's policy.
+    pub policy: &'a Policy,
+    /// Units asked for: 1 to the policy's limit.
+    pub cost: u32,
+    /// Record the units when admitted; `false` asks only what a hit would get now.
+    pub record: bool,
+}
+
 /// The contract of a limiter backend.
 ///
-/// - [`hit`](LimiterStore::hit) decides and records in **one atomic step** per `(event,
-///   key)`: under any concurrency, across processes, the units admitted inside any window
-///   never exceed the policy's limit (exactly so in [`Algorithm::SlidingLog`]).
-/// - [`peek`](LimiterStore::peek) answers what a hit of cost 1 would get now, and records
-///   nothing.
+/// - [`decide`](LimiterStore::decide) with `record` decides and records in **one atomic
+///   step** per `(event, key)`: under any concurrency, across processes, the units
+///   admitted inside any window never exceed the policy's limit (exactly so in
+///   [`Algorithm::SlidingLog`]). Without `record` it answers what the hit would get now,
+///   and writes nothing.
 /// - [`reset`](LimiterStore::reset) forgets every event of `(event, key)`.
 /// - [`purge`](LimiterStore::purge) removes events older than `longest_window_ms` (SQL);
 ///   stores whose keys expire by themselves answer 0.
@@ -95,22 +112,8 @@ impl From<tessera_backend::BackendError> for LimiterError {
 /// Time is the store's own clock, or the backend's [`Clock::Manual`] in tests.
 #[async_trait]
 pub trait LimiterStore: Send + Sync + 'static {
-    /// Atomic check-and-record of `cost` units.
-    async fn hit(
-        &self,
-        event: &Event,
-        key: &str,
-        policy: &Policy,
-        cost: u32,
-    ) -> Result<Decision, LimiterError>;
-
-    /// The current state, recording nothing.
-    async fn peek(
-        &self,
-        event: &Event,
-        key: &str,
-        policy: &Policy,
-    ) -> Result<Decision, LimiterError>;
+    /// The decision on `hit`, recorded atomically when `hit.record` is set.
+    async fn decide(&self, hit: Hit<'_>) -> Result<Decision, LimiterError>;
 
     /// Forgets the key's events.
     async fn reset(&self, event: &Event, key: &str) -> Result<(), LimiterError>;
@@ -160,14 +163,30 @@ impl Limiter {
                 limit: policy.limit.get(),
             });
         }
-        self.store.hit(event, key, policy, cost).await
+        self.store
+            .decide(Hit {
+                event,
+                key,
+                policy,
+                cost,
+                record: true,
+            })
+            .await
     }
 
     /// The current state of `key` for `event`, recording nothing.
     pub async fn peek(&self, event: &Event, key: &str) -> Result<Decision, LimiterError> {
         let policy = self.policy(event)?;
         check_key(key)?;
-        self.store.peek(event, key, policy).await
+        self.store
+            .decide(Hit {
+                event,
+                key,
+                policy,
+                cost: 1,
+                record: false,
+            })
+            .await
     }
 
     /// Forgets `key`'s events of `event`.

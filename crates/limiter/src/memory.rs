@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::algorithm::{CounterState, sliding_counter, sliding_log};
-use crate::{Algorithm, Clock, Decision, Event, LimiterError, LimiterStore, Policy};
+use crate::{Algorithm, Clock, Decision, Event, Hit, LimiterError, LimiterStore};
 
 enum State {
     Log(VecDeque<i64>),
@@ -39,18 +39,11 @@ impl MemoryLimiter {
         })
     }
 
-    fn decide(
-        &self,
-        event: &Event,
-        key: &str,
-        policy: &Policy,
-        cost: u32,
-        record: bool,
-    ) -> Decision {
+    fn decide_now(&self, hit: Hit<'_>) -> Decision {
         let now = self.now();
         let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = (event.clone(), key.to_owned());
-        match policy.algorithm {
+        let slot = (hit.event.clone(), hit.key.to_owned());
+        match hit.policy.algorithm {
             Algorithm::SlidingLog => {
                 let entry = map
                     .entry(slot)
@@ -63,13 +56,19 @@ impl MemoryLimiter {
                 };
                 while events
                     .front()
-                    .is_some_and(|&t| t <= now - policy.window_ms())
+                    .is_some_and(|&t| t <= now - hit.policy.window_ms())
                 {
                     events.pop_front();
                 }
-                let d = sliding_log(now, policy, events.make_contiguous(), cost, record);
-                if d.allowed && record {
-                    events.extend(std::iter::repeat_n(now, cost as usize));
+                let d = sliding_log(
+                    now,
+                    hit.policy,
+                    events.make_contiguous(),
+                    hit.cost,
+                    hit.record,
+                );
+                if d.allowed && hit.record {
+                    events.extend(std::iter::repeat_n(now, hit.cost as usize));
                 }
                 d
             }
@@ -78,8 +77,8 @@ impl MemoryLimiter {
                     Some(State::Counter(s)) => Some(*s),
                     _ => None,
                 };
-                let (d, next) = sliding_counter(now, policy, prior, cost, record);
-                if record {
+                let (d, next) = sliding_counter(now, hit.policy, prior, hit.cost, hit.record);
+                if hit.record {
                     map.insert(slot, State::Counter(next));
                 }
                 d
@@ -90,23 +89,8 @@ impl MemoryLimiter {
 
 #[async_trait]
 impl LimiterStore for MemoryLimiter {
-    async fn hit(
-        &self,
-        event: &Event,
-        key: &str,
-        policy: &Policy,
-        cost: u32,
-    ) -> Result<Decision, LimiterError> {
-        Ok(self.decide(event, key, policy, cost, true))
-    }
-
-    async fn peek(
-        &self,
-        event: &Event,
-        key: &str,
-        policy: &Policy,
-    ) -> Result<Decision, LimiterError> {
-        Ok(self.decide(event, key, policy, 1, false))
+    async fn decide(&self, hit: Hit<'_>) -> Result<Decision, LimiterError> {
+        Ok(self.decide_now(hit))
     }
 
     async fn reset(&self, event: &Event, key: &str) -> Result<(), LimiterError> {

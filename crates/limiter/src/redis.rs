@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 pub use tessera_backend::redis::RedisConnection;
 
-use crate::{Algorithm, Clock, Decision, Event, LimiterError, LimiterStore, Policy};
+use crate::{Algorithm, Clock, Decision, Event, Hit, LimiterError, LimiterStore, Policy};
 
 /// The preamble of both scripts: the arguments they share and "now" — Redis `TIME`, read
 /// inside the script so every worker uses the same clock, unless a test's manual clock
@@ -160,15 +160,8 @@ impl RedisLimiter {
         format!("{}{kind}:{{{}:{}}}", self.prefix, event, escape_tag(key))
     }
 
-    async fn run(
-        &self,
-        event: &Event,
-        key: &str,
-        policy: &Policy,
-        cost: u32,
-        record: bool,
-    ) -> Result<Decision, LimiterError> {
-        let script = match policy.algorithm {
+    async fn run(&self, hit: Hit<'_>) -> Result<Decision, LimiterError> {
+        let script = match hit.policy.algorithm {
             Algorithm::SlidingLog => &self.log,
             Algorithm::SlidingWindowCounter => &self.counter,
         };
@@ -180,7 +173,7 @@ impl RedisLimiter {
         // Sorted-set members must differ between hits of the same millisecond: this
         // process's random instance id and a counter make them unique without asking the OS
         // for randomness on every hit.
-        let id = if record {
+        let id = if hit.record {
             format!(
                 "{}{:x}",
                 self.instance,
@@ -191,17 +184,17 @@ impl RedisLimiter {
         };
         let mut conn = self.conn.clone();
         let reply: Value = script
-            .key(self.redis_key(event, key, policy.algorithm))
-            .arg(policy.limit.get())
-            .arg(policy.window_ms())
-            .arg(cost)
+            .key(self.redis_key(hit.event, hit.key, hit.policy.algorithm))
+            .arg(hit.policy.limit.get())
+            .arg(hit.policy.window_ms())
+            .arg(hit.cost)
             .arg(now)
             .arg(id)
-            .arg(if record { "1" } else { "0" })
+            .arg(if hit.record { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(map_err)?;
-        decision_of(&reply, policy, cost)
+        decision_of(&reply, hit.policy, hit.cost)
     }
 }
 
@@ -255,23 +248,8 @@ fn escape_tag(key: &str) -> String {
 
 #[async_trait]
 impl LimiterStore for RedisLimiter {
-    async fn hit(
-        &self,
-        event: &Event,
-        key: &str,
-        policy: &Policy,
-        cost: u32,
-    ) -> Result<Decision, LimiterError> {
-        self.run(event, key, policy, cost, true).await
-    }
-
-    async fn peek(
-        &self,
-        event: &Event,
-        key: &str,
-        policy: &Policy,
-    ) -> Result<Decision, LimiterError> {
-        self.run(event, key, policy, 1, false).await
+    async fn decide(&self, hit: Hit<'_>) -> Result<Decision, LimiterError> {
+        self.run(hit).await
     }
 
     async fn reset(&self, event: &Event, key: &str) -> Result<(), LimiterError> {

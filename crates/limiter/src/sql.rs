@@ -20,7 +20,7 @@ use sea_orm::{
 };
 
 use crate::algorithm::{CounterState, sliding_counter, sliding_log};
-use crate::{Algorithm, Clock, Decision, Event, LimiterError, LimiterStore, Policy};
+use crate::{Algorithm, Clock, Decision, Event, Hit, LimiterError, LimiterStore, Policy};
 
 /// One dialect's statements.
 struct Statements {
@@ -164,26 +164,19 @@ impl SqlLimiter {
     }
 
     /// A sliding-log decision on PostgreSQL in one round trip (see the module's doc).
-    async fn log_in_one_trip(
-        &self,
-        event: &Event,
-        key: &str,
-        policy: &Policy,
-        cost: u32,
-        record: bool,
-    ) -> Result<Decision, LimiterError> {
+    async fn log_in_one_trip(&self, hit: Hit<'_>) -> Result<Decision, LimiterError> {
         let rows = self
             .db
             .query_all_raw(self.stmt(
                 "SELECT now_ms, occurred_ms FROM tessera_rate_limit_log($1, $2, $3, $4, $5, $6, $7)",
                 vec![
-                    event.as_str().into(),
-                    key.into(),
-                    i64::from(policy.limit.get()).into(),
-                    policy.window_ms().into(),
-                    i64::from(cost).into(),
+                    hit.event.as_str().into(),
+                    hit.key.into(),
+                    i64::from(hit.policy.limit.get()).into(),
+                    hit.policy.window_ms().into(),
+                    i64::from(hit.cost).into(),
                     self.clock.manual_ms().into(),
-                    record.into(),
+                    hit.record.into(),
                 ],
             ))
             .await
@@ -200,7 +193,7 @@ impl SqlLimiter {
             }
         }
         let now = now.ok_or_else(|| LimiterError::Backend("no row from the limiter".into()))?;
-        Ok(sliding_log(now, policy, &events, cost, record))
+        Ok(sliding_log(now, hit.policy, &events, hit.cost, hit.record))
     }
 
     /// Whether this hit goes through [`Self::log_in_one_trip`].
@@ -208,24 +201,20 @@ impl SqlLimiter {
         self.backend == DbBackend::Postgres && policy.algorithm == Algorithm::SlidingLog
     }
 
-    async fn decide(
+    async fn decide_on(
         &self,
         c: &impl ConnectionTrait,
-        event: &Event,
-        key: &str,
-        policy: &Policy,
-        cost: u32,
-        record: bool,
+        hit: Hit<'_>,
     ) -> Result<Decision, LimiterError> {
         let now = self.now(c).await?;
-        let ev = || Value::from(event.as_str());
-        let k = || Value::from(key);
-        match policy.algorithm {
+        let ev = || Value::from(hit.event.as_str());
+        let k = || Value::from(hit.key);
+        match hit.policy.algorithm {
             Algorithm::SlidingLog => {
                 let rows = c
                     .query_all_raw(self.stmt(
                         self.sql.events,
-                        vec![ev(), k(), self.ts(now - policy.window_ms())],
+                        vec![ev(), k(), self.ts(now - hit.policy.window_ms())],
                     ))
                     .await
                     .map_err(map_err)?;
@@ -237,11 +226,11 @@ impl SqlLimiter {
                     })
                     .collect::<Result<Vec<i64>, _>>()
                     .map_err(map_err)?;
-                let d = sliding_log(now, policy, &events, cost, record);
-                if d.allowed && record {
+                let d = sliding_log(now, hit.policy, &events, hit.cost, hit.record);
+                if d.allowed && hit.record {
                     c.execute_raw(self.stmt(
                         self.sql.record,
-                        vec![ev(), k(), self.ts(now), i64::from(cost).into()],
+                        vec![ev(), k(), self.ts(now), i64::from(hit.cost).into()],
                     ))
                     .await
                     .map_err(map_err)?;
@@ -263,8 +252,8 @@ impl SqlLimiter {
                     })
                     .transpose()
                     .map_err(map_err)?;
-                let (d, next) = sliding_counter(now, policy, prior, cost, record);
-                if record && Some(next) != prior {
+                let (d, next) = sliding_counter(now, hit.policy, prior, hit.cost, hit.record);
+                if hit.record && Some(next) != prior {
                     c.execute_raw(self.stmt(
                         self.sql.store_counter,
                         vec![
@@ -286,38 +275,23 @@ impl SqlLimiter {
 
 #[async_trait]
 impl LimiterStore for SqlLimiter {
-    async fn hit(
-        &self,
-        event: &Event,
-        key: &str,
-        policy: &Policy,
-        cost: u32,
-    ) -> Result<Decision, LimiterError> {
-        if self.one_trip(policy) {
-            return self.log_in_one_trip(event, key, policy, cost, true).await;
+    async fn decide(&self, hit: Hit<'_>) -> Result<Decision, LimiterError> {
+        if self.one_trip(hit.policy) {
+            return self.log_in_one_trip(hit).await;
+        }
+        if !hit.record {
+            return self.decide_on(&self.db, hit).await;
         }
         let txn = self.begin().await?;
         if let Some(lock) = self.sql.lock {
-            let lock_key = format!("{event}\u{1f}{key}");
+            let lock_key = format!("{}\u{1f}{}", hit.event, hit.key);
             txn.execute_raw(self.stmt(lock, vec![lock_key.into()]))
                 .await
                 .map_err(map_err)?;
         }
-        let d = self.decide(&txn, event, key, policy, cost, true).await?;
+        let d = self.decide_on(&txn, hit).await?;
         txn.commit().await.map_err(map_err)?;
         Ok(d)
-    }
-
-    async fn peek(
-        &self,
-        event: &Event,
-        key: &str,
-        policy: &Policy,
-    ) -> Result<Decision, LimiterError> {
-        if self.one_trip(policy) {
-            return self.log_in_one_trip(event, key, policy, 1, false).await;
-        }
-        self.decide(&self.db, event, key, policy, 1, false).await
     }
 
     async fn reset(&self, event: &Event, key: &str) -> Result<(), LimiterError> {
