@@ -86,11 +86,7 @@ fn bench_backend(c: &mut Criterion, rt: &Runtime, name: &str, db: &TestDb) {
 }
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tessera_testkit::bench_runtime();
     let sqlite = rt.block_on(TestDb::sqlite_file());
     bench_backend(c, &rt, "sqlite", &sqlite);
     rt.block_on(sqlite.finish());

@@ -99,6 +99,20 @@ pub struct StoredRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// Which stored record a consume or a peek asks for: the live record of `kind` whose hash
+/// is `hash` and, for a record bound to a challenge, whose challenge hash is `challenge`.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup<'a> {
+    /// The token's kind.
+    pub kind: TokenType,
+    /// The token's hash.
+    pub hash: &'a TokenHash,
+    /// The hash of the challenge presented with it.
+    pub challenge: Option<&'a ChallengeHash>,
+    /// Remove the record (single use); `false` only reads it.
+    pub consume: bool,
+}
+
 /// The contract of a token backend.
 ///
 /// - [`issue`](TokenStore::issue) stores a record; its expiry is the store's clock at that
@@ -117,21 +131,9 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Stores a new record and answers its expiry.
     async fn issue(&self, token: SealedToken) -> Result<DateTime<Utc>, StoreError>;
 
-    /// Atomically removes and returns the matching live record.
-    async fn consume(
-        &self,
-        kind: TokenType,
-        hash: &TokenHash,
-        challenge: Option<&ChallengeHash>,
-    ) -> Result<Option<StoredRecord>, StoreError>;
-
-    /// Returns the matching live record without removing it.
-    async fn peek(
-        &self,
-        kind: TokenType,
-        hash: &TokenHash,
-        challenge: Option<&ChallengeHash>,
-    ) -> Result<Option<StoredRecord>, StoreError>;
+    /// Returns the live record that `lookup` matches, removing it atomically when
+    /// `lookup.consume` is set: a consumed record is returned to exactly one caller.
+    async fn take(&self, lookup: Lookup<'_>) -> Result<Option<StoredRecord>, StoreError>;
 
     /// Removes all records of `kind` for `username`; answers how many.
     async fn revoke(&self, kind: TokenType, username: &str) -> Result<u64, StoreError>;

@@ -15,9 +15,9 @@ use chrono::{DateTime, Utc};
 use redis::{RedisError, Script};
 use std::sync::Arc;
 use tessera_backend::redis::RedisConnection;
-use tessera_entity::{ChallengeHash, TokenHash, TokenType};
+use tessera_entity::{TokenHash, TokenType};
 
-use crate::{SealedToken, StoreError, StoredRecord, TokenStore};
+use crate::{Lookup, SealedToken, StoreError, StoredRecord, TokenStore};
 
 /// Stores a token with its TTL; answers {created_ms, expires_ms} by Redis's clock.
 /// KEYS[1] token key; ARGV kind, username, provider, challenge hex, sealed, ttl_ms.
@@ -90,20 +90,14 @@ impl RedisTokenStore {
         format!("{}idx:{{{}:{}}}", self.prefix, kind.as_ref(), user)
     }
 
-    async fn take(
-        &self,
-        kind: TokenType,
-        hash: &TokenHash,
-        challenge: Option<&ChallengeHash>,
-        delete: bool,
-    ) -> Result<Option<StoredRecord>, StoreError> {
+    async fn run_take(&self, lookup: Lookup<'_>) -> Result<Option<StoredRecord>, StoreError> {
         let mut conn = self.conn.clone();
         let reply: Option<(String, String, Vec<u8>, i64, i64)> = self
             .take
-            .key(self.token_key(hash))
-            .arg(kind.as_ref())
-            .arg(challenge.map(|c| hex(&c.0)).unwrap_or_default())
-            .arg(if delete { "1" } else { "0" })
+            .key(self.token_key(lookup.hash))
+            .arg(lookup.kind.as_ref())
+            .arg(lookup.challenge.map(|c| hex(&c.0)).unwrap_or_default())
+            .arg(if lookup.consume { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(map_err)?;
@@ -112,7 +106,7 @@ impl RedisTokenStore {
         };
         let opt = |s: String| (!s.is_empty()).then_some(s);
         Ok(Some(StoredRecord {
-            kind,
+            kind: lookup.kind,
             username: opt(username),
             provider_id: opt(provider_id),
             sealed,
@@ -161,22 +155,8 @@ impl TokenStore for RedisTokenStore {
         ms_to_time(expires)
     }
 
-    async fn consume(
-        &self,
-        kind: TokenType,
-        hash: &TokenHash,
-        challenge: Option<&ChallengeHash>,
-    ) -> Result<Option<StoredRecord>, StoreError> {
-        self.take(kind, hash, challenge, true).await
-    }
-
-    async fn peek(
-        &self,
-        kind: TokenType,
-        hash: &TokenHash,
-        challenge: Option<&ChallengeHash>,
-    ) -> Result<Option<StoredRecord>, StoreError> {
-        self.take(kind, hash, challenge, false).await
+    async fn take(&self, lookup: Lookup<'_>) -> Result<Option<StoredRecord>, StoreError> {
+        self.run_take(lookup).await
     }
 
     async fn revoke(&self, kind: TokenType, username: &str) -> Result<u64, StoreError> {

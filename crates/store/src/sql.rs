@@ -15,9 +15,9 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, Value,
 };
-use tessera_entity::{ChallengeHash, TokenHash, TokenType};
+use tessera_entity::TokenType;
 
-use crate::{SealedToken, StoreError, StoredRecord, TokenStore};
+use crate::{Lookup, SealedToken, StoreError, StoredRecord, TokenStore};
 
 /// One dialect's statements. Each is a single statement; the comment on each says why
 /// that is enough. Public so that benchmarks can run the bare statements as a baseline.
@@ -114,23 +114,6 @@ impl SqlTokenStore {
     fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
         Statement::from_sql_and_values(self.backend, sql, values)
     }
-
-    fn lookup(
-        &self,
-        sql: &str,
-        kind: TokenType,
-        hash: &TokenHash,
-        challenge: Option<&ChallengeHash>,
-    ) -> Statement {
-        self.stmt(
-            sql,
-            vec![
-                hash.as_bytes().to_vec().into(),
-                kind.as_ref().into(),
-                challenge.map(|c| c.0.to_vec()).into(),
-            ],
-        )
-    }
 }
 
 fn record(kind: TokenType, row: &QueryResult) -> Result<StoredRecord, StoreError> {
@@ -169,26 +152,22 @@ impl TokenStore for SqlTokenStore {
         row.try_get("", "expires_at").map_err(map_err)
     }
 
-    async fn consume(
-        &self,
-        kind: TokenType,
-        hash: &TokenHash,
-        challenge: Option<&ChallengeHash>,
-    ) -> Result<Option<StoredRecord>, StoreError> {
-        let stmt = self.lookup(self.sql.consume, kind, hash, challenge);
+    async fn take(&self, lookup: Lookup<'_>) -> Result<Option<StoredRecord>, StoreError> {
+        let sql = if lookup.consume {
+            self.sql.consume
+        } else {
+            self.sql.peek
+        };
+        let stmt = self.stmt(
+            sql,
+            vec![
+                lookup.hash.as_bytes().to_vec().into(),
+                lookup.kind.as_ref().into(),
+                lookup.challenge.map(|c| c.0.to_vec()).into(),
+            ],
+        );
         let row = self.db.query_one_raw(stmt).await.map_err(map_err)?;
-        row.map(|r| record(kind, &r)).transpose()
-    }
-
-    async fn peek(
-        &self,
-        kind: TokenType,
-        hash: &TokenHash,
-        challenge: Option<&ChallengeHash>,
-    ) -> Result<Option<StoredRecord>, StoreError> {
-        let stmt = self.lookup(self.sql.peek, kind, hash, challenge);
-        let row = self.db.query_one_raw(stmt).await.map_err(map_err)?;
-        row.map(|r| record(kind, &r)).transpose()
+        row.map(|r| record(lookup.kind, &r)).transpose()
     }
 
     async fn revoke(&self, kind: TokenType, username: &str) -> Result<u64, StoreError> {

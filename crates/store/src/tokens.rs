@@ -10,7 +10,7 @@ use tessera_entity::{
 };
 
 use crate::seal::{self, Binding};
-use crate::{SealedToken, StoreError, StoredRecord, TokenStore};
+use crate::{Lookup, SealedToken, StoreError, StoredRecord, TokenStore};
 
 /// Default number of rows one purge statement deletes.
 pub const DEFAULT_PURGE_BATCH: u32 = 1000;
@@ -220,13 +220,7 @@ impl Tokens {
         presented: &str,
         challenge: Option<&Challenge>,
     ) -> Result<ConsumedToken, StoreError> {
-        let token = Token::parse(kind, presented).ok_or(StoreError::InvalidOrExpired)?;
-        let challenge_hash = challenge.map(Challenge::hash);
-        let record = self
-            .store
-            .consume(kind, &self.hash_of(&token), challenge_hash.as_ref())
-            .await?;
-        self.open(&token, challenge_hash.as_ref(), record)
+        self.take(kind, presented, challenge, true).await
     }
 
     /// Reads a token without consuming it.
@@ -236,12 +230,26 @@ impl Tokens {
         presented: &str,
         challenge: Option<&Challenge>,
     ) -> Result<ConsumedToken, StoreError> {
+        self.take(kind, presented, challenge, false).await
+    }
+
+    async fn take(
+        &self,
+        kind: TokenType,
+        presented: &str,
+        challenge: Option<&Challenge>,
+        consume: bool,
+    ) -> Result<ConsumedToken, StoreError> {
         let token = Token::parse(kind, presented).ok_or(StoreError::InvalidOrExpired)?;
         let challenge_hash = challenge.map(Challenge::hash);
-        let record = self
-            .store
-            .peek(kind, &self.hash_of(&token), challenge_hash.as_ref())
-            .await?;
+        let hash = self.hash_of(&token);
+        let lookup = Lookup {
+            kind,
+            hash: &hash,
+            challenge: challenge_hash.as_ref(),
+            consume,
+        };
+        let record = self.store.take(lookup).await?;
         self.open(&token, challenge_hash.as_ref(), record)
     }
 

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tessera_backend::redis::RedisConnection;
 use tessera_entity::{AuthEphemeralToken, Challenge, Token, TokenType, Username};
-use tessera_store::{RedisTokenStore, SqlTokenStore, StoreError, TokenStore, Tokens, UserToken};
+use tessera_store::{
+    Lookup, RedisTokenStore, SqlTokenStore, StoreError, TokenStore, Tokens, UserToken,
+};
 use tessera_testkit::{RedisCluster, TestDb, require_redis, unique_prefix};
 
 /// Raw access to what a backend stores.
@@ -389,20 +391,16 @@ mod cases {
             TokenType::Download,
             TokenType::MfaEnforce,
         ] {
-            assert!(
-                h.store
-                    .consume(other, &t.token.hash(), None)
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
-            assert!(
-                h.store
-                    .peek(other, &t.token.hash(), None)
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
+            for consume in [false, true] {
+                let hash = t.token.hash();
+                let lookup = Lookup {
+                    kind: other,
+                    hash: &hash,
+                    challenge: None,
+                    consume,
+                };
+                assert!(h.store.take(lookup).await.unwrap().is_none());
+            }
         }
         h.tokens
             .consume(TokenType::OidcExchange, t.token.expose(), None)
@@ -693,14 +691,16 @@ mod cases {
             per_token.iter().all(|&n| n == 1),
             "every token has exactly one winner: {per_token:?}"
         );
+        let challenge = c.hash();
         for t in &issued {
-            assert!(
-                h.store
-                    .peek(k, &t.hash(), Some(&c.hash()))
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
+            let hash = t.hash();
+            let lookup = Lookup {
+                kind: k,
+                hash: &hash,
+                challenge: Some(&challenge),
+                consume: false,
+            };
+            assert!(h.store.take(lookup).await.unwrap().is_none());
         }
     }
 

@@ -147,6 +147,15 @@ pub fn require_redis() -> String {
     url
 }
 
+/// The runtime benchmarks run their callers on: two worker threads, as on the CI machine.
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// A unique key prefix for one test on a shared Redis.
 pub fn unique_prefix() -> String {
     format!("test:{}:", uuid::Uuid::new_v4().simple())
