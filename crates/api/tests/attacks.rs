@@ -51,7 +51,7 @@ async fn reset_by_mail(
             json!({"token": token, "new_password": "new horse staple"}),
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.ok();
     r
 }
 
@@ -87,19 +87,57 @@ async fn with_totp(state: &AppState, clock: &ManualClock, user: &str) -> (Vec<u8
     register(state, user, PW).await;
     let session = sign_in(state, user, PW).await;
     let setup = json_post(state, "/auth/totp/setup", json!({}), Some(&session)).await;
-    assert_eq!(setup.status, StatusCode::OK, "{}", setup.body);
+    setup.ok();
     let secret = base32_decode(setup.body["secret"].as_str().unwrap());
-    let ok = json_post(
-        state,
-        "/auth/totp/confirm",
-        json!({"code": right_code(&secret, clock)}),
-        Some(&with_setup_cookie(&session, &setup)),
-    )
-    .await;
-    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    let ok = confirm_setup(state, &session, &setup, &right_code(&secret, clock)).await;
+    ok.ok();
     // The confirming code's window is used: move past it.
     clock.advance(Duration::from_secs(90));
     (secret, session)
+}
+
+/// A service on one manual clock with `user` registered and TOTP on: the clock, the
+/// state, the database and outbox (to keep alive), TOTP's secret and the session cookie.
+async fn totp_case(
+    user: &str,
+) -> (
+    ManualClock,
+    AppState,
+    tessera_testkit::TestDb,
+    tempfile::TempDir,
+    Vec<u8>,
+    String,
+) {
+    let (clock, state, db, outbox) = on_manual_clock().await;
+    let (secret, session) = with_totp(&state, &clock, user).await;
+    (clock, state, db, outbox, secret, session)
+}
+
+/// `/auth/totp/confirm` with `code`, as `session` holding the setup cookie that `setup`
+/// set.
+async fn confirm_setup(state: &AppState, session: &str, setup: &Answer, code: &str) -> Answer {
+    let cookie = with_setup_cookie(session, setup);
+    json_post(
+        state,
+        "/auth/totp/confirm",
+        json!({ "code": code }),
+        Some(&cookie),
+    )
+    .await
+}
+
+/// Registers `user` and requires a second factor before its next login completes, as
+/// `tessera user enforce-mfa` does.
+async fn register_enforced(state: &AppState, user: &str) {
+    register(state, user, PW).await;
+    let name = tessera_entity::AccountName::parse(user).unwrap();
+    tessera_auth::accounts::change(
+        &state.auth.db,
+        &name,
+        tessera_auth::accounts::Change::EnforceMfa,
+    )
+    .await
+    .unwrap();
 }
 
 /// The password step: the answer and the challenge cookie it set.
@@ -117,8 +155,7 @@ async fn password_step(state: &AppState, ip: &str, user: &str, pw: &str) -> (Ans
 /// still gets in.
 #[tokio::test]
 async fn a_patient_attacker_with_the_password_gets_at_most_30_guesses_a_day() {
-    let (clock, state, _db, outbox) = on_manual_clock().await;
-    let (secret, _) = with_totp(&state, &clock, "victim").await;
+    let (clock, state, _db, outbox, secret, _) = totp_case("victim").await;
     let start = clock.now_ms();
     let day = 24 * 60 * 60 * 1000;
     let (mut guesses, mut logins, mut locked, mut throttled) = (0, 0, 0, 0);
@@ -180,7 +217,7 @@ async fn a_patient_attacker_with_the_password_gets_at_most_30_guesses_a_day() {
     )
     .await;
     let (r, challenge) = password_step(&state, "203.0.113.9", "victim", "new horse staple").await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.ok();
     let v = at(&state, "203.0.113.9")
         .with(&challenge.clone())
         .post(
@@ -188,29 +225,22 @@ async fn a_patient_attacker_with_the_password_gets_at_most_30_guesses_a_day() {
             json!({"mfa_token": r.body["mfa_token"], "code": right_code(&secret, &clock)}),
         )
         .await;
-    assert_eq!(v.status, StatusCode::OK, "{}", v.body);
+    v.ok();
 }
 
 /// Finding 1: one pending login allows at most 5 wrong codes; the 6th attempt, even with
 /// the right code, finds it spent.
 #[tokio::test]
 async fn a_pending_login_is_spent_after_five_wrong_codes() {
-    let (clock, state, _db, _o) = on_manual_clock().await;
-    let (secret, _) = with_totp(&state, &clock, "pat").await;
+    let (clock, state, _db, _o, secret, _) = totp_case("pat").await;
     let (r, challenge) = password_step(&state, "198.51.100.7", "pat", PW).await;
     let token = r.body["mfa_token"].as_str().unwrap().to_owned();
-    let cookie = challenge.clone();
+    let attacker = at(&state, "198.51.100.7").with(&challenge);
     for _ in 0..5 {
-        let v = at(&state, "198.51.100.7")
-            .with(&cookie)
-            .verify(&token, &wrong_code(&secret, &clock))
-            .await;
+        let v = attacker.verify(&token, &wrong_code(&secret, &clock)).await;
         problem(&v, StatusCode::UNAUTHORIZED, "invalid_code");
     }
-    let v = at(&state, "198.51.100.7")
-        .with(&cookie)
-        .verify(&token, &right_code(&secret, &clock))
-        .await;
+    let v = attacker.verify(&token, &right_code(&secret, &clock)).await;
     problem(&v, StatusCode::UNAUTHORIZED, "mfa_session_expired");
 }
 
@@ -282,7 +312,7 @@ async fn a_stranger_can_neither_lock_the_owner_out_nor_tell_who_exists() {
         .with(&device)
         .login("lock", PW)
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.ok();
     assert_eq!(r.body["authenticated"], true);
     // On a new device, the owner gets in with a reset link, which leaves a device cookie.
     let reset = reset_by_mail(&state, outbox.path(), 1, "192.0.2.51", "lock@example.com").await;
@@ -291,7 +321,7 @@ async fn a_stranger_can_neither_lock_the_owner_out_nor_tell_who_exists() {
         .with(&device)
         .login("lock", "new horse staple")
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.ok();
 }
 
 /// Finding 3: 423 comes only after the right password; a wrong one says nothing of the
@@ -339,10 +369,8 @@ where
 /// and at email-code confirmation count toward the lockout like those at sign-in.
 #[tokio::test]
 async fn every_second_factor_check_counts_toward_the_lockout() {
-    let (clock, state, db, outbox) = on_manual_clock().await;
-
     // Re-authentication: 10 wrong codes across disable and regenerate lock the account.
-    let (secret, session) = with_totp(&state, &clock, "reauth").await;
+    let (clock, state, _db, outbox, secret, session) = totp_case("reauth").await;
     let mut n = 0;
     wrong_answers(&clock, 10, || {
         n += 1;
@@ -360,13 +388,7 @@ async fn every_second_factor_check_counts_toward_the_lockout() {
     problem(&r, StatusCode::LOCKED, "account_locked");
 
     // Enforced setup: 10 wrong codes over two enforcement tokens lock the account.
-    register(&state, "enforced", PW).await;
-    db.db
-        .execute_unprepared(
-            "UPDATE users SET mfa_enforce_pending = true WHERE username = 'enforced'",
-        )
-        .await
-        .unwrap();
+    register_enforced(&state, "enforced").await;
     for _ in 0..2 {
         let (r, challenge) = password_step(&state, "198.51.100.2", "enforced", PW).await;
         assert_eq!(r.body["mfa_setup_required"], true, "{}", r.body);
@@ -397,7 +419,7 @@ async fn every_second_factor_check_counts_toward_the_lockout() {
     register(&state, "mailer", PW).await;
     let session = sign_in(&state, "mailer", PW).await;
     let en = json_post(&state, "/auth/email-otp/enable", json!({}), Some(&session)).await;
-    assert_eq!(en.status, StatusCode::OK, "{}", en.body);
+    en.ok();
     let setup_token = en.body["setup_token"].as_str().unwrap().to_owned();
     let mail = &outbox_mails(outbox.path(), 1).await[0];
     let sent: String = mail.split("is: ").nth(1).unwrap().chars().take(6).collect();
@@ -530,7 +552,7 @@ async fn a_service_key_cannot_mint_logins_nor_clear_login_limits() {
         json!({"kind": "pre_auth", "token": own.body["token"], "challenge": "c"}),
     )
     .await;
-    assert_eq!(used.status, StatusCode::OK, "{}", used.body);
+    used.ok();
     assert_eq!(used.body["username"], "bob");
     drop(outbox);
 }
@@ -539,7 +561,7 @@ async fn a_service_key_cannot_mint_logins_nor_clear_login_limits() {
 /// cookie (`name=value`).
 async fn sign_in_pending(state: &AppState, user: &str, pw: &str) -> (String, String) {
     let (r, challenge) = password_step(state, "203.0.113.1", user, pw).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.ok();
     (r.body["mfa_token"].as_str().unwrap().to_owned(), challenge)
 }
 
@@ -548,15 +570,8 @@ async fn sign_in_pending(state: &AppState, user: &str, pw: &str) -> (String, Str
 /// off.
 #[tokio::test]
 async fn pending_logins_end_with_a_password_reset() {
-    let (clock, state, db, outbox) = on_manual_clock().await;
-    let (secret, session) = with_totp(&state, &clock, "mallory-victim").await;
-    register(&state, "enforced", PW).await;
-    db.db
-        .execute_unprepared(
-            "UPDATE users SET mfa_enforce_pending = true WHERE username = 'enforced'",
-        )
-        .await
-        .unwrap();
+    let (clock, state, _db, outbox, secret, session) = totp_case("mallory-victim").await;
+    register_enforced(&state, "enforced").await;
     let (pre_auth, pa_cookie) = sign_in_pending(&state, "mallory-victim", PW).await;
     let (enforce, en_cookie) = sign_in_pending(&state, "enforced", PW).await;
 
@@ -588,7 +603,7 @@ async fn pending_logins_end_with_a_password_reset() {
             json!({"password": PW, "code": right_code(&secret, &clock)}),
         )
         .await;
-    assert_eq!(off.status, StatusCode::OK, "{}", off.body);
+    off.ok();
     clock.advance(Duration::from_secs(90));
     let v = at(&state, "203.0.113.1")
         .with(&cookie)
@@ -681,7 +696,7 @@ async fn a_pending_totp_secret_belongs_to_the_setup_that_made_it() {
     register(&state, "owner", PW).await;
     let attacker = sign_in(&state, "owner", PW).await;
     let theirs = json_post(&state, "/auth/totp/setup", json!({}), Some(&attacker)).await;
-    assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.body);
+    theirs.ok();
     let again = json_post(
         &state,
         "/auth/totp/setup",
@@ -723,50 +738,42 @@ async fn a_pending_totp_secret_belongs_to_the_setup_that_made_it() {
     .await;
     assert_ne!(stolen.body["secret"], theirs.body["secret"]);
     let my_secret = base32_decode(mine.body["secret"].as_str().unwrap());
-    let ok = json_post(
-        &state,
-        "/auth/totp/confirm",
-        json!({"code": right_code(&my_secret, &clock)}),
-        Some(&with_setup_cookie(&owner, &mine)),
-    )
-    .await;
-    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    let ok = confirm_setup(&state, &owner, &mine, &right_code(&my_secret, &clock)).await;
+    ok.ok();
     // The attacker's pending secret confirms nothing, and its codes sign no one in.
     let their_secret = base32_decode(theirs.body["secret"].as_str().unwrap());
-    let late = json_post(
+    let late = confirm_setup(
         &state,
-        "/auth/totp/confirm",
-        json!({"code": right_code(&their_secret, &clock)}),
-        Some(&with_setup_cookie(&attacker, &theirs)),
+        &attacker,
+        &theirs,
+        &right_code(&their_secret, &clock),
     )
     .await;
     problem(&late, StatusCode::CONFLICT, "totp_already_enabled");
     clock.advance(Duration::from_secs(90));
     let (pending, cookie) = sign_in_pending(&state, "owner", PW).await;
-    let v = at(&state, "203.0.113.1")
-        .with(&cookie)
+    let owner = at(&state, "203.0.113.1").with(&cookie);
+    let v = owner
         .verify(&pending, &right_code(&their_secret, &clock))
         .await;
     problem(&v, StatusCode::UNAUTHORIZED, "invalid_code");
-    let v = at(&state, "203.0.113.1")
-        .with(&cookie)
+    let v = owner
         .verify(&pending, &right_code(&my_secret, &clock))
         .await;
-    assert_eq!(v.status, StatusCode::OK, "{}", v.body);
+    v.ok();
 }
 
 /// Finding 11: a used TOTP code is kept as a keyed hash, never in clear.
 #[tokio::test]
 async fn used_totp_codes_are_not_stored_in_clear() {
-    let (clock, state, db, _o) = on_manual_clock().await;
-    let (secret, _) = with_totp(&state, &clock, "hashed").await;
+    let (clock, state, db, _o, secret, _) = totp_case("hashed").await;
     let (pending, cookie) = sign_in_pending(&state, "hashed", PW).await;
     let code = right_code(&secret, &clock);
     let v = at(&state, "203.0.113.1")
         .with(&cookie)
         .verify(&pending, &code)
         .await;
-    assert_eq!(v.status, StatusCode::OK, "{}", v.body);
+    v.ok();
     use sea_orm::EntityTrait;
     let rows = tessera_entity::totp_usage::Entity::find()
         .all(&db.db)

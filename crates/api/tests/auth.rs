@@ -53,7 +53,7 @@ async fn cross_site_and_non_json_requests_are_refused() {
         .body(Body::from(body))
         .unwrap();
     let ok = send(&state, same).await;
-    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    ok.ok();
     let session = set_cookie(&ok, "tessera_session").expect("a session cookie");
     for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
         assert!(session.contains(attr), "{session} lacks {attr}");
@@ -174,7 +174,7 @@ async fn totp_secrets_and_backup_codes_are_never_stored_in_clear() {
     let login = browser(&state).login("erin", "correct horse").await;
     let session = cookie_value(&set_cookie(&login, "tessera_session").unwrap());
     let setup = json_post(&state, "/auth/totp/setup", json!({}), Some(&session)).await;
-    assert_eq!(setup.status, StatusCode::OK, "{}", setup.body);
+    setup.ok();
     let secret_b32 = setup.body["secret"].as_str().unwrap().to_owned();
     assert!(
         setup.body["otpauth_uri"]
@@ -216,7 +216,7 @@ async fn totp_secrets_and_backup_codes_are_never_stored_in_clear() {
         .with(&confirming)
         .post("/auth/totp/confirm", json!({"code": code}))
         .await;
-    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    ok.ok();
     let again = json_post(&state, "/auth/totp/setup", json!({}), Some(&session)).await;
     problem(&again, StatusCode::CONFLICT, "totp_already_enabled");
 
@@ -288,7 +288,7 @@ async fn disable_and_regenerate_need_the_password_and_a_fresh_code() {
             json!({"password": "correct horse", "code": at(step + 1)}),
         )
         .await;
-    assert_eq!(regen.status, StatusCode::OK, "{}", regen.body);
+    regen.ok();
     assert_eq!(regen.body["backup_codes"].as_array().unwrap().len(), 10);
     assert_ne!(regen.body["backup_codes"], old_codes);
 
@@ -311,7 +311,7 @@ async fn disable_and_regenerate_need_the_password_and_a_fresh_code() {
             json!({"mfa_token": token, "backup_code": regen.body["backup_codes"][0]}),
         )
         .await;
-    assert_eq!(new.status, StatusCode::OK, "{}", new.body);
+    new.ok();
 
     let off = browser(&state)
         .with(&session)
@@ -320,7 +320,7 @@ async fn disable_and_regenerate_need_the_password_and_a_fresh_code() {
             json!({"password": "correct horse", "code": at(step - 1)}),
         )
         .await;
-    assert_eq!(off.status, StatusCode::OK, "{}", off.body);
+    off.ok();
     assert_eq!(
         off.body,
         json!({"enabled": false, "backup_codes_remaining": 0})
@@ -374,7 +374,7 @@ async fn an_account_without_a_password_reauthenticates_with_the_code_alone() {
             json!({"code": at(step + 1)}),
         )
         .await;
-    assert_eq!(regen.status, StatusCode::OK, "{}", regen.body);
+    regen.ok();
     let replay = browser(&state)
         .with(&session)
         .post("/auth/totp/disable", json!({"code": at(step + 1)}))
@@ -384,7 +384,7 @@ async fn an_account_without_a_password_reauthenticates_with_the_code_alone() {
         .with(&session)
         .post("/auth/totp/disable", json!({"code": at(step - 1)}))
         .await;
-    assert_eq!(off.status, StatusCode::OK, "{}", off.body);
+    off.ok();
     assert_eq!(off.body["enabled"], false);
 }
 
@@ -415,7 +415,7 @@ async fn a_password_reset_revokes_the_other_links_and_every_session() {
             json!({"token": first, "new_password": "new horse staple"}),
         )
         .await;
-    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    done.ok();
     assert_eq!(done.body["sessions_ended"], 1);
     let other = browser(&state)
         .post(

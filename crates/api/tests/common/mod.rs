@@ -51,6 +51,15 @@ pub struct Answer {
     pub body: Value,
 }
 
+impl Answer {
+    /// Asserts a 200 answer, showing the body otherwise.
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.status, StatusCode::OK, "{}", self.body);
+        self
+    }
+}
+
 pub async fn send(state: &AppState, req: Request<Body>) -> Answer {
     let res = router(state.clone()).oneshot(req).await.unwrap();
     let status = res.status();
@@ -149,7 +158,7 @@ pub async fn sign_in(state: &AppState, user: &str, password: &str) -> String {
         None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.ok();
     cookie_value(&set_cookie(&r, "tessera_session").expect("a session"))
 }
 
@@ -170,7 +179,7 @@ pub async fn confirm_totp(state: &AppState, session: &str) -> (Vec<u8>, u64, Val
         Some(&with_setup_cookie(session, &setup)),
     )
     .await;
-    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    ok.ok();
     (secret, step, setup.body["backup_codes"].clone())
 }
 

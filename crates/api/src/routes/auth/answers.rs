@@ -4,10 +4,11 @@
 use axum::Json;
 use axum_extra::extract::CookieJar;
 use serde::{Deserialize, Serialize};
-use tessera_auth::{AuthSettings, LoginOutcome, SignedIn};
+use tessera_auth::{LoginOutcome, SignedIn};
 use utoipa::ToSchema;
 
-use crate::error::Problem;
+use super::call::Call;
+use crate::error::{AppError, Problem};
 use crate::http::cookies;
 
 /// The error answers every `/auth` POST can give besides its own and
@@ -34,14 +35,21 @@ pub enum AuthErrors {
     Unavailable(Problem),
 }
 
-/// The answer of a step that checks a locked account's password or factor.
+/// What a step that checks a password or a factor, and can sign in, answers besides its
+/// own refusals, [`AuthErrors`] and [`BodyProblems`](crate::error::BodyProblems).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
-pub enum Locked {
+pub enum SignInStep {
+    /// Signed in, or on to the next step: see [`LoginResponse`].
+    #[response(status = 200, description = "Success")]
+    Success(LoginResponse),
     /// Too many second-factor failures: `account_locked`, with `Retry-After`.
     #[response(status = 423, content_type = "application/problem+json")]
     AccountLocked(Problem),
 }
+
+/// The answer of a step that can sign in: the cookies and [`LoginResponse`].
+pub type SignIn = Result<(CookieJar, Json<LoginResponse>), AppError>;
 
 /// Answer of a step that can sign in.
 #[derive(Debug, Default, Serialize, ToSchema)]
@@ -75,30 +83,22 @@ pub struct MfaTokenRequest {
 }
 
 /// The cookies and body of a complete sign-in.
-pub fn signed_in(
-    settings: &AuthSettings,
-    jar: CookieJar,
-    s: SignedIn,
-) -> (CookieJar, Json<LoginResponse>) {
-    let jar = cookies::signed_in(settings, jar, &s);
-    (
+pub fn signed_in(call: Call, s: SignedIn) -> SignIn {
+    let jar = cookies::signed_in(&call.state.auth.settings, call.jar, &s);
+    Ok((
         jar,
         Json(LoginResponse {
             authenticated: Some(true),
             username: Some(s.username),
             ..Default::default()
         }),
-    )
+    ))
 }
 
 /// The cookies and body of where a first step led.
-pub fn outcome(
-    settings: &AuthSettings,
-    jar: CookieJar,
-    outcome: LoginOutcome,
-) -> (CookieJar, Json<LoginResponse>) {
+pub fn outcome(call: Call, outcome: LoginOutcome) -> SignIn {
     let (pending, body) = match outcome {
-        LoginOutcome::Session(s) => return signed_in(settings, jar, s),
+        LoginOutcome::Session(s) => return signed_in(call, s),
         LoginOutcome::SecondFactor { pending, methods } => (
             pending,
             LoginResponse {
@@ -115,12 +115,12 @@ pub fn outcome(
             },
         ),
     };
-    let jar = cookies::pending(settings, jar, &pending);
-    (
+    let jar = cookies::pending(&call.state.auth.settings, call.jar, &pending);
+    Ok((
         jar,
         Json(LoginResponse {
             mfa_token: Some(pending.mfa_token),
             ..body
         }),
-    )
+    ))
 }

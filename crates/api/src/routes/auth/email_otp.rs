@@ -1,17 +1,16 @@
 //! `/auth/email-otp/...`: turning mailed sign-in codes on.
 
 use axum::Json;
-use axum::extract::State;
 use axum_extra::extract::CookieJar;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::answers::AuthErrors;
+use super::call::Call;
 use crate::error::AppError;
 use crate::error::{BodyProblems, Problem};
 use crate::http::cookies::{self, EMAIL_OTP, SESSION};
 use crate::http::extract::ApiJson;
-use crate::state::AppState;
 
 /// An email-OTP setup in progress.
 #[derive(Debug, Serialize, ToSchema)]
@@ -26,17 +25,13 @@ pub struct SetupTokenResponse {
         (status = 401, description = "not_authenticated", body = Problem, content_type = "application/problem+json"),
         AuthErrors, BodyProblems))]
 pub async fn email_otp_enable(
-    State(state): State<AppState>,
-    jar: CookieJar,
+    call: Call,
 ) -> Result<(CookieJar, Json<SetupTokenResponse>), AppError> {
-    let setup = state
-        .auth
-        .email_otp_enable(cookies::value(&jar, SESSION))
-        .await?;
-    let s = &state.auth.settings;
+    let setup = call.auth().email_otp_enable(call.cookie(SESSION)).await?;
+    let s = &call.state.auth.settings;
     let cookie = cookies::new(s, EMAIL_OTP, setup.setup_token.clone(), setup.ttl);
     Ok((
-        jar.add(cookie),
+        call.jar.add(cookie),
         Json(SetupTokenResponse {
             setup_token: setup.setup_token,
         }),
@@ -66,21 +61,18 @@ pub struct EmailOtpStatus {
         (status = 401, description = "invalid_code", body = Problem, content_type = "application/problem+json"),
         AuthErrors, BodyProblems))]
 pub async fn email_otp_confirm(
-    State(state): State<AppState>,
-    jar: CookieJar,
+    call: Call,
     ApiJson(req): ApiJson<EmailConfirmRequest>,
 ) -> Result<(CookieJar, Json<EmailOtpStatus>), AppError> {
     let token = req
         .setup_token
         .as_deref()
-        .or_else(|| cookies::value(&jar, EMAIL_OTP));
-    let session = cookies::value(&jar, SESSION);
-    state
-        .auth
-        .email_otp_confirm(session, token, &req.code)
+        .or_else(|| call.cookie(EMAIL_OTP));
+    call.auth()
+        .email_otp_confirm(call.cookie(SESSION), token, &req.code)
         .await?;
     Ok((
-        jar.remove(cookies::removal(EMAIL_OTP)),
+        call.jar.remove(cookies::removal(EMAIL_OTP)),
         Json(EmailOtpStatus {
             email_otp_enabled: true,
         }),

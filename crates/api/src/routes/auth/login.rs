@@ -2,20 +2,18 @@
 //! out.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum_extra::extract::CookieJar;
 use serde::{Deserialize, Serialize};
 use tessera_auth::flows::Factor;
 use utoipa::ToSchema;
 
-use super::answers::{self, AuthErrors, Locked, LoginResponse, MfaTokenRequest};
+use super::answers::{self, AuthErrors, MfaTokenRequest, SignIn, SignInStep};
+use super::call::Call;
 use crate::error::AppError;
 use crate::error::{BodyProblems, Problem};
-use crate::http::client_ip::Caller;
 use crate::http::cookies::{self, CHALLENGE, DEVICE, SESSION};
 use crate::http::extract::ApiJson;
-use crate::state::AppState;
 
 /// A new account.
 #[derive(Deserialize, ToSchema)]
@@ -45,13 +43,12 @@ pub struct RegisterResponse {
         (status = 409, description = "username_taken", body = Problem, content_type = "application/problem+json"),
         AuthErrors, BodyProblems))]
 pub async fn register(
-    State(state): State<AppState>,
-    Caller(client): Caller,
+    call: Call,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), AppError> {
-    let user = state
-        .auth
-        .register(&client, &req.username, req.email, req.password)
+    let user = call
+        .auth()
+        .register(&call.client, &req.username, req.email, req.password)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -74,21 +71,16 @@ pub struct LoginRequest {
 
 /// Sign in with a password: a session, or the second-factor step.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, description = "Success", body = LoginResponse),
+    responses(SignInStep,
         (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json"),
-        Locked, AuthErrors, BodyProblems))]
-pub async fn login(
-    State(state): State<AppState>,
-    Caller(client): Caller,
-    jar: CookieJar,
-    ApiJson(req): ApiJson<LoginRequest>,
-) -> Result<(CookieJar, Json<LoginResponse>), AppError> {
-    let device = cookies::value(&jar, DEVICE);
-    let outcome = state
-        .auth
-        .login(&client, &req.username, req.password, device)
+        AuthErrors, BodyProblems))]
+pub async fn login(call: Call, ApiJson(req): ApiJson<LoginRequest>) -> SignIn {
+    let device = call.cookie(DEVICE);
+    let outcome = call
+        .auth()
+        .login(&call.client, &req.username, req.password, device)
         .await?;
-    Ok(answers::outcome(&state.auth.settings, jar, outcome))
+    answers::outcome(call, outcome)
 }
 
 /// A second factor: exactly one of `code`, `backup_code`, `email_code`.
@@ -122,22 +114,17 @@ impl VerifyRequest {
 
 /// Complete a login with a second factor.
 #[utoipa::path(post, path = "/auth/2fa/verify", tag = "auth", request_body = VerifyRequest,
-    responses((status = 200, description = "Success", body = LoginResponse),
+    responses(SignInStep,
         (status = 401, description = "invalid_code or mfa_session_expired", body = Problem, content_type = "application/problem+json"),
-        Locked, AuthErrors, BodyProblems))]
-pub async fn verify(
-    State(state): State<AppState>,
-    Caller(client): Caller,
-    jar: CookieJar,
-    ApiJson(req): ApiJson<VerifyRequest>,
-) -> Result<(CookieJar, Json<LoginResponse>), AppError> {
+        AuthErrors, BodyProblems))]
+pub async fn verify(call: Call, ApiJson(req): ApiJson<VerifyRequest>) -> SignIn {
     let factor = req.factor()?;
-    let challenge = cookies::value(&jar, CHALLENGE);
-    let signed_in = state
-        .auth
-        .verify(&client, &req.mfa_token, challenge, factor)
+    let challenge = call.cookie(CHALLENGE);
+    let signed_in = call
+        .auth()
+        .verify(&call.client, &req.mfa_token, challenge, factor)
         .await?;
-    Ok(answers::signed_in(&state.auth.settings, jar, signed_in))
+    answers::signed_in(call, signed_in)
 }
 
 /// A mail was sent.
@@ -153,13 +140,11 @@ pub struct SentResponse {
         (status = 401, description = "mfa_session_expired", body = Problem, content_type = "application/problem+json"),
         AuthErrors, BodyProblems))]
 pub async fn email_send(
-    State(state): State<AppState>,
-    jar: CookieJar,
+    call: Call,
     ApiJson(req): ApiJson<MfaTokenRequest>,
 ) -> Result<(StatusCode, Json<SentResponse>), AppError> {
-    let challenge = cookies::value(&jar, CHALLENGE);
-    state
-        .auth
+    let challenge = call.cookie(CHALLENGE);
+    call.auth()
         .send_login_code(&req.mfa_token, challenge)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(SentResponse { sent: true })))
@@ -182,8 +167,8 @@ pub struct Me {
 #[utoipa::path(get, path = "/auth/me", tag = "auth",
     responses((status = 200, description = "Success", body = Me),
         (status = 401, description = "not_authenticated", body = Problem, content_type = "application/problem+json")))]
-pub async fn me(State(state): State<AppState>, jar: CookieJar) -> Result<Json<Me>, AppError> {
-    let user = state.auth.me(cookies::value(&jar, SESSION)).await?;
+pub async fn me(call: Call) -> Result<Json<Me>, AppError> {
+    let user = call.auth().me(call.cookie(SESSION)).await?;
     Ok(Json(Me {
         username: user.username,
         email: user.email,
@@ -195,13 +180,10 @@ pub async fn me(State(state): State<AppState>, jar: CookieJar) -> Result<Json<Me
 /// End the session.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 204, description = "Signed out; the session cookie is cleared"),
         AuthErrors, BodyProblems))]
-pub async fn logout(
-    State(state): State<AppState>,
-    jar: CookieJar,
-) -> Result<(CookieJar, StatusCode), AppError> {
-    state.auth.logout(cookies::value(&jar, SESSION)).await?;
+pub async fn logout(call: Call) -> Result<(CookieJar, StatusCode), AppError> {
+    call.auth().logout(call.cookie(SESSION)).await?;
     Ok((
-        jar.remove(cookies::removal(SESSION)),
+        call.jar.remove(cookies::removal(SESSION)),
         StatusCode::NO_CONTENT,
     ))
 }

@@ -2,6 +2,7 @@
 //! cookies, makes one call into tessera-auth, and answers its outcome as JSON and cookies.
 
 pub mod answers;
+pub mod call;
 pub mod email_otp;
 pub mod login;
 pub mod oidc;

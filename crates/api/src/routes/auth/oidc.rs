@@ -1,9 +1,8 @@
 //! `/auth/oidc/...`: sign-in through an OpenID provider. The flow is tessera-auth's;
 //! here are its redirects and the two cookies that bind it to one browser.
 
-use axum::Json;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
@@ -14,10 +13,10 @@ use tessera_auth::flows::OidcStart;
 use tessera_entity::{Challenge, TokenType};
 use utoipa::ToSchema;
 
-use super::answers::{self, AuthErrors, Locked, LoginResponse};
+use super::answers::{self, AuthErrors, SignIn, SignInStep};
+use super::call::Call;
 use crate::error::AppError;
 use crate::error::{BodyProblems, Problem};
-use crate::http::client_ip::Caller;
 use crate::http::cookies::{self, OIDC, OIDC_EXCHANGE, OIDC_PATH};
 use crate::http::extract::ApiJson;
 use crate::state::AppState;
@@ -62,26 +61,24 @@ fn flow_cookie(
         (status = 422, description = "return_to is not a relative path", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited (oidc_start_ip, per client address)", body = Problem, content_type = "application/problem+json")))]
 pub async fn start(
-    State(state): State<AppState>,
-    Caller(client): Caller,
+    call: Call,
     name: Result<Path<String>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
-    jar: CookieJar,
 ) -> Result<Response, AppError> {
     let return_to = query.get("return_to").cloned();
     // A name that is not even UTF-8 (`%FF`) names no provider.
     let name = name.ok().map(|Path(n)| n);
-    let budget = provider_budget(&state);
-    let start = state
-        .auth
-        .oidc_start(&client, name.as_deref(), return_to, budget)
+    let budget = provider_budget(&call.state);
+    let start = call
+        .auth()
+        .oidc_start(&call.client, name.as_deref(), return_to, budget)
         .await?;
     Ok(match start {
         OidcStart::Provider { url, browser } => {
-            let cookie = flow_cookie(&state, OIDC, &browser, TokenType::OidcState);
-            found(&url, jar.add(cookie))
+            let cookie = flow_cookie(&call.state, OIDC, &browser, TokenType::OidcState);
+            found(&url, call.jar.add(cookie))
         }
-        OidcStart::Failed { to } => found(&to, jar),
+        OidcStart::Failed { to } => found(&to, call.jar),
     })
 }
 
@@ -92,28 +89,22 @@ pub async fn start(
     params(("name" = String, Path, description = "The provider")),
     responses((status = 302, description = "To TESSERA_OIDC_RETURN_URL (or return_to on its origin) with #oidc_exchange=TOKEN or #oidc_error=CODE")))]
 pub async fn callback(
-    State(state): State<AppState>,
+    call: Call,
     name: Result<Path<String>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
-    jar: CookieJar,
 ) -> Response {
     // A name that is not even UTF-8 (`%FF`) names no provider: the same redirect as any
     // unknown one.
     let name = name.map(|Path(n)| n).unwrap_or_default();
-    let state_cookie = cookies::value(&jar, OIDC);
-    let budget = provider_budget(&state);
-    let done = state
-        .auth
-        .oidc_callback(&name, &query, state_cookie, budget)
+    let budget = provider_budget(&call.state);
+    let done = call
+        .auth()
+        .oidc_callback(&name, &query, call.cookie(OIDC), budget)
         .await;
-    let mut jar = jar;
+    let Call { state, mut jar, .. } = call;
     if let Some(binding) = &done.exchange_binding {
-        jar = jar.add(flow_cookie(
-            &state,
-            OIDC_EXCHANGE,
-            binding,
-            TokenType::OidcExchange,
-        ));
+        let kind = TokenType::OidcExchange;
+        jar = jar.add(flow_cookie(&state, OIDC_EXCHANGE, binding, kind));
     }
     // The browser's login in flight ends only with its own state: a callback forced on it
     // with someone else's state (or none) leaves its cookie, and its login, alone.
@@ -134,18 +125,18 @@ pub struct ExchangeRequest {
 /// Trade the token from the callback for a session, or for the second-factor step when the
 /// user has one and the provider is not trusted to replace it.
 #[utoipa::path(post, path = "/auth/oidc/exchange", tag = "auth", request_body = ExchangeRequest,
-    responses((status = 200, description = "Success", body = LoginResponse),
+    responses(SignInStep,
         (status = 400, description = "invalid_or_expired_token", body = Problem, content_type = "application/problem+json"),
-        Locked, AuthErrors, BodyProblems))]
-pub async fn exchange(
-    State(state): State<AppState>,
-    Caller(client): Caller,
-    jar: CookieJar,
-    ApiJson(req): ApiJson<ExchangeRequest>,
-) -> Result<(CookieJar, Json<LoginResponse>), AppError> {
-    let binding = cookies::value(&jar, OIDC_EXCHANGE);
-    let outcome = state.auth.oidc_exchange(&client, &req.token, binding).await;
+        AuthErrors, BodyProblems))]
+pub async fn exchange(mut call: Call, ApiJson(req): ApiJson<ExchangeRequest>) -> SignIn {
+    let binding = call.cookie(OIDC_EXCHANGE);
+    let outcome = call
+        .auth()
+        .oidc_exchange(&call.client, &req.token, binding)
+        .await;
     // Spent or refused, the binding has done its work.
-    let jar = jar.remove(cookies::removal_on(OIDC_EXCHANGE, OIDC_PATH));
-    Ok(answers::outcome(&state.auth.settings, jar, outcome?))
+    call.jar = call
+        .jar
+        .remove(cookies::removal_on(OIDC_EXCHANGE, OIDC_PATH));
+    answers::outcome(call, outcome?)
 }

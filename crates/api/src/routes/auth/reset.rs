@@ -1,19 +1,17 @@
 //! `/auth/password-reset/...`: a reset link by mail, and the new password set with it.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum_extra::extract::CookieJar;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::answers::AuthErrors;
+use super::call::Call;
 use crate::error::AppError;
 use crate::error::{BodyProblems, Problem};
-use crate::http::client_ip::Caller;
 use crate::http::cookies;
 use crate::http::extract::ApiJson;
-use crate::state::AppState;
 
 /// A reset request.
 #[derive(Deserialize, ToSchema)]
@@ -38,13 +36,11 @@ pub struct AcceptedResponse {
         (status = 429, description = "rate_limited (per client IP)", body = Problem, content_type = "application/problem+json"),
         AuthErrors, BodyProblems))]
 pub async fn reset_request(
-    State(state): State<AppState>,
-    Caller(client): Caller,
+    call: Call,
     ApiJson(req): ApiJson<ResetRequest>,
 ) -> Result<(StatusCode, Json<AcceptedResponse>), AppError> {
-    state
-        .auth
-        .request_password_reset(&client, req.email)
+    call.auth()
+        .request_password_reset(&call.client, req.email)
         .await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -78,17 +74,16 @@ pub struct PasswordChanged {
         (status = 400, description = "invalid_or_expired_token", body = Problem, content_type = "application/problem+json"),
         AuthErrors, BodyProblems))]
 pub async fn reset_confirm(
-    State(state): State<AppState>,
-    Caller(client): Caller,
-    jar: CookieJar,
+    call: Call,
     ApiJson(req): ApiJson<ResetConfirm>,
 ) -> Result<(CookieJar, Json<PasswordChanged>), AppError> {
-    let done = state
-        .auth
-        .confirm_password_reset(&client, &req.token, req.new_password)
+    let done = call
+        .auth()
+        .confirm_password_reset(&call.client, &req.token, req.new_password)
         .await?;
+    let device = cookies::device(&call.state.auth.settings, done.device);
     Ok((
-        jar.add(cookies::device(&state.auth.settings, done.device)),
+        call.jar.add(device),
         Json(PasswordChanged {
             password_changed: true,
             sessions_ended: done.sessions_ended,

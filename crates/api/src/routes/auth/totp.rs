@@ -1,19 +1,17 @@
 //! `/auth/totp/...`: TOTP for a signed-in user, and the setup an admin requires.
 
 use axum::Json;
-use axum::extract::State;
 use axum_extra::extract::CookieJar;
 use serde::{Deserialize, Serialize};
 use tessera_auth::flows::{TotpSetup, TotpStatus as Status};
 use utoipa::ToSchema;
 
-use super::answers::{self, AuthErrors, LoginResponse, MfaTokenRequest};
+use super::answers::{self, AuthErrors, LoginResponse, MfaTokenRequest, SignIn};
+use super::call::Call;
 use crate::error::AppError;
 use crate::error::{BodyProblems, Problem};
-use crate::http::client_ip::Caller;
 use crate::http::cookies::{self, CHALLENGE, SESSION, TOTP_SETUP};
 use crate::http::extract::ApiJson;
-use crate::state::AppState;
 
 /// What an authenticator app needs, and the backup codes (shown once).
 #[derive(Serialize, ToSchema)]
@@ -29,15 +27,11 @@ pub struct SetupResponse {
 }
 
 /// The setup's cookie and what the page shows.
-fn setup_answer(
-    state: &AppState,
-    jar: CookieJar,
-    setup: TotpSetup,
-) -> (CookieJar, Json<SetupResponse>) {
-    let s = &state.auth.settings;
+fn setup_answer(call: Call, setup: TotpSetup) -> (CookieJar, Json<SetupResponse>) {
+    let s = &call.state.auth.settings;
     let cookie = cookies::new(s, TOTP_SETUP, setup.setup_token, setup.ttl);
     (
-        jar.add(cookie),
+        call.jar.add(cookie),
         Json(SetupResponse {
             secret: setup.enrolment.secret,
             otpauth_uri: setup.enrolment.otpauth_uri,
@@ -54,16 +48,10 @@ fn setup_answer(
         (status = 401, description = "not_authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "totp_already_enabled", body = Problem, content_type = "application/problem+json"),
         AuthErrors, BodyProblems))]
-pub async fn totp_setup(
-    State(state): State<AppState>,
-    jar: CookieJar,
-) -> Result<(CookieJar, Json<SetupResponse>), AppError> {
-    let (session, presented) = (
-        cookies::value(&jar, SESSION),
-        cookies::value(&jar, TOTP_SETUP),
-    );
-    let setup = state.auth.totp_setup(session, presented).await?;
-    Ok(setup_answer(&state, jar, setup))
+pub async fn totp_setup(call: Call) -> Result<(CookieJar, Json<SetupResponse>), AppError> {
+    let (session, presented) = (call.cookie(SESSION), call.cookie(TOTP_SETUP));
+    let setup = call.auth().totp_setup(session, presented).await?;
+    Ok(setup_answer(call, setup))
 }
 
 /// A code.
@@ -98,20 +86,16 @@ impl From<Status> for TotpStatus {
         (status = 401, description = "invalid_code", body = Problem, content_type = "application/problem+json"),
         AuthErrors, BodyProblems))]
 pub async fn totp_confirm(
-    State(state): State<AppState>,
-    jar: CookieJar,
+    call: Call,
     ApiJson(req): ApiJson<CodeRequest>,
 ) -> Result<(CookieJar, Json<TotpStatus>), AppError> {
-    let (session, presented) = (
-        cookies::value(&jar, SESSION),
-        cookies::value(&jar, TOTP_SETUP),
-    );
-    let status = state
-        .auth
+    let (session, presented) = (call.cookie(SESSION), call.cookie(TOTP_SETUP));
+    let status = call
+        .auth()
         .totp_confirm(session, presented, &req.code)
         .await?;
     Ok((
-        jar.remove(cookies::removal(TOTP_SETUP)),
+        call.jar.remove(cookies::removal(TOTP_SETUP)),
         Json(status.into()),
     ))
 }
@@ -120,14 +104,8 @@ pub async fn totp_confirm(
 #[utoipa::path(get, path = "/auth/totp/status", tag = "auth",
     responses((status = 200, description = "Success", body = TotpStatus),
         (status = 401, description = "not_authenticated", body = Problem, content_type = "application/problem+json")))]
-pub async fn totp_status(
-    State(state): State<AppState>,
-    jar: CookieJar,
-) -> Result<Json<TotpStatus>, AppError> {
-    let status = state
-        .auth
-        .totp_status(cookies::value(&jar, SESSION))
-        .await?;
+pub async fn totp_status(call: Call) -> Result<Json<TotpStatus>, AppError> {
+    let status = call.auth().totp_status(call.cookie(SESSION)).await?;
     Ok(Json(status.into()))
 }
 
@@ -149,14 +127,12 @@ pub struct PasswordCodeRequest {
         (status = 401, description = "invalid_credentials or invalid_code", body = Problem, content_type = "application/problem+json"),
         AuthErrors, BodyProblems))]
 pub async fn totp_disable(
-    State(state): State<AppState>,
-    jar: CookieJar,
+    call: Call,
     ApiJson(req): ApiJson<PasswordCodeRequest>,
 ) -> Result<Json<TotpStatus>, AppError> {
-    let session = cookies::value(&jar, SESSION);
-    let status = state
-        .auth
-        .totp_disable(session, req.password, &req.code)
+    let status = call
+        .auth()
+        .totp_disable(call.cookie(SESSION), req.password, &req.code)
         .await?;
     Ok(Json(status.into()))
 }
@@ -174,14 +150,12 @@ pub struct BackupCodesResponse {
         (status = 401, description = "invalid_credentials or invalid_code", body = Problem, content_type = "application/problem+json"),
         AuthErrors, BodyProblems))]
 pub async fn regenerate_backup_codes(
-    State(state): State<AppState>,
-    jar: CookieJar,
+    call: Call,
     ApiJson(req): ApiJson<PasswordCodeRequest>,
 ) -> Result<Json<BackupCodesResponse>, AppError> {
-    let session = cookies::value(&jar, SESSION);
-    let backup_codes = state
-        .auth
-        .regenerate_backup_codes(session, req.password, &req.code)
+    let backup_codes = call
+        .auth()
+        .regenerate_backup_codes(call.cookie(SESSION), req.password, &req.code)
         .await?;
     Ok(Json(BackupCodesResponse { backup_codes }))
 }
@@ -192,17 +166,15 @@ pub async fn regenerate_backup_codes(
         (status = 401, description = "mfa_session_expired", body = Problem, content_type = "application/problem+json"),
         AuthErrors, BodyProblems))]
 pub async fn enforce_setup(
-    State(state): State<AppState>,
-    jar: CookieJar,
+    call: Call,
     ApiJson(req): ApiJson<MfaTokenRequest>,
 ) -> Result<(CookieJar, Json<SetupResponse>), AppError> {
-    let challenge = cookies::value(&jar, CHALLENGE);
-    let presented = cookies::value(&jar, TOTP_SETUP);
-    let setup = state
-        .auth
+    let (challenge, presented) = (call.cookie(CHALLENGE), call.cookie(TOTP_SETUP));
+    let setup = call
+        .auth()
         .enforce_setup(&req.mfa_token, challenge, presented)
         .await?;
-    Ok(setup_answer(&state, jar, setup))
+    Ok(setup_answer(call, setup))
 }
 
 /// An enforcement token and a TOTP code.
@@ -221,17 +193,20 @@ pub struct EnforceConfirmRequest {
         (status = 401, description = "invalid_code or mfa_session_expired", body = Problem, content_type = "application/problem+json"),
         AuthErrors, BodyProblems))]
 pub async fn enforce_confirm(
-    State(state): State<AppState>,
-    Caller(client): Caller,
-    jar: CookieJar,
+    mut call: Call,
     ApiJson(req): ApiJson<EnforceConfirmRequest>,
-) -> Result<(CookieJar, Json<LoginResponse>), AppError> {
-    let challenge = cookies::value(&jar, CHALLENGE);
-    let presented = cookies::value(&jar, TOTP_SETUP);
-    let signed_in = state
-        .auth
-        .enforce_confirm(&client, &req.mfa_token, challenge, presented, &req.code)
+) -> SignIn {
+    let (challenge, presented) = (call.cookie(CHALLENGE), call.cookie(TOTP_SETUP));
+    let signed_in = call
+        .auth()
+        .enforce_confirm(
+            &call.client,
+            &req.mfa_token,
+            challenge,
+            presented,
+            &req.code,
+        )
         .await?;
-    let jar = jar.remove(cookies::removal(TOTP_SETUP));
-    Ok(answers::signed_in(&state.auth.settings, jar, signed_in))
+    call.jar = call.jar.remove(cookies::removal(TOTP_SETUP));
+    answers::signed_in(call, signed_in)
 }
