@@ -24,10 +24,12 @@ pub enum AppError {
     /// A well-formed body with a missing, unknown or invalid field.
     #[error("invalid field `{field}`: {detail}")]
     Validation {
-        /// The field, as a JSON path (`cost`, `data.return_to`).
+        /// The first field, as a JSON path (`cost`, `data.return_to`).
         field: String,
         /// What is wrong with it.
         detail: String,
+        /// The other offending fields, if any.
+        more: Vec<FieldError>,
     },
     /// A body that is not JSON at all.
     #[error("malformed JSON: {0}")]
@@ -41,6 +43,9 @@ pub enum AppError {
     /// No such route.
     #[error("not found")]
     NotFound,
+    /// The route does not answer this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// The request took longer than the configured timeout.
     #[error("request timed out")]
     Timeout,
@@ -61,6 +66,17 @@ impl AppError {
         AppError::Validation {
             field: field.into(),
             detail: detail.into(),
+            more: Vec::new(),
+        }
+    }
+
+    /// A validation error on each of `errors` (at least one).
+    pub fn fields(mut errors: Vec<FieldError>) -> Self {
+        let first = errors.remove(0);
+        AppError::Validation {
+            field: first.field,
+            detail: first.detail,
+            more: errors,
         }
     }
 }
@@ -98,6 +114,15 @@ impl From<LimiterError> for AppError {
     }
 }
 
+/// What is wrong with one field of a body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// The field, as a JSON path (`cost`, `data.return_to`).
+    pub field: String,
+    /// What is wrong with it.
+    pub detail: String,
+}
+
 /// The body of a problem response (RFC 7807).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -114,9 +139,12 @@ pub struct Problem {
     /// The stable machine-readable code clients branch on.
     #[schema(example = "invalid_or_expired_token")]
     pub code: &'static str,
-    /// The offending field, for `validation_failed`.
+    /// The offending field, for `validation_failed`: the first, when there are several.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every offending field, for `validation_failed`, `field` first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
 }
 
 /// The answers of every route that takes a JSON body, to a body it cannot take.
@@ -183,6 +211,12 @@ impl AppError {
                 "not_found",
                 "Not found",
                 "no such route".into(),
+            ),
+            E::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+                "this route does not answer this method; `Allow` lists those it does".into(),
             ),
             E::Timeout => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -324,9 +358,18 @@ impl IntoResponse for AppError {
             // the stable code only.
             tracing::error!(code, error = %self, "request failed");
         }
-        let field = match &self {
-            AppError::Validation { field, .. } => Some(field.clone()),
-            AppError::Auth(AuthError::Invalid { field, .. }) => Some((*field).to_owned()),
+        let errors = match &self {
+            AppError::Validation { field, more, .. } => {
+                let first = FieldError {
+                    field: field.clone(),
+                    detail: detail.clone(),
+                };
+                Some([vec![first], more.clone()].concat())
+            }
+            AppError::Auth(AuthError::Invalid { field, .. }) => Some(vec![FieldError {
+                field: (*field).to_owned(),
+                detail: detail.clone(),
+            }]),
             _ => None,
         };
         let body = Problem {
@@ -335,7 +378,8 @@ impl IntoResponse for AppError {
             status: status.as_u16(),
             detail,
             code,
-            field,
+            field: errors.as_ref().map(|e| e[0].field.clone()),
+            errors,
         };
         let mut res = (status, axum::Json(body)).into_response();
         res.headers_mut().insert(

@@ -23,6 +23,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::auth::router(state.clone()))
         .merge(openapi::router())
         .fallback(telemetry::not_found)
+        .layer(middleware::from_fn(telemetry::method_not_allowed))
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(middleware::from_fn(move |req, next| {
             telemetry::timeout(limits.request_timeout, req, next)

@@ -209,6 +209,84 @@ async fn every_route_answers_bad_bodies_with_problems() {
     db.finish().await;
 }
 
+/// What a new user sends by mistake gets an answer that says what to fix: every offending
+/// field at once, no Rust type names, problems for wrong methods too.
+#[tokio::test]
+async fn mistakes_get_answers_that_say_what_to_fix() {
+    let (s, db) = state(KEY).await;
+    // The scheme's name is case-insensitive.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let a = call(
+            &s,
+            "/v1/ratelimit/peek",
+            Some(&format!("{scheme} {KEY}")),
+            "application/json",
+            json!({"event": "demo", "key": "k"})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+        a.ok();
+    }
+    // Not an object: said so, without the request type's Rust name.
+    for body in [json!([]), json!("x"), json!(3), Value::Null] {
+        let a = post(&s, "/v1/tokens", body.clone()).await;
+        problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(a.body["field"], ".", "{body}");
+        assert_eq!(a.body["detail"], "expected a JSON object", "{body}");
+        let text = a.body.to_string();
+        assert!(
+            !text.contains("Request") && !text.contains("struct"),
+            "{text}"
+        );
+    }
+    // Every offending field, the first also in `field`.
+    let a = post(
+        &s,
+        "/v1/ratelimit/hit",
+        json!({"event": 5, "surprise": true, "cost": "three"}),
+    )
+    .await;
+    problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let fields: Vec<&str> = a.body["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors array: {}", a.body))
+        .iter()
+        .map(|e| {
+            assert!(e["detail"].as_str().is_some_and(|d| !d.is_empty()), "{e}");
+            e["field"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(a.body["field"], fields[0]);
+    let mut sorted = fields.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["cost", "event", "key", "surprise"], "{}", a.body);
+    // One offending field: an errors array of one.
+    let a = post(&s, "/v1/tokens", json!({"kind": "pre_auth"})).await;
+    assert_eq!(
+        a.body["errors"],
+        json!([{"field": "username", "detail": a.body["detail"]}])
+    );
+    // A wrong method: a problem, with the methods the route answers.
+    let a = send(
+        &s,
+        Request::get("/v1/tokens/consume")
+            .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    problem(&a, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_eq!(a.headers[header::ALLOW], "POST");
+    let a = send(
+        &s,
+        Request::delete("/auth/login").body(Body::empty()).unwrap(),
+    )
+    .await;
+    problem(&a, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    db.finish().await;
+}
+
 #[tokio::test]
 async fn issue_requires_exactly_the_fields_of_the_kind() {
     let (s, db) = state(KEY).await;

@@ -111,7 +111,8 @@ pub fn pending(settings: &AuthSettings, jar: CookieJar, p: &Pending) -> CookieJa
 /// one, and must be JSON (a cross-site form cannot send JSON without a CORS preflight,
 /// which Tessera never grants).
 pub async fn csrf(State(settings): State<Arc<AuthSettings>>, req: Request, next: Next) -> Response {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    let safe = [Method::GET, Method::HEAD, Method::OPTIONS];
+    if !safe.contains(req.method()) {
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let same = origin
                 .to_str()
@@ -121,7 +122,8 @@ pub async fn csrf(State(settings): State<Arc<AuthSettings>>, req: Request, next:
                 return AppError::CsrfRejected.into_response();
             }
         }
-        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+        // Only a POST carries a body here; any other method is answered 405.
+        if req.method() == Method::POST && !is_json(req.headers().get(header::CONTENT_TYPE)) {
             return AppError::UnsupportedMediaType.into_response();
         }
     }

@@ -6,8 +6,9 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
-use crate::error::AppError;
+use crate::error::{AppError, FieldError};
 
 /// A JSON body of type `T`.
 pub struct ApiJson<T>(pub T);
@@ -48,16 +49,28 @@ pub fn is_json(value: Option<&axum::http::HeaderValue>) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// Deserialises `bytes`, naming the field in the error. The body is read as JSON first, so
-/// that anything well-formed but wrong (including an enum given the wrong type, which
-/// serde_json would otherwise report as a syntax error) is a 422 naming its field.
+/// Deserialises `bytes`, naming every offending field in the error. The body is read as
+/// JSON first, so that anything well-formed but wrong (including an enum given the wrong
+/// type, which serde_json would otherwise report as a syntax error) is a 422 naming its
+/// field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
-    let value: serde_json::Value =
+    let value: Value =
         serde_json::from_slice(bytes).map_err(|e| AppError::MalformedJson(e.to_string()))?;
     refuse_control_characters(&value, "")?;
+    if !value.is_object() {
+        return Err(AppError::field(".", "expected a JSON object"));
+    }
+    match attempt::<T>(value.clone()) {
+        Ok(t) => Ok(t),
+        Err(first) => Err(AppError::fields(every_error::<T>(value, first))),
+    }
+}
+
+/// `value` as a `T`, or the first field that keeps it from being one.
+fn attempt<T: DeserializeOwned>(value: Value) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let detail = e.into_inner().to_string();
+        let detail = plain(e.into_inner().to_string());
         // A missing field is reported on its parent; the message names the field.
         let named = detail.split('`').nth(1).map(str::to_owned);
         let field = match (path.as_str(), named) {
@@ -65,8 +78,89 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
             (p, Some(f)) if detail.starts_with("missing field") => format!("{p}.{f}"),
             (p, _) => p.to_owned(),
         };
-        AppError::field(field, detail)
+        FieldError { field, detail }
     })
+}
+
+/// serde's message without the Rust names in it (`expected struct IssueRequest`).
+fn plain(detail: String) -> String {
+    match detail.find("expected struct ") {
+        Some(at) => format!("{}expected a JSON object", &detail[..at]),
+        None => detail,
+    }
+}
+
+/// Values tried in place of a field that is missing or invalid, so that the fields after
+/// it are checked too: one of them is of the field's type.
+fn stand_ins() -> [Value; 8] {
+    use serde_json::json;
+    [
+        json!(""),
+        json!("x"),
+        json!(1),
+        json!(0),
+        json!(false),
+        json!({}),
+        json!([]),
+        Value::Null,
+    ]
+}
+
+/// Every offending field of `value`, `first` first: each one found is removed (an unknown
+/// field) or stood in for (a missing or invalid one), and the body tried again; at most 32.
+fn every_error<T: DeserializeOwned>(mut value: Value, first: FieldError) -> Vec<FieldError> {
+    let mut errors = vec![first];
+    while errors.len() < 32 {
+        let last = &errors[errors.len() - 1];
+        let Some((parent, key)) = slot(&mut value, &last.field) else {
+            break;
+        };
+        if last.detail.starts_with("unknown field") {
+            parent.remove(&key);
+            match attempt::<T>(value.clone()) {
+                Ok(_) => break,
+                Err(next) => errors.push(next),
+            }
+            continue;
+        }
+        let field = last.field.clone();
+        let next = stand_ins().into_iter().find_map(|candidate| {
+            let mut tried = value.clone();
+            let (parent, key) = slot(&mut tried, &field)?;
+            parent.insert(key, candidate.clone());
+            match attempt::<T>(tried) {
+                Ok(_) => Some((candidate, None)),
+                Err(e) if e.field != field => Some((candidate, Some(e))),
+                Err(_) => None,
+            }
+        });
+        let Some((candidate, next)) = next else { break };
+        if let Some((parent, key)) = slot(&mut value, &field) {
+            parent.insert(key, candidate);
+        }
+        match next {
+            Some(e) if !errors.contains(&e) => errors.push(e),
+            _ => break,
+        }
+    }
+    errors
+}
+
+/// The object holding the field at `path` (`a`, `a.b`), and the field's name in it.
+fn slot<'v>(
+    value: &'v mut Value,
+    path: &str,
+) -> Option<(&'v mut serde_json::Map<String, Value>, String)> {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let key = parts.pop()?.to_owned();
+    if key.is_empty() || key.contains('[') {
+        return None;
+    }
+    let mut at = value;
+    for part in parts {
+        at = at.as_object_mut()?.get_mut(part)?;
+    }
+    Some((at.as_object_mut()?, key))
 }
 
 /// Refuses control characters in every string of a body, before any field is used: no
@@ -74,8 +168,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
 /// column, and a line break in a name or key would forge log lines. Free-form `data` is
 /// sealed as bytes, so there only NUL is refused (it stays refused everywhere, for the
 /// apps that store what they read back).
-fn refuse_control_characters(value: &serde_json::Value, path: &str) -> Result<(), AppError> {
-    use serde_json::Value;
+fn refuse_control_characters(value: &Value, path: &str) -> Result<(), AppError> {
     let free_form = path == "data" || path.starts_with("data.");
     let bad = |s: &str| {
         if free_form {

@@ -61,7 +61,7 @@ pub async fn require_service_key(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .map(str::trim);
     match presented {
         Some(key) if keys.accepts(key) => Ok(next.run(req).await),
@@ -72,6 +72,13 @@ pub async fn require_service_key(
             "send a service key as `Authorization: Bearer <key>`".into(),
         )),
     }
+}
+
+/// The credentials of an `Authorization: Bearer <key>` value; the scheme's name is
+/// case-insensitive (RFC 9110, section 11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, key) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(key)
 }
 
 #[cfg(test)]

@@ -74,3 +74,22 @@ pub async fn sanitize_request_id(mut req: Request, next: Next) -> Response {
 pub async fn not_found() -> AppError {
     AppError::NotFound
 }
+
+/// Gives the answer axum makes by itself, a 405 with an empty body, the service's problem
+/// format, keeping its `Allow` header.
+pub async fn method_not_allowed(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    if res.status() != axum::http::StatusCode::METHOD_NOT_ALLOWED
+        || res.headers().contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        return res;
+    }
+    let allow = res.headers().get(axum::http::header::ALLOW).cloned();
+    let mut problem = AppError::MethodNotAllowed.into_response();
+    if let Some(allow) = allow {
+        problem
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow);
+    }
+    problem
+}
