@@ -127,16 +127,8 @@ enum UserCommand {
         /// The mail address (for second-factor codes and password resets).
         #[arg(long)]
         email: Option<String>,
-        /// Read the password from the first line of standard input.
-        #[arg(long)]
-        password_stdin: bool,
-        #[arg(
-            long,
-            env = "TESSERA_USER_PASSWORD",
-            hide_env_values = true,
-            hide = true
-        )]
-        password: Option<String>,
+        #[command(flatten)]
+        password: PasswordArgs,
     },
     /// List accounts, one JSON object per line (no secrets).
     List {
@@ -145,6 +137,30 @@ enum UserCommand {
     },
     /// Refuse every login of an account.
     Disable {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The login name.
+        username: String,
+    },
+    /// Accept an account's logins again.
+    Enable {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The login name.
+        username: String,
+    },
+    /// Set an account's password, as from TESSERA_USER_PASSWORD or --password-stdin; its
+    /// sessions, logins in flight and reset links end, and its lock is cleared.
+    SetPassword {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The login name.
+        username: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Delete an account with its sessions, second factors, OIDC links and tokens.
+    Delete {
         #[command(flatten)]
         database: DatabaseArgs,
         /// The login name.
@@ -166,6 +182,39 @@ enum UserCommand {
     },
 }
 
+/// Where a password given to the CLI comes from.
+#[derive(clap::Args)]
+struct PasswordArgs {
+    /// Read the password from the first line of standard input (otherwise it is read from
+    /// TESSERA_USER_PASSWORD).
+    #[arg(long)]
+    password_stdin: bool,
+    #[arg(
+        long,
+        env = "TESSERA_USER_PASSWORD",
+        hide_env_values = true,
+        hide = true
+    )]
+    password: Option<String>,
+}
+
+impl PasswordArgs {
+    fn read(self) -> anyhow::Result<tessera_auth::hashing::Password> {
+        let password = if self.password_stdin {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        } else {
+            self.password.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "give the password in TESSERA_USER_PASSWORD or with --password-stdin"
+                )
+            })?
+        };
+        Ok(tessera_auth::hashing::Password::parse(password)?)
+    }
+}
+
 async fn user_command(command: UserCommand) -> anyhow::Result<()> {
     use tessera_auth::accounts::{self as users, Change};
     let open = |database: DatabaseArgs| async move { schema_checked(&database).await };
@@ -177,21 +226,9 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
             database,
             username,
             email,
-            password_stdin,
             password,
         } => {
-            let password = if password_stdin {
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line)?;
-                line.trim_end_matches(['\r', '\n']).to_owned()
-            } else {
-                password.ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "give the password in TESSERA_USER_PASSWORD or with --password-stdin"
-                    )
-                })?
-            };
-            let password = tessera_auth::hashing::Password::parse(password)?;
+            let password = password.read()?;
             let db = open(database).await?;
             let user = users::create(&db, name(username)?, email, password, None).await?;
             println!("{}", serde_json::to_string(&user)?);
@@ -204,27 +241,62 @@ async fn user_command(command: UserCommand) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        UserCommand::SetPassword {
+            database,
+            username,
+            password,
+        } => {
+            let password = password.read()?;
+            let (db, tokens) = open_with_tokens(&database).await?;
+            let (username, ended) =
+                users::set_password(&db, &tokens, &name(username)?, password).await?;
+            println!("set the password of `{username}`; {ended} session(s) ended");
+            return Ok(());
+        }
+        UserCommand::Delete { database, username } => {
+            let (db, tokens) = open_with_tokens(&database).await?;
+            let deleted = users::delete(&db, &tokens, &name(username)?).await?;
+            println!(
+                "deleted `{}` with {} session(s) and {} token(s)",
+                deleted.username, deleted.sessions, deleted.tokens
+            );
+            return Ok(());
+        }
         UserCommand::Disable { database, username } => (database, username, Change::Disable),
+        UserCommand::Enable { database, username } => (database, username, Change::Enable),
         UserCommand::Unlock { database, username } => (database, username, Change::Unlock),
         UserCommand::EnforceMfa { database, username } => (database, username, Change::EnforceMfa),
     };
-    let db = open(database.clone()).await?;
-    let username = name(username)?;
-    let disable = matches!(change, Change::Disable);
-    let username = users::change(&db, &username, change).await?;
-    if disable {
-        // Logins in flight end with the account: no pending second factor or OIDC
-        // exchange completes after it.
-        let (tokens, _) = open::stores(
-            db,
-            database.redis_url.as_deref(),
-            tessera_auth::throttle::default_policies(),
-            tessera_store::DEFAULT_PURGE_BATCH,
-        )
-        .await?;
-        tessera_auth::accounts::revoke_pending(&tokens, &username).await?;
-    }
+    let (db, tokens) = open_with_tokens(&database).await?;
+    let username = users::change(&db, &name(username)?, change).await?;
+    let done = match change {
+        Change::Disable => {
+            // Logins in flight end with the account: no pending second factor or OIDC
+            // exchange completes after it.
+            users::revoke_pending(&tokens, &username).await?;
+            "disabled: every login is refused, and logins in flight have ended"
+        }
+        Change::Enable => "enabled: it can sign in again",
+        Change::Unlock => "unlocked: its failure count and lock are cleared",
+        Change::EnforceMfa => "must set up a second factor before its next login completes",
+    };
+    println!("`{username}` {done}");
     Ok(())
+}
+
+/// The database (its schema checked) and the token store of `database`.
+async fn open_with_tokens(
+    database: &DatabaseArgs,
+) -> anyhow::Result<(sea_orm::DatabaseConnection, tessera_store::Tokens)> {
+    let db = schema_checked(database).await?;
+    let (tokens, _) = open::stores(
+        db.clone(),
+        database.redis_url.as_deref(),
+        tessera_auth::throttle::default_policies(),
+        tessera_store::DEFAULT_PURGE_BATCH,
+    )
+    .await?;
+    Ok((db, tokens))
 }
 
 #[tokio::main]

@@ -160,3 +160,106 @@ fn user_commands_work_on_the_embedded_default() {
     let out = run(cmd);
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"username\":\"dora\""));
 }
+
+/// What `out` printed, failing with its stderr when it did not succeed.
+fn printed(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// An account can be disabled and enabled again, given a new password by an admin (its
+/// sessions end) and deleted with everything that hangs on it; every command says what it
+/// did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_comes_back_gets_a_new_password_and_can_be_deleted() {
+    use crate::helpers::{Browser, Worker};
+    use serde_json::json;
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (url, path) = (db.url.clone(), dir.path().to_owned());
+    let w = tokio::task::spawn_blocking(move || Worker::start(&path, &["--database-url", &url]))
+        .await
+        .unwrap();
+    let mut b = Browser::new();
+    b.register(w.addr, "erin", "first password").await;
+    let login = |password: &str| json!({"username": "erin", "password": password});
+    let r = b.post(w.addr, "/auth/login", login("first password")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let said = printed(user(&db, &["disable", "erin"], None));
+    assert!(said.contains("`erin` disabled"), "{said}");
+    let r = Browser::new()
+        .post(w.addr, "/auth/login", login("first password"))
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let said = printed(user(&db, &["enable", "erin"], None));
+    assert!(said.contains("`erin` enabled"), "{said}");
+    let r = Browser::new()
+        .post(w.addr, "/auth/login", login("first password"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let said = printed(user(&db, &["unlock", "erin"], None));
+    assert!(said.contains("`erin` unlocked"), "{said}");
+    let said = printed(user(&db, &["enforce-mfa", "erin"], None));
+    assert!(
+        said.contains("`erin` must set up a second factor"),
+        "{said}"
+    );
+
+    // A new password from the admin: the old one and its sessions end.
+    let short = user(&db, &["set-password", "erin"], Some("short"));
+    assert!(!short.status.success());
+    let said = printed(user(
+        &db,
+        &["set-password", "erin"],
+        Some("second password"),
+    ));
+    assert!(said.contains("2 session(s) ended"), "{said}");
+    assert_eq!(b.get(w.addr, "/auth/me").await.status, 401);
+    let r = Browser::new()
+        .post(w.addr, "/auth/login", login("first password"))
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = b
+        .post(w.addr, "/auth/login", login("second password"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["mfa_setup_required"], true, "{}", r.body);
+
+    // Deleted: the row, its sessions and its pending login go; the name is free again.
+    let said = printed(user(&db, &["delete", "ERIN"], None));
+    assert!(said.contains("deleted `erin`"), "{said}");
+    assert!(
+        said.contains("1 token(s)"),
+        "the pending login is revoked: {said}"
+    );
+    for table in ["users", "sessions"] {
+        assert_eq!(db.count(table).await, 0, "{table}");
+    }
+    let pending = r.body["mfa_token"].as_str().unwrap();
+    let v = b
+        .post(
+            w.addr,
+            "/auth/totp/enforce-setup",
+            json!({ "mfa_token": pending }),
+        )
+        .await;
+    assert_eq!(v.status, 401, "{}", v.body);
+    let r = Browser::new()
+        .post(w.addr, "/auth/login", login("second password"))
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let missing = user(&db, &["delete", "erin"], None);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no user `erin`"));
+    printed(user(
+        &db,
+        &["create", "erin"],
+        Some("a new erin's password"),
+    ));
+    drop(w);
+    db.finish().await;
+}

@@ -131,6 +131,8 @@ pub async fn list(db: &DatabaseConnection) -> Result<Vec<UserSummary>, AuthError
 pub enum Change {
     /// Refuse every login.
     Disable,
+    /// Accept logins again.
+    Enable,
     /// Clear the failure count and any lock.
     Unlock,
     /// Require a second factor before the next login completes.
@@ -144,16 +146,15 @@ pub async fn change(
     username: &AccountName,
     change: Change,
 ) -> Result<Username, AuthError> {
-    let found = Users::find()
-        .filter(Column::UsernameKey.eq(username.key()))
-        .one(db)
-        .await?
-        .ok_or_else(|| AuthError::invalid("username", format!("no user `{username}`")))?;
+    let found = named(db, username).await?;
     let update = Users::update_many().filter(Column::Id.eq(found.id));
     match change {
-        Change::Disable => {
+        Change::Disable | Change::Enable => {
             update
-                .col_expr(Column::Disabled, Expr::value(true))
+                .col_expr(
+                    Column::Disabled,
+                    Expr::value(matches!(change, Change::Disable)),
+                )
                 .exec(db)
                 .await?;
         }
@@ -167,6 +168,87 @@ pub async fn change(
     }
     Username::parse(found.username)
         .map_err(|e| AuthError::internal(format!("stored username: {e}")))
+}
+
+/// The account named `username`, or a refusal naming the field `username`.
+async fn named(db: &DatabaseConnection, username: &AccountName) -> Result<users::Model, AuthError> {
+    Users::find()
+        .filter(Column::UsernameKey.eq(username.key()))
+        .one(db)
+        .await?
+        .ok_or_else(|| AuthError::invalid("username", format!("no user `{username}`")))
+}
+
+/// Sets the password of `username` as an admin does: see [`replace_password`].
+pub async fn set_password(
+    db: &DatabaseConnection,
+    tokens: &Tokens,
+    username: &AccountName,
+    password: Password,
+) -> Result<(Username, u64), AuthError> {
+    let user = named(db, username).await?;
+    let hash = password::hash(password).await?;
+    let ended = replace_password(db, tokens, &user, hash).await?;
+    Ok((username_of(&user)?, ended))
+}
+
+/// Gives `user` the password `hash`, and ends what the old password opened: the failure
+/// count and lock, the reset links, the logins in flight and every session. Answers how
+/// many sessions ended.
+pub async fn replace_password(
+    db: &DatabaseConnection,
+    tokens: &Tokens,
+    user: &users::Model,
+    hash: String,
+) -> Result<u64, AuthError> {
+    Users::update_many()
+        .col_expr(Column::PasswordHash, Expr::value(Some(hash)))
+        .filter(Column::Id.eq(user.id))
+        .exec(db)
+        .await?;
+    crate::lockout::record_success(db, user.id).await?;
+    let username = username_of(user)?;
+    tokens.revoke(TokenType::PasswordReset, &username).await?;
+    revoke_pending(tokens, &username).await?;
+    crate::sessions::end_all_sessions(db, user.id).await
+}
+
+/// What deleting an account removed.
+#[derive(Debug, Serialize)]
+pub struct Deleted {
+    /// The login name it had.
+    pub username: String,
+    /// Its sessions that ended.
+    pub sessions: u64,
+    /// Tokens issued for it (pending logins, links, setups) that were revoked.
+    pub tokens: u64,
+}
+
+/// Deletes the account of `username` with everything that hangs on it: every token issued
+/// for it first (so no login in flight completes), then the row, whose sessions, codes and
+/// OIDC links the database deletes with it.
+pub async fn delete(
+    db: &DatabaseConnection,
+    tokens: &Tokens,
+    username: &AccountName,
+) -> Result<Deleted, AuthError> {
+    use strum::IntoEnumIterator;
+    let user = named(db, username).await?;
+    let name = username_of(&user)?;
+    let mut revoked = 0;
+    for kind in TokenType::iter() {
+        revoked += tokens.revoke(kind, &name).await?;
+    }
+    let sessions = tessera_entity::sessions::Entity::find()
+        .filter(tessera_entity::sessions::Column::UserId.eq(user.id))
+        .count(db)
+        .await?;
+    Users::delete_by_id(user.id).exec(db).await?;
+    Ok(Deleted {
+        username: user.username,
+        sessions,
+        tokens: revoked,
+    })
 }
 
 /// The account named `username` (in any spelling of it: see [`AccountName`]).

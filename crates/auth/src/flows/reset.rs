@@ -1,7 +1,6 @@
 //! Password reset: a single-use link mailed to the accounts of an address, and the new
 //! password set with it.
 
-use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tessera_entity::{AuthEphemeralToken, EventType, TokenType, users};
 
@@ -13,7 +12,6 @@ use crate::error::AuthError;
 use crate::error::token_error;
 use crate::handle::Auth;
 use crate::hashing::{self, Password};
-use crate::lockout;
 use crate::mail;
 use crate::sessions;
 use crate::throttle;
@@ -113,24 +111,15 @@ impl Auth {
         let user = accounts::token_user(&self.db, &consumed)
             .await?
             .ok_or(AuthError::TokenRejected)?;
-        users::Entity::update_many()
-            .col_expr(users::Column::PasswordHash, Expr::value(Some(hash)))
-            .filter(users::Column::Id.eq(user.id))
-            .exec(&self.db)
-            .await?;
-        // The mailbox's owner is back in: the lock and the failure count end, and this
+        // The mailbox's owner is back in: the lock and the failure count end (and this
         // browser may sign in beyond the per-username throttle that strangers may have
-        // filled.
-        lockout::record_success(&self.db, user.id).await?;
+        // filled: the device cookie below); so do the other links, the logins in flight
+        // and the sessions the old password opened.
+        let sessions_ended =
+            accounts::replace_password(&self.db, &self.tokens, &user, hash).await?;
         // Whoever failed the second factor before the reset no longer has the password:
         // their throttled attempts do not hold the owner back either.
         throttle::clear(&self.limiter, EventType::TwoFaAttempt, &user.username).await?;
-        let username = accounts::username_of(&user)?;
-        self.tokens
-            .revoke(TokenType::PasswordReset, &username)
-            .await?;
-        accounts::revoke_pending(&self.tokens, &username).await?;
-        let sessions_ended = sessions::end_all_sessions(&self.db, user.id).await?;
         Ok(PasswordReset {
             sessions_ended,
             device: sessions::device_token(&self.settings, &user.username),
