@@ -253,7 +253,9 @@ async fn email_codes_across_workers(
     assert_eq!(en.status, 200, "{}", en.body);
     f.secrets
         .push(en.body["setup_token"].as_str().unwrap().to_owned());
-    let code = code_in(&smtp.nth_to(&dave_mail, 1).await);
+    let mail = smtp.nth_to(&dave_mail, 1).await;
+    let code = code_in(&mail);
+    assert_standard_message(&mail, &code);
     let wrong = bd
         .post(w[1], "/auth/email-otp/confirm", json!({"code": "999999"}))
         .await;
@@ -301,6 +303,7 @@ async fn password_reset_across_workers(
     }
     let reset = smtp.nth_to(dave_mail, before + 1).await;
     let token = reset_token_in(&reset);
+    assert_standard_message(&reset, &token);
     f.secrets.push(token.clone());
     let new_pw = "a brand new passphrase";
     let mut anon = Browser::new();

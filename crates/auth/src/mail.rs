@@ -4,7 +4,7 @@
 //! default — each message is written as an `.eml` file to the outbox folder and the log
 //! says where (never what: the messages carry codes).
 
-use lettre::message::Mailbox;
+use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,14 +67,18 @@ impl Mailer {
         Mailer::new(None, dir, "Tessera <tessera@localhost>").expect("a valid sender")
     }
 
-    /// Sends a plain-text mail.
-    pub async fn send(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
+    /// Sends `text` as a standard message: `Date`, `Message-ID`, `MIME-Version`, and a
+    /// `multipart/alternative` body of the text and the same as HTML.
+    pub async fn send(&self, to: &str, subject: &str, text: String) -> Result<(), MailError> {
         let to: Mailbox = to.parse().map_err(|_| MailError::Address(to.to_owned()))?;
+        let html = html_of(subject, &text);
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(subject)
-            .body(body)
+            .date_now()
+            .message_id(None)
+            .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| MailError::Address(e.to_string()))?;
         match &self.transport {
             Transport::Smtp(smtp) => {
@@ -116,6 +120,39 @@ impl Mailer {
             }
         }
     }
+}
+
+/// `text` as a small HTML document: its paragraphs, escaped, with its links clickable.
+fn html_of(subject: &str, text: &str) -> String {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let paragraphs: String = text
+        .split("\n\n")
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let lines: Vec<String> = p
+                .lines()
+                .map(|line| {
+                    let line = escape(line.trim());
+                    if line.starts_with("https://") || line.starts_with("http://") {
+                        format!("<a href=\"{line}\">{line}</a>")
+                    } else {
+                        line
+                    }
+                })
+                .collect();
+            format!("<p>{}</p>\n", lines.join("<br>\n"))
+        })
+        .collect();
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{}</title></head>\n\
+         <body style=\"font-family: sans-serif; line-height: 1.5\">\n{paragraphs}</body></html>\n",
+        escape(subject)
+    )
 }
 
 /// Every message text Tessera sends.
@@ -165,5 +202,19 @@ mod tests {
             mailer.send("not an address", "x", "y".into()).await,
             Err(MailError::Address(_))
         ));
+    }
+
+    #[test]
+    fn the_html_part_escapes_and_links() {
+        let html = html_of(
+            "Reset <x>",
+            "Hi `a<b>`.\n\nOpen:\nhttps://x.example/r#token=1&2\n",
+        );
+        assert!(html.contains("<title>Reset &lt;x&gt;</title>"), "{html}");
+        assert!(html.contains("<p>Hi `a&lt;b&gt;`.</p>"), "{html}");
+        assert!(
+            html.contains("<a href=\"https://x.example/r#token=1&amp;2\">"),
+            "{html}"
+        );
     }
 }

@@ -96,6 +96,45 @@ impl Drop for SmtpSink {
     }
 }
 
+/// Checks with an independent parser, the `email` package of Python's standard library,
+/// that `mail` is a standard message: `Date` (a valid date), `Message-ID`, `MIME-Version`,
+/// and a `multipart/alternative` body whose text and HTML parts both carry `needle`.
+pub fn assert_standard_message(mail: &str, needle: &str) {
+    use std::io::Write;
+    const CHECK: &str = r#"
+import email, email.policy, email.utils, sys
+m = email.message_from_string(sys.stdin.read(), policy=email.policy.default)
+for h in ("Date", "Message-ID", "MIME-Version", "From", "To", "Subject"):
+    assert m[h], "no " + h + " header"
+email.utils.parsedate_to_datetime(m["Date"])
+assert m.get_content_type() == "multipart/alternative", m.get_content_type()
+plain = m.get_body(("plain",)).get_content()
+html = m.get_body(("html",)).get_content()
+assert sys.argv[1] in plain, plain
+assert sys.argv[1] in html, html
+assert html.lstrip().lower().startswith("<!doctype html>"), html
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", CHECK, needle])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(mail.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not a standard message: {}\n{mail}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The 6-digit code in a mail.
 pub fn code_in(mail: &str) -> String {
     let at = mail.find("is: ").expect("the mail names a code") + 4;
