@@ -52,6 +52,9 @@ enum OidcCommand {
         keys: KeyArgs,
         #[command(flatten)]
         provider: ProviderArgs,
+        /// Add it without fetching its discovery document first.
+        #[arg(long)]
+        no_check: bool,
     },
     /// List the providers (one JSON object per line, no secrets).
     List {
@@ -301,13 +304,18 @@ async fn open_with_tokens(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match std::env::var("TESSERA_LOG_FORMAT").as_deref() {
+        Ok("json") => logs.json().init(),
+        Ok("text") | Err(_) => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        Ok(other) => anyhow::bail!("TESSERA_LOG_FORMAT is `text` or `json`, not `{other}`"),
+    }
     match Cli::parse().command {
         Command::Serve(config) => {
             let app = Application::build(*config).await?;
@@ -354,7 +362,22 @@ async fn oidc_command(command: OidcCommand) -> anyhow::Result<()> {
             database,
             keys,
             provider,
+            no_check,
         } => {
+            if !no_check {
+                let issuer = &provider.issuer;
+                oidc::OidcClients::default()
+                    .check_issuer(issuer)
+                    .await
+                    .map_err(|why| {
+                        anyhow::anyhow!(
+                            "the issuer `{issuer}` did not answer with a discovery document \
+                             ({}/.well-known/openid-configuration): {why}\n\
+                             Check --issuer, or add the provider anyway with --no-check.",
+                            issuer.trim_end_matches('/')
+                        )
+                    })?;
+            }
             let ring = keys.ring(&database)?;
             let db = schema_checked(&database).await?;
             let added = oidc::add_provider(&db, &ring, provider.into()).await?;

@@ -44,23 +44,33 @@ async fn keys_rotate_reseals_totp_secrets_under_the_new_key() {
         .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     drop(w);
-    // An OIDC client secret, sealed under the old key too.
-    let mut add = crate::helpers::tessera(dir.path());
-    add.args([
-        "oidc",
-        "add",
-        "corp",
-        "--issuer",
-        "https://idp.example",
-        "--client-id",
-        "tessera",
-        "--client-secret",
-        "corp-client-secret",
-        "--database-url",
-        &url,
-    ])
-    .env("TESSERA_SECRET_KEY", old_key);
-    let out = crate::helpers::run(add);
+    // An OIDC client secret, sealed under the old key too. Its issuer does not answer
+    // (nothing listens on its port): refused unless added with --no-check.
+    let issuer = format!("http://127.0.0.1:{}", free_port());
+    let add = |check: bool| {
+        let mut add = crate::helpers::tessera(dir.path());
+        add.args(["oidc", "add", "corp", "--issuer", &issuer])
+            .args([
+                "--client-id",
+                "tessera",
+                "--client-secret",
+                "corp-client-secret",
+            ])
+            .args(["--database-url", &url])
+            .args(if check { &[][..] } else { &["--no-check"][..] })
+            .env("TESSERA_SECRET_KEY", old_key);
+        crate::helpers::run(add)
+    };
+    let refused = add(true);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        said.contains("did not answer with a discovery document")
+            && said.contains("/.well-known/openid-configuration")
+            && said.contains("--no-check"),
+        "{said}"
+    );
+    let out = add(false);
     assert!(
         out.status.success(),
         "{}",

@@ -213,6 +213,24 @@ impl OidcClients {
         }
     }
 
+    /// Fetches `issuer`'s discovery document now, bypassing the cache, to check that the
+    /// issuer answers as an OpenID provider (`tessera oidc add`); the error says why not.
+    pub async fn check_issuer(&self, issuer: &str) -> Result<(), String> {
+        let url = IssuerUrl::new(issuer.to_owned()).map_err(|e| format!("not a URL: {e}"))?;
+        CoreProviderMetadata::discover_async(url, &self.http)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                let mut why = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    why = format!("{why}: {s}");
+                    source = s.source();
+                }
+                why
+            })
+    }
+
     /// The cache's answer for `issuer`: a document younger than `limit`, or a failure
     /// younger than [`FAILURE_TTL`]; `None` when it has to be fetched.
     fn cached(
