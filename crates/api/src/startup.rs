@@ -78,6 +78,15 @@ impl Application {
             .map_err(|e| StartupError::Config(format!("TESSERA_TRUSTED_PROXIES: {e}")))?
             .with_ipv6_prefix(config.ipv6_prefix)
             .map_err(|e| StartupError::Config(format!("TESSERA_IPV6_PREFIX: {e}")))?;
+        if config.auth.public_url.is_none() && (redis_url.is_some() || !config.database.is_sqlite())
+        {
+            tracing::warn!(
+                public_url = %state.auth.settings.public_url,
+                "TESSERA_PUBLIC_URL is not set on a shared store: this worker builds mail links \
+                 and the CSRF origin from its own listen address; set it to the URL users reach, \
+                 the same on every worker"
+            );
+        }
         if state.api_keys.is_empty() {
             tracing::warn!("no TESSERA_API_KEYS configured: /v1 refuses every request");
         }

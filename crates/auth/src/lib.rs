@@ -28,6 +28,7 @@
 //! - [`flows`]: login, second factor, TOTP and email-code setup, password reset, OIDC.
 
 pub mod accounts;
+pub mod audit;
 pub mod error;
 pub mod factors;
 pub mod flows;

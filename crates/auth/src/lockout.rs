@@ -96,6 +96,11 @@ pub async fn second_factor_failed(
             seconds,
             "account locked after repeated second-factor failures"
         );
+        crate::audit::record(
+            crate::audit::Event::Lock,
+            crate::audit::Outcome::Success,
+            &u.username,
+        );
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 use tessera_entity::{AuthEphemeralToken, Challenge, TokenType, users};
 
 use crate::accounts;
+use crate::audit::{self, Event, Outcome};
 use crate::error::AuthError;
 use crate::handle::Auth;
 use crate::sessions;
@@ -77,6 +78,7 @@ impl Auth {
         )
         .await?;
         metrics::counter!("tessera_logins_total", "outcome" => "session").increment(1);
+        audit::record(Event::SignIn, Outcome::Success, &user.username);
         Ok(SignedIn {
             username: user.username.clone(),
             session,
@@ -94,6 +96,9 @@ impl Auth {
         let methods = accounts::methods(user);
         let username = accounts::username_of(user)?;
         let challenge = Challenge::generate();
+        if !methods.is_empty() || user.mfa_enforce_pending {
+            audit::record(Event::SignIn, Outcome::Pending, &user.username);
+        }
         if !methods.is_empty() {
             let token = AuthEphemeralToken::new_pre_auth(username, Some(challenge.clone()));
             let pending = self.pending(token, challenge).await?;

@@ -7,6 +7,7 @@ use tessera_entity::{AuthEphemeralToken, EventType, TokenType, users};
 use tessera_store::UserToken;
 
 use crate::accounts;
+use crate::audit::{self, Event, Outcome};
 use crate::error::AuthError;
 use crate::error::token_error;
 use crate::factors::{codes, email};
@@ -85,6 +86,8 @@ impl Auth {
                     .is_ok())
         };
         self.second_factor(&user, check).await?;
-        email::enable_factor(&self.db, user.id, users::Column::EmailOtpEnabled).await
+        email::enable_factor(&self.db, user.id, users::Column::EmailOtpEnabled).await?;
+        audit::record(Event::EmailOtpEnabled, Outcome::Success, &user.username);
+        Ok(())
     }
 }

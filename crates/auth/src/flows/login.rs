@@ -4,6 +4,7 @@ use tessera_entity::{AccountName, EventType, users};
 
 use super::common::{Client, LoginOutcome};
 use crate::accounts::{self, UserSummary};
+use crate::audit::{self, Event, Outcome};
 use crate::error::AuthError;
 use crate::handle::Auth;
 use crate::hashing::{self, Password, Priority};
@@ -29,7 +30,10 @@ impl Auth {
         // As at login: the hashing place first, so an overloaded worker writes nothing.
         let place = hashing::reserve(Priority::Anyone)?;
         throttle::throttle(&self.limiter, EventType::LoginIp, &client.key).await?;
-        accounts::create(&self.db, username, Some(email), password, Some(place)).await
+        let created =
+            accounts::create(&self.db, username, Some(email), password, Some(place)).await?;
+        audit::record(Event::Register, Outcome::Success, &created.username);
+        Ok(created)
     }
 
     /// The password step. `device` is the device cookie the browser sent, if any.
@@ -79,6 +83,7 @@ impl Auth {
             (Some(u), Some(a), Some(k)) if good && !u.disabled => (u, a, k),
             _ => {
                 metrics::counter!("tessera_logins_total", "outcome" => "failure").increment(1);
+                audit::record(Event::SignIn, Outcome::Failure, username);
                 return Err(AuthError::InvalidCredentials);
             }
         };
@@ -96,9 +101,12 @@ impl Auth {
 
     /// Ends the session of a cookie's value (nothing to do without one).
     pub async fn logout(&self, session: Option<&str>) -> Result<(), AuthError> {
-        match session {
-            Some(value) => sessions::end_session(&self.db, value).await,
-            None => Ok(()),
+        let Some(value) = session else {
+            return Ok(());
+        };
+        if let Ok(user) = sessions::session_user(&self.db, Some(value)).await {
+            audit::record(Event::SessionEnded, Outcome::Success, &user.username);
         }
+        sessions::end_session(&self.db, value).await
     }
 }

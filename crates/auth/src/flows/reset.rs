@@ -8,6 +8,7 @@ use super::common::Client;
 use tessera_store::UserToken;
 
 use crate::accounts;
+use crate::audit::{self, Event, Outcome};
 use crate::error::AuthError;
 use crate::error::token_error;
 use crate::handle::Auth;
@@ -39,11 +40,13 @@ impl Auth {
         }
         throttle::throttle(&self.limiter, EventType::PasswordResetIp, &client.key).await?;
         let auth = self.clone();
-        tokio::spawn(async move {
+        // In the request's span, so its log lines carry the request's id and address.
+        let task = async move {
             if let Err(e) = auth.send_reset_links(&email).await {
                 tracing::warn!(error = %e, "password reset mail not sent");
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(task));
         Ok(())
     }
 
@@ -79,6 +82,11 @@ impl Auth {
                 .mailer
                 .send(email, "Reset your password", body)
                 .await?;
+            audit::record(
+                Event::PasswordResetRequested,
+                Outcome::Success,
+                &user.username,
+            );
         }
         Ok(())
     }
@@ -111,6 +119,7 @@ impl Auth {
         let user = accounts::token_user(&self.db, &consumed)
             .await?
             .ok_or(AuthError::TokenRejected)?;
+        audit::record(Event::PasswordReset, Outcome::Success, &user.username);
         // The mailbox's owner is back in: the lock and the failure count end (and this
         // browser may sign in beyond the per-username throttle that strangers may have
         // filled: the device cookie below); so do the other links, the logins in flight

@@ -7,6 +7,7 @@ use super::common::{Client, SignedIn, challenge_of};
 use tessera_store::UserToken;
 
 use crate::accounts;
+use crate::audit::{self, Event, Outcome};
 use crate::error::AuthError;
 use crate::error::{Conflict, token_error};
 use crate::factors::{backup, email, totp};
@@ -115,10 +116,12 @@ impl Auth {
             // A factor the account holder controls was proven: the failures were theirs.
             lockout::record_success(&self.db, user.id).await?;
             throttle::clear(&self.limiter, EventType::TwoFaAttempt, &user.username).await?;
+            audit::record(Event::SecondFactor, Outcome::Success, &user.username);
             Ok(())
         } else {
             lockout::second_factor_failed(&self.db, &self.settings, user).await?;
             metrics::counter!("tessera_logins_total", "outcome" => "failure").increment(1);
+            audit::record(Event::SecondFactor, Outcome::Failure, &user.username);
             Err(AuthError::InvalidCode)
         }
     }

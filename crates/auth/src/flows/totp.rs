@@ -8,6 +8,7 @@ use tessera_entity::{Challenge, TokenType, backup_codes, users};
 
 use super::common::{Client, SignedIn, challenge_of};
 use crate::accounts;
+use crate::audit::{self, Event, Outcome};
 use crate::error::AuthError;
 use crate::error::Conflict;
 use crate::factors::{backup, codes, totp};
@@ -91,6 +92,7 @@ impl Auth {
             .exec(&self.db)
             .await?;
         accounts::revoke_pending(&self.tokens, &accounts::username_of(&user)?).await?;
+        audit::record(Event::TotpDisabled, Outcome::Success, &user.username);
         self.status_of(user.id, false).await
     }
 
@@ -102,7 +104,13 @@ impl Auth {
         code: &str,
     ) -> Result<Vec<String>, AuthError> {
         let user = self.reauthenticate(session, password, code).await?;
-        backup::replace_backup_codes(&self.db, user.id).await
+        let codes = backup::replace_backup_codes(&self.db, user.id).await?;
+        audit::record(
+            Event::BackupCodesRegenerated,
+            Outcome::Success,
+            &user.username,
+        );
+        Ok(codes)
     }
 
     /// Starts the setup an admin requires, on a pending login (`mfa_setup_required`).
@@ -191,7 +199,9 @@ impl Auth {
             challenge,
             pending,
         )
-        .await
+        .await?;
+        audit::record(Event::TotpEnabled, Outcome::Success, &user.username);
+        Ok(())
     }
 
     /// Checks the password and a TOTP code of the signed-in user (to turn TOTP off or
