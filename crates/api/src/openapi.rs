@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::Problem;
-use crate::routes::auth::{email_otp, login, oidc, reset, totp};
+use crate::routes::auth::{account, email_otp, login, oidc, reset, totp};
 use crate::routes::v1::{admin, ratelimit, tokens};
 use crate::state::AppState;
 
@@ -24,7 +24,9 @@ use crate::state::AppState;
         login::register, login::login, login::verify, login::email_send,
         totp::totp_setup, totp::totp_confirm, totp::totp_status, totp::totp_disable,
         totp::regenerate_backup_codes, totp::enforce_setup, totp::enforce_confirm,
-        email_otp::email_otp_enable, email_otp::email_otp_confirm,
+        email_otp::email_otp_enable, email_otp::email_otp_confirm, email_otp::email_otp_disable,
+        account::change_password, account::change_email, account::confirm_email,
+        account::delete_account,
         reset::reset_request, reset::reset_confirm, login::me, login::logout,
         oidc::start, oidc::callback, oidc::exchange,
     ),

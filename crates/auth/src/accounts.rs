@@ -79,16 +79,7 @@ pub async fn create(
         return Err(username_taken(&username));
     }
     if let Some(e) = &email {
-        let sharing = Users::find()
-            .filter(Column::Email.eq(e.as_str()))
-            .count(db)
-            .await?;
-        if sharing >= ACCOUNTS_PER_ADDRESS {
-            return Err(AuthError::conflict(
-                Conflict::TooManyAccountsForAddress,
-                format!("an address may belong to at most {ACCOUNTS_PER_ADDRESS} accounts"),
-            ));
-        }
+        address_has_room(db, e).await?;
     }
     let hash = match place {
         Some(place) => password::hash_in(place, password).await?,
@@ -108,6 +99,21 @@ pub async fn create(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Refuses an address that already has its share of accounts.
+pub async fn address_has_room(db: &DatabaseConnection, email: &str) -> Result<(), AuthError> {
+    let sharing = Users::find()
+        .filter(Column::Email.eq(email))
+        .count(db)
+        .await?;
+    if sharing >= ACCOUNTS_PER_ADDRESS {
+        return Err(AuthError::conflict(
+            Conflict::TooManyAccountsForAddress,
+            format!("an address may belong to at most {ACCOUNTS_PER_ADDRESS} accounts"),
+        ));
+    }
+    Ok(())
 }
 
 /// Accounts one mail address may have.
@@ -188,18 +194,19 @@ pub async fn set_password(
 ) -> Result<(Username, u64), AuthError> {
     let user = named(db, username).await?;
     let hash = password::hash(password).await?;
-    let ended = replace_password(db, tokens, &user, hash).await?;
+    let ended = replace_password(db, tokens, &user, hash, None).await?;
     Ok((username_of(&user)?, ended))
 }
 
 /// Gives `user` the password `hash`, and ends what the old password opened: the failure
-/// count and lock, the reset links, the logins in flight and every session. Answers how
-/// many sessions ended.
+/// count and lock, the reset links, the logins in flight and every session but the one of
+/// the cookie `keep`. Answers how many sessions ended.
 pub async fn replace_password(
     db: &DatabaseConnection,
     tokens: &Tokens,
     user: &users::Model,
     hash: String,
+    keep: Option<&str>,
 ) -> Result<u64, AuthError> {
     Users::update_many()
         .col_expr(Column::PasswordHash, Expr::value(Some(hash)))
@@ -210,7 +217,7 @@ pub async fn replace_password(
     let username = username_of(user)?;
     tokens.revoke(TokenType::PasswordReset, &username).await?;
     revoke_pending(tokens, &username).await?;
-    crate::sessions::end_all_sessions(db, user.id).await
+    crate::sessions::end_other_sessions(db, user.id, keep).await
 }
 
 /// What deleting an account removed.
@@ -232,8 +239,16 @@ pub async fn delete(
     tokens: &Tokens,
     username: &AccountName,
 ) -> Result<Deleted, AuthError> {
+    delete_user(db, tokens, named(db, username).await?).await
+}
+
+/// Deletes `user`: see [`delete`].
+pub async fn delete_user(
+    db: &DatabaseConnection,
+    tokens: &Tokens,
+    user: users::Model,
+) -> Result<Deleted, AuthError> {
     use strum::IntoEnumIterator;
-    let user = named(db, username).await?;
     let name = username_of(&user)?;
     let mut revoked = 0;
     for kind in TokenType::iter() {

@@ -30,6 +30,16 @@ pub enum Event {
     PasswordReset,
     /// A session ended (signing out).
     SessionEnded,
+    /// The signed-in holder changed the password.
+    PasswordChanged,
+    /// A change of mail address was asked for (a link mailed to the new address).
+    EmailChangeRequested,
+    /// A new mail address was confirmed.
+    EmailChanged,
+    /// Mailed codes stopped being a second factor.
+    EmailOtpDisabled,
+    /// The holder deleted the account.
+    AccountDeleted,
 }
 
 /// How it ended.

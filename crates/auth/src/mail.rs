@@ -165,6 +165,15 @@ pub mod messages {
         )
     }
 
+    /// The body of the mail to a new address of `username`, with its `link` and `token`.
+    pub fn email_change(username: &str, link: &str, token: &str) -> String {
+        format!(
+            "The account `{username}` asked to use this address for its mail.\n\nTo confirm, \
+             open:\n{link}\n\nThe link works once, within an hour. The token, for apps: \
+             {token}\n\nIf it was not you, ignore this mail: nothing changes.\n"
+        )
+    }
+
     /// The body of a password-reset mail for `username`, with its `link` and `token`.
     pub fn password_reset(username: &str, link: &str, token: &str) -> String {
         format!(

@@ -111,11 +111,20 @@ pub async fn end_session(db: &DatabaseConnection, cookie: &str) -> Result<(), Au
 
 /// Ends every session of a user (password reset).
 pub async fn end_all_sessions(db: &DatabaseConnection, user_id: i64) -> Result<u64, AuthError> {
-    Ok(sessions::Entity::delete_many()
-        .filter(sessions::Column::UserId.eq(user_id))
-        .exec(db)
-        .await?
-        .rows_affected)
+    end_other_sessions(db, user_id, None).await
+}
+
+/// Ends every session of a user but the one of the cookie `keep` (a password change).
+pub async fn end_other_sessions(
+    db: &DatabaseConnection,
+    user_id: i64,
+    keep: Option<&str>,
+) -> Result<u64, AuthError> {
+    let mut ending = sessions::Entity::delete_many().filter(sessions::Column::UserId.eq(user_id));
+    if let Some(cookie) = keep {
+        ending = ending.filter(sessions::Column::IdHash.ne(sha256(cookie.as_bytes())));
+    }
+    Ok(ending.exec(db).await?.rows_affected)
 }
 
 /// SHA-256 of `bytes`: what is stored of a session cookie, and how counters name a token.

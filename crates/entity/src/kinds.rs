@@ -41,6 +41,8 @@ pub enum TokenType {
     /// A TOTP setup in progress: the pending secret and backup codes, bound to the session
     /// (or enforcement login) that asked for it, so nobody else can confirm or read them.
     TotpSetup,
+    /// A new mail address waiting for its owner to confirm it: the address in `data`.
+    EmailChange,
 }
 
 impl TokenType {
@@ -55,6 +57,7 @@ impl TokenType {
             TokenType::Download => "tsr_dl_",
             TokenType::MfaEnforce => "tsr_me_",
             TokenType::TotpSetup => "tsr_ts_",
+            TokenType::EmailChange => "tsr_ec_",
         }
     }
 
@@ -64,7 +67,7 @@ impl TokenType {
             TokenType::PreAuth | TokenType::MfaEnforce => 5 * 60,
             TokenType::OidcState => 10 * 60,
             TokenType::OidcExchange => 60,
-            TokenType::PasswordReset => 60 * 60,
+            TokenType::PasswordReset | TokenType::EmailChange => 60 * 60,
             TokenType::EmailOtpSetup | TokenType::TotpSetup => 10 * 60,
             TokenType::Download => 5 * 60,
         }
@@ -127,7 +130,8 @@ mod tests {
                 "email_otp_setup",
                 "download",
                 "mfa_enforce",
-                "totp_setup"
+                "totp_setup",
+                "email_change"
             ]
         );
         for t in TokenType::iter() {

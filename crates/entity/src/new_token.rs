@@ -212,6 +212,14 @@ impl AuthEphemeralToken {
         t
     }
 
+    /// A change of `username`'s mail address to `email`, confirmed by a link mailed there.
+    pub fn new_email_change(username: Username, email: String) -> Self {
+        let mut t = Self::base(TokenType::EmailChange);
+        t.username = Some(username);
+        t.payload.data = Some(serde_json::json!({ "email": email }));
+        t
+    }
+
     /// Binds the token to a challenge: consuming or peeking then requires the same value.
     pub fn with_challenge(mut self, challenge: Challenge) -> Self {
         self.challenge = Some(challenge);

@@ -271,6 +271,15 @@ impl<'a> At<'a> {
         }
     }
 
+    /// A GET of `path`.
+    pub async fn get(&self, path: &str) -> Answer {
+        let mut req = Request::get(path);
+        if !self.cookies.is_empty() {
+            req = req.header(header::COOKIE, self.cookies.join("; "));
+        }
+        send(self.state, req.body(Body::empty()).unwrap()).await
+    }
+
     /// A TOTP `code` for the pending login `mfa_token`.
     pub async fn verify(&self, mfa_token: &str, code: &str) -> Answer {
         let body = json!({"mfa_token": mfa_token, "code": code});

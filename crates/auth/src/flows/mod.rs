@@ -3,9 +3,10 @@
 //!
 //! Every step may land on a different worker: what one step hands to the next is a token
 //! in the store (`pre_auth`, `mfa_enforce`, `totp_setup`, `email_otp_setup`,
-//! `password_reset`, `oidc_state`, `oidc_exchange`), bound to a challenge the browser
+//! `password_reset`, `email_change`, `oidc_state`, `oidc_exchange`), bound to a challenge the browser
 //! holds in an HttpOnly cookie where a script could otherwise steal it.
 
+mod account;
 mod common;
 mod email_otp;
 mod login;
@@ -14,6 +15,7 @@ mod reset;
 mod second_factor;
 mod totp;
 
+pub use account::Proof;
 pub use common::{Client, LoginOutcome, Pending, SignedIn};
 pub use email_otp::EmailOtpSetup;
 pub use oidc::{CallbackOutcome, OidcStart};

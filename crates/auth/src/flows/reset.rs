@@ -125,7 +125,7 @@ impl Auth {
         // filled: the device cookie below); so do the other links, the logins in flight
         // and the sessions the old password opened.
         let sessions_ended =
-            accounts::replace_password(&self.db, &self.tokens, &user, hash).await?;
+            accounts::replace_password(&self.db, &self.tokens, &user, hash, None).await?;
         // Whoever failed the second factor before the reset no longer has the password:
         // their throttled attempts do not hold the owner back either.
         throttle::clear(&self.limiter, EventType::TwoFaAttempt, &user.username).await?;

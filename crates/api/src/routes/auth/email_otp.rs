@@ -5,6 +5,7 @@ use axum_extra::extract::CookieJar;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::account::ProofRequest;
 use super::answers::AuthErrors;
 use super::call::Call;
 use crate::error::AppError;
@@ -77,4 +78,22 @@ pub async fn email_otp_confirm(
             email_otp_enabled: true,
         }),
     ))
+}
+
+/// Stop mailed codes being a second factor (the password, or a TOTP code for an account
+/// without one).
+#[utoipa::path(post, path = "/auth/email-otp/disable", tag = "auth", request_body = ProofRequest,
+    responses((status = 200, description = "Success", body = EmailOtpStatus),
+        (status = 401, description = "not_authenticated, invalid_credentials or invalid_code", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, BodyProblems))]
+pub async fn email_otp_disable(
+    call: Call,
+    ApiJson(req): ApiJson<ProofRequest>,
+) -> Result<Json<EmailOtpStatus>, AppError> {
+    call.auth()
+        .email_otp_disable(call.cookie(SESSION), req.into())
+        .await?;
+    Ok(Json(EmailOtpStatus {
+        email_otp_enabled: false,
+    }))
 }

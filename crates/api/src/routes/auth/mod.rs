@@ -1,6 +1,7 @@
 //! `/auth`: the end-user login flows over HTTP. Each handler extracts the body and the
 //! cookies, makes one call into tessera-auth, and answers its outcome as JSON and cookies.
 
+pub mod account;
 pub mod answers;
 pub mod call;
 pub mod email_otp;
@@ -36,6 +37,14 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/auth/email-otp/confirm",
             post(email_otp::email_otp_confirm),
         )
+        .route(
+            "/auth/email-otp/disable",
+            post(email_otp::email_otp_disable),
+        )
+        .route("/auth/password/change", post(account::change_password))
+        .route("/auth/email/change", post(account::change_email))
+        .route("/auth/email/confirm", post(account::confirm_email))
+        .route("/auth/account/delete", post(account::delete_account))
         .route("/auth/password-reset/request", post(reset::reset_request))
         .route("/auth/password-reset/confirm", post(reset::reset_confirm))
         .route("/auth/me", get(login::me))

@@ -220,6 +220,15 @@ fn new_token(r: IssueRequest) -> Result<AuthEphemeralToken, AppError> {
             data.take()
                 .ok_or_else(|| AppError::field("data", format!("required for {kind}")))?,
         ),
+        K::EmailChange => {
+            let email = data
+                .take()
+                .and_then(|d| d.get("email").and_then(|e| e.as_str()).map(str::to_owned))
+                .ok_or_else(|| {
+                    AppError::field("data", format!("`{{\"email\": ...}}` required for {kind}"))
+                })?;
+            AuthEphemeralToken::new_email_change(username(r.username, kind)?, email)
+        }
         K::MfaEnforce => AuthEphemeralToken::new_mfa_enforce(
             username(r.username, kind)?,
             challenge
