@@ -104,6 +104,17 @@ pub struct AuthArgs {
     #[arg(long, env = "TESSERA_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Other origins whose browser apps may call `/auth` with credentials, comma-separated
+    /// exact origins (`https://app.example.com`; never `*`): their preflights are answered
+    /// and their `Origin` passes the CSRF check.
+    #[arg(long, env = "TESSERA_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// `Domain` of the cookies, for apps on sibling subdomains (`example.com` when the
+    /// public URL is `https://auth.example.com`); unset: cookies are host-only.
+    #[arg(long, env = "TESSERA_COOKIE_DOMAIN")]
+    pub cookie_domain: Option<String>,
+
     /// SMTP server for mail, for example `smtp://127.0.0.1:2525` (`smtps://` for TLS, user
     /// and password in the URL). Unset: mail is written to the outbox folder.
     #[arg(long, env = "TESSERA_SMTP_URL", hide_env_values = true)]
@@ -172,6 +183,21 @@ impl AuthArgs {
         let public_url = public_url.trim_end_matches('/').to_owned();
         let public_origin =
             origin_of(&public_url).map_err(|e| format!("TESSERA_PUBLIC_URL: {e}"))?;
+        let cors_origins = self
+            .cors_origins
+            .iter()
+            .map(|o| o.trim())
+            .filter(|o| !o.is_empty())
+            .map(tessera_auth::settings::exact_origin)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("TESSERA_CORS_ORIGINS: {e}"))?;
+        let cookie_domain = self
+            .cookie_domain
+            .as_deref()
+            .filter(|d| !d.trim().is_empty())
+            .map(|d| tessera_auth::settings::cookie_domain_for(d, &public_origin))
+            .transpose()
+            .map_err(|e| format!("TESSERA_COOKIE_DOMAIN: {e}"))?;
         let mailer = tessera_auth::mail::Mailer::new(
             self.smtp_url.as_deref(),
             self.outbox_dir.clone(),
@@ -190,6 +216,8 @@ impl AuthArgs {
             oidc_create_users: self.oidc_create_users,
             oidc: Default::default(),
             secure_cookies: public_origin.starts_with("https://"),
+            cors_origins,
+            cookie_domain,
             public_url,
             public_origin,
             registration: self.registration,

@@ -478,3 +478,84 @@ async fn an_unknown_user_takes_as_long_as_a_wrong_password() {
     eprintln!("median login failure: unknown user {u:?}, wrong password {w:?} (ratio {ratio:.2})");
     assert!((0.5..2.0).contains(&ratio), "unknown {u:?} vs wrong {w:?}");
 }
+
+/// A browser app on another origin: only a configured one gets its preflight answered and
+/// its credentialed requests through the CSRF check; cookies carry the configured domain.
+#[tokio::test]
+async fn another_origin_gets_in_only_when_configured() {
+    let app = "https://app.example.com";
+    let (state, _db, _o) = app_state(|s| {
+        s.public_url = "https://auth.example.com".into();
+        s.public_origin = "https://auth.example.com".into();
+        s.cors_origins = vec![app.into()];
+        s.cookie_domain = Some("example.com".into());
+    })
+    .await;
+    register(&state, "cora", "correct horse").await;
+    let preflight = |origin: &'static str| {
+        Request::options("/auth/login")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let ok = send(&state, preflight(app)).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(ok.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], app);
+    assert_eq!(ok.headers[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+    let methods = ok.headers[header::ACCESS_CONTROL_ALLOW_METHODS]
+        .to_str()
+        .unwrap();
+    assert!(methods.contains("POST"), "{methods}");
+    let evil = send(&state, preflight("https://evil.example")).await;
+    assert!(
+        !evil
+            .headers
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    );
+
+    let login = |origin: &'static str| {
+        Request::post("/auth/login")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ORIGIN, origin)
+            .body(Body::from(
+                json!({"username": "cora", "password": "correct horse"}).to_string(),
+            ))
+            .unwrap()
+    };
+    let r = send(&state, login(app)).await;
+    r.ok();
+    assert_eq!(r.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], app);
+    let session = set_cookie(&r, "tessera_session").unwrap();
+    assert!(session.contains("Domain=example.com"), "{session}");
+    assert!(
+        session.contains("Secure") && session.contains("HttpOnly"),
+        "{session}"
+    );
+    problem(
+        &send(&state, login("https://evil.example")).await,
+        StatusCode::FORBIDDEN,
+        "csrf_rejected",
+    );
+    let out = json_post(
+        &state,
+        "/auth/logout",
+        json!({}),
+        Some(&cookie_value(&session)),
+    )
+    .await;
+    let cleared = set_cookie(&out, "tessera_session").unwrap();
+    assert!(cleared.contains("Domain=example.com"), "{cleared}");
+
+    // Without TESSERA_CORS_ORIGINS: no CORS answer for anyone, and the preflight is a 405
+    // problem like any method a route does not have.
+    let (plain, _db2, _o2) = app_state(|_| {}).await;
+    let none = send(&plain, preflight(app)).await;
+    problem(&none, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert!(
+        !none
+            .headers
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    );
+}

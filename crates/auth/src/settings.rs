@@ -20,6 +20,12 @@ pub struct AuthSettings {
     pub public_origin: String,
     /// Cookies carry `Secure` (the public URL is https).
     pub secure_cookies: bool,
+    /// Other origins allowed to call `/auth` from a browser with credentials (an app on
+    /// another origin): their `Origin` passes the CSRF check and their preflights are
+    /// answered. Exact origins, never `*`.
+    pub cors_origins: Vec<String>,
+    /// The `Domain` of every cookie, for apps on sibling subdomains; `None`: host-only.
+    pub cookie_domain: Option<String>,
     /// `POST /auth/register` is open.
     pub registration: bool,
     /// How long a session lasts.
@@ -67,7 +73,54 @@ pub fn origin_of(url: &str) -> Result<String, String> {
     Ok(format!("{scheme}://{}", host.to_ascii_lowercase()))
 }
 
+/// `origin` if it is an exact origin (`scheme://host[:port]`, nothing after it), in its
+/// canonical (lower-case) form; `*` and anything with a path are refused.
+pub fn exact_origin(origin: &str) -> Result<String, String> {
+    let canonical = origin_of(origin)?;
+    if !canonical.eq_ignore_ascii_case(origin.trim_end_matches('/')) || origin.contains('*') {
+        return Err(format!(
+            "`{origin}` is not an exact origin (scheme://host[:port])"
+        ));
+    }
+    Ok(canonical)
+}
+
+/// `domain` if it is a cookie domain the public URL's host lies in (the host itself or a
+/// parent of it), lower-cased and without a leading dot.
+pub fn cookie_domain_for(domain: &str, public_origin: &str) -> Result<String, String> {
+    let domain = domain.trim().trim_start_matches('.').to_ascii_lowercase();
+    let valid = !domain.is_empty()
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !valid {
+        return Err(format!("`{domain}` is not a domain name"));
+    }
+    let host = public_origin
+        .split_once("://")
+        .map_or("", |(_, h)| h)
+        .split(':')
+        .next()
+        .unwrap_or("");
+    if host != domain && !host.ends_with(&format!(".{domain}")) {
+        return Err(format!(
+            "the public URL's host `{host}` is not in `{domain}`: browsers would refuse the cookies"
+        ));
+    }
+    Ok(domain)
+}
+
 impl AuthSettings {
+    /// Whether a request with this `Origin` may use cookie-authorized routes: the public
+    /// URL's origin, or one of [`AuthSettings::cors_origins`].
+    pub fn accepts_origin(&self, origin: &str) -> bool {
+        origin.eq_ignore_ascii_case(&self.public_origin)
+            || self
+                .cors_origins
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin))
+    }
+
     /// Defaults for a service without a socket (router tests): a throwaway key, mail to
     /// `outbox`, the public URL `http://localhost`.
     pub fn ephemeral(outbox: std::path::PathBuf) -> Self {
@@ -77,6 +130,8 @@ impl AuthSettings {
             public_url: "http://localhost".into(),
             public_origin: "http://localhost".into(),
             secure_cookies: false,
+            cors_origins: Vec::new(),
+            cookie_domain: None,
             registration: true,
             session_ttl: Duration::from_secs(12 * 60 * 60),
             lockout_threshold: 10,
@@ -147,5 +202,37 @@ mod tests {
         assert!(origin_of("ftp://x").is_err());
         assert!(origin_of("/relative").is_err());
         assert!(origin_of("http://").is_err());
+    }
+
+    #[test]
+    fn other_origins_are_exact_and_cookie_domains_hold_the_public_host() {
+        assert_eq!(
+            exact_origin("https://App.example.com").unwrap(),
+            "https://app.example.com"
+        );
+        assert_eq!(
+            exact_origin("http://localhost:3000/").unwrap(),
+            "http://localhost:3000"
+        );
+        for bad in [
+            "*",
+            "https://*.example.com",
+            "https://a.example/path",
+            "app.example.com",
+        ] {
+            assert!(exact_origin(bad).is_err(), "{bad}");
+        }
+        let public = "https://auth.example.com";
+        assert_eq!(
+            cookie_domain_for(".Example.com", public).unwrap(),
+            "example.com"
+        );
+        assert_eq!(
+            cookie_domain_for("auth.example.com", public).unwrap(),
+            "auth.example.com"
+        );
+        assert!(cookie_domain_for("other.com", public).is_err());
+        assert!(cookie_domain_for("ample.com", public).is_err());
+        assert!(cookie_domain_for("example.com/x", public).is_err());
     }
 }

@@ -43,7 +43,7 @@ pub fn on_path(
     max_age: Duration,
     path: &'static str,
 ) -> Cookie<'static> {
-    Cookie::build((name, value))
+    let cookie = Cookie::build((name, value))
         .http_only(true)
         // Lax: a provider's top-level redirect back carries it; a cross-site POST does not.
         .same_site(SameSite::Lax)
@@ -51,8 +51,11 @@ pub fn on_path(
         .path(path)
         .max_age(cookie::time::Duration::seconds(
             i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
-        ))
-        .build()
+        ));
+    match &settings.cookie_domain {
+        Some(domain) => cookie.domain(domain.clone()).build(),
+        None => cookie.build(),
+    }
 }
 
 /// A cookie named `name` carrying `value` for `max_age`, on `/`.
@@ -65,14 +68,22 @@ pub fn new(
     on_path(settings, name, value, max_age, "/")
 }
 
-/// Removes the cookie `name` set on `path`.
-pub fn removal_on(name: &'static str, path: &'static str) -> Cookie<'static> {
-    Cookie::build((name, "")).path(path).build()
+/// Removes the cookie `name` set on `path` (and on the cookie domain, when there is one).
+pub fn removal_on(
+    settings: &AuthSettings,
+    name: &'static str,
+    path: &'static str,
+) -> Cookie<'static> {
+    let cookie = Cookie::build((name, "")).path(path);
+    match &settings.cookie_domain {
+        Some(domain) => cookie.domain(domain.clone()).build(),
+        None => cookie.build(),
+    }
 }
 
 /// Removes the cookie `name` set on `/`.
-pub fn removal(name: &'static str) -> Cookie<'static> {
-    removal_on(name, "/")
+pub fn removal(settings: &AuthSettings, name: &'static str) -> Cookie<'static> {
+    removal_on(settings, name, "/")
 }
 
 /// The value of the cookie `name`, if the browser sent it.
@@ -94,7 +105,7 @@ pub fn signed_in(settings: &AuthSettings, jar: CookieJar, s: &SignedIn) -> Cooki
         settings.session_ttl,
     ))
     .add(device(settings, s.device.clone()))
-    .remove(removal(CHALLENGE))
+    .remove(removal(settings, CHALLENGE))
 }
 
 /// A pending login: its challenge cookie set.
@@ -107,17 +118,14 @@ pub fn pending(settings: &AuthSettings, jar: CookieJar, p: &Pending) -> CookieJa
     ))
 }
 
-/// Refuses cross-site state changes: a POST must come from the public origin when it names
-/// one, and must be JSON (a cross-site form cannot send JSON without a CORS preflight,
-/// which Tessera never grants).
+/// Refuses cross-site state changes: a POST must come from the public origin (or one of
+/// `TESSERA_CORS_ORIGINS`) when it names one, and must be JSON (a cross-site form cannot
+/// send JSON without a CORS preflight, which only those origins are granted).
 pub async fn csrf(State(settings): State<Arc<AuthSettings>>, req: Request, next: Next) -> Response {
     let safe = [Method::GET, Method::HEAD, Method::OPTIONS];
     if !safe.contains(req.method()) {
         if let Some(origin) = req.headers().get(header::ORIGIN) {
-            let same = origin
-                .to_str()
-                .map(|o| o.eq_ignore_ascii_case(&settings.public_origin))
-                .unwrap_or(false);
+            let same = origin.to_str().is_ok_and(|o| settings.accepts_origin(o));
             if !same {
                 return AppError::CsrfRejected.into_response();
             }

@@ -148,7 +148,8 @@ pub async fn delete_account(
         .delete_account(call.cookie(SESSION), req.into())
         .await?;
     Ok((
-        call.jar.remove(cookies::removal(SESSION)),
+        call.jar
+            .remove(cookies::removal(&call.state.auth.settings, SESSION)),
         Json(AccountDeleted { deleted: true }),
     ))
 }

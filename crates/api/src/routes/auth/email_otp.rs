@@ -73,7 +73,8 @@ pub async fn email_otp_confirm(
         .email_otp_confirm(call.cookie(SESSION), token, &req.code)
         .await?;
     Ok((
-        call.jar.remove(cookies::removal(EMAIL_OTP)),
+        call.jar
+            .remove(cookies::removal(&call.state.auth.settings, EMAIL_OTP)),
         Json(EmailOtpStatus {
             email_otp_enabled: true,
         }),

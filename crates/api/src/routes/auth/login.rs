@@ -183,7 +183,8 @@ pub async fn me(call: Call) -> Result<Json<Me>, AppError> {
 pub async fn logout(call: Call) -> Result<(CookieJar, StatusCode), AppError> {
     call.auth().logout(call.cookie(SESSION)).await?;
     Ok((
-        call.jar.remove(cookies::removal(SESSION)),
+        call.jar
+            .remove(cookies::removal(&call.state.auth.settings, SESSION)),
         StatusCode::NO_CONTENT,
     ))
 }

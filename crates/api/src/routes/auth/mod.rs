@@ -10,14 +10,18 @@ pub mod oidc;
 pub mod reset;
 pub mod totp;
 
+use axum::http::{HeaderValue, Method, header};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
+use std::time::Duration;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::http::cookies;
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router<AppState> {
-    Router::new()
+    let cors = cors(&state.auth.settings.cors_origins);
+    let routes = Router::new()
         .route("/auth/register", post(login::register))
         .route("/auth/login", post(login::login))
         .route("/auth/2fa/verify", post(login::verify))
@@ -55,5 +59,30 @@ pub fn router(state: AppState) -> Router<AppState> {
             cookies::csrf,
         ))
         .route("/auth/oidc/{name}/start", get(oidc::start))
-        .route("/auth/oidc/{name}/callback", get(oidc::callback))
+        .route("/auth/oidc/{name}/callback", get(oidc::callback));
+    match cors {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    }
+}
+
+/// Browser apps on `origins` may call `/auth` with credentials: their preflights are
+/// answered (POST and GET, `Content-Type`), and `Access-Control-Allow-Origin` names them
+/// exactly, never `*`. No origin configured: no CORS at all.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(allowed))
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::CONTENT_TYPE])
+            .max_age(Duration::from_secs(600)),
+    )
 }

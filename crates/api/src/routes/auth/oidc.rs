@@ -109,7 +109,7 @@ pub async fn callback(
     // The browser's login in flight ends only with its own state: a callback forced on it
     // with someone else's state (or none) leaves its cookie, and its login, alone.
     if done.own_state {
-        jar = jar.remove(cookies::removal_on(OIDC, OIDC_PATH));
+        jar = jar.remove(cookies::removal_on(&state.auth.settings, OIDC, OIDC_PATH));
     }
     found(&done.to, jar)
 }
@@ -135,8 +135,10 @@ pub async fn exchange(mut call: Call, ApiJson(req): ApiJson<ExchangeRequest>) ->
         .oidc_exchange(&call.client, &req.token, binding)
         .await;
     // Spent or refused, the binding has done its work.
-    call.jar = call
-        .jar
-        .remove(cookies::removal_on(OIDC_EXCHANGE, OIDC_PATH));
+    call.jar = call.jar.remove(cookies::removal_on(
+        &call.state.auth.settings,
+        OIDC_EXCHANGE,
+        OIDC_PATH,
+    ));
     answers::outcome(call, outcome?)
 }

@@ -95,7 +95,8 @@ pub async fn totp_confirm(
         .totp_confirm(session, presented, &req.code)
         .await?;
     Ok((
-        call.jar.remove(cookies::removal(TOTP_SETUP)),
+        call.jar
+            .remove(cookies::removal(&call.state.auth.settings, TOTP_SETUP)),
         Json(status.into()),
     ))
 }
@@ -207,6 +208,8 @@ pub async fn enforce_confirm(
             &req.code,
         )
         .await?;
-    call.jar = call.jar.remove(cookies::removal(TOTP_SETUP));
+    call.jar = call
+        .jar
+        .remove(cookies::removal(&call.state.auth.settings, TOTP_SETUP));
     answers::signed_in(call, signed_in)
 }
