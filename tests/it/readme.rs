@@ -39,7 +39,10 @@ fn swap(text: String, from: &str, to: &str) -> String {
 /// by one worker is opened by another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_three_workers_on_redis_recipe_runs_as_written() {
-    let redis = tessera_testkit::require_redis();
+    // A Redis of its own: the recipe sets no key prefix, and the workers' per-address
+    // limits (every request comes from 127.0.0.1) must not be shared with other tests.
+    let own = crate::helpers::process::OwnRedis::start(free_port(), tempfile::tempdir().unwrap());
+    let redis = format!("redis://127.0.0.1:{}", own.port);
     let admin = tessera_testkit::postgres_admin_url();
     let server = admin.rsplit_once('/').expect("a database URL").0.to_owned();
     let db = format!("tessera_readme_{}", std::process::id());
