@@ -136,6 +136,11 @@ pub struct AuthArgs {
     #[arg(long, env = "TESSERA_REGISTRATION", default_value_t = true, action = clap::ArgAction::Set)]
     pub registration: bool,
 
+    /// Whether sign-in links can be mailed (`/auth/magic-link/...`; `false`: 403
+    /// `magic_links_disabled`).
+    #[arg(long, env = "TESSERA_MAGIC_LINKS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub magic_links: bool,
+
     /// Seconds a session lasts.
     #[arg(long, env = "TESSERA_SESSION_TTL", default_value_t = 12 * 60 * 60)]
     pub session_ttl: u64,
@@ -221,6 +226,7 @@ impl AuthArgs {
             public_url,
             public_origin,
             registration: self.registration,
+            magic_links: self.magic_links,
             session_ttl: Duration::from_secs(self.session_ttl.max(60)),
             lockout_threshold: self.lockout_threshold.max(1),
             lockout_duration: Duration::from_secs(self.lockout_minutes.max(1) * 60),

@@ -291,6 +291,12 @@ fn auth_parts(e: &AuthError) -> (StatusCode, &'static str, &'static str, String)
             "Forbidden",
             e.to_string(),
         ),
+        A::MagicLinksDisabled => (
+            StatusCode::FORBIDDEN,
+            "magic_links_disabled",
+            "Forbidden",
+            e.to_string(),
+        ),
         A::Conflict { kind, detail } => (
             StatusCode::CONFLICT,
             Conflict::code(*kind),

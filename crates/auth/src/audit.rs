@@ -40,6 +40,8 @@ pub enum Event {
     EmailOtpDisabled,
     /// The holder deleted the account.
     AccountDeleted,
+    /// A sign-in link was mailed.
+    MagicLinkRequested,
 }
 
 /// How it ended.

@@ -25,6 +25,8 @@ pub enum Conflict {
     EmailMissing,
     /// An OpenID provider of that name exists.
     ProviderExists,
+    /// A magic link cannot sign in an account whose only second factor is mailed codes.
+    MagicLinkNotAllowed,
 }
 
 impl Conflict {
@@ -89,6 +91,9 @@ pub enum AuthError {
     /// Registration is switched off.
     #[error("registration is switched off (TESSERA_REGISTRATION=false)")]
     RegistrationDisabled,
+    /// Magic links are switched off.
+    #[error("magic links are switched off (TESSERA_MAGIC_LINKS=false)")]
+    MagicLinksDisabled,
     /// No OpenID provider of that name.
     #[error("unknown provider")]
     UnknownProvider,

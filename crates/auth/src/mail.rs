@@ -165,6 +165,15 @@ pub mod messages {
         )
     }
 
+    /// The body of a sign-in link for `username`, with its `link` and `token`.
+    pub fn magic_link(username: &str, link: &str, token: &str) -> String {
+        format!(
+            "To sign in to the account `{username}`, open:\n{link}\n\nThe link works once, \
+             within 15 minutes. The token, for apps: {token}\n\nIf you did not ask for it, \
+             ignore this mail.\n"
+        )
+    }
+
     /// The body of the mail to a new address of `username`, with its `link` and `token`.
     pub fn email_change(username: &str, link: &str, token: &str) -> String {
         format!(

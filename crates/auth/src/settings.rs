@@ -28,6 +28,8 @@ pub struct AuthSettings {
     pub cookie_domain: Option<String>,
     /// `POST /auth/register` is open.
     pub registration: bool,
+    /// Magic links are offered.
+    pub magic_links: bool,
     /// How long a session lasts.
     pub session_ttl: Duration,
     /// Second-factor failures that lock an account (each further this many lock again).
@@ -133,6 +135,7 @@ impl AuthSettings {
             cors_origins: Vec::new(),
             cookie_domain: None,
             registration: true,
+            magic_links: true,
             session_ttl: Duration::from_secs(12 * 60 * 60),
             lockout_threshold: 10,
             lockout_duration: Duration::from_secs(30 * 60),

@@ -62,6 +62,7 @@ pub fn default_policies() -> tessera_limiter::Policies {
         (EventType::MfaTokenAttempt, Policy::per_seconds(5, 10 * 60)),
         (EventType::MailToAddress, Policy::per_seconds(10, 60 * 60)),
         (EventType::OidcStartIp, Policy::per_seconds(50, 15 * 60)),
+        (EventType::MagicLinkIp, Policy::per_seconds(10, 60 * 60)),
     ] {
         p.set(event_of(event), policy);
     }

@@ -43,6 +43,8 @@ pub enum TokenType {
     TotpSetup,
     /// A new mail address waiting for its owner to confirm it: the address in `data`.
     EmailChange,
+    /// A sign-in link mailed to an account's address.
+    MagicLink,
 }
 
 impl TokenType {
@@ -58,6 +60,7 @@ impl TokenType {
             TokenType::MfaEnforce => "tsr_me_",
             TokenType::TotpSetup => "tsr_ts_",
             TokenType::EmailChange => "tsr_ec_",
+            TokenType::MagicLink => "tsr_ml_",
         }
     }
 
@@ -70,6 +73,7 @@ impl TokenType {
             TokenType::PasswordReset | TokenType::EmailChange => 60 * 60,
             TokenType::EmailOtpSetup | TokenType::TotpSetup => 10 * 60,
             TokenType::Download => 5 * 60,
+            TokenType::MagicLink => 15 * 60,
         }
     }
 }
@@ -109,6 +113,9 @@ pub enum EventType {
     /// An OIDC login started, per client IP (each one stores an `oidc_state` row).
     #[strum(serialize = "oidc_start_ip")]
     OidcStartIp,
+    /// A magic link asked for, per client IP.
+    #[strum(serialize = "magic_link_ip")]
+    MagicLinkIp,
 }
 
 #[cfg(test)]
@@ -131,7 +138,8 @@ mod tests {
                 "download",
                 "mfa_enforce",
                 "totp_setup",
-                "email_change"
+                "email_change",
+                "magic_link"
             ]
         );
         for t in TokenType::iter() {
@@ -155,7 +163,8 @@ mod tests {
                 "login_user_ip",
                 "mfa_token_attempt",
                 "mail_to_address",
-                "oidc_start_ip"
+                "oidc_start_ip",
+                "magic_link_ip"
             ]
         );
         for e in EventType::iter() {

@@ -220,6 +220,13 @@ impl AuthEphemeralToken {
         t
     }
 
+    /// A sign-in link for `username`.
+    pub fn new_magic_link(username: Username) -> Self {
+        let mut t = Self::base(TokenType::MagicLink);
+        t.username = Some(username);
+        t
+    }
+
     /// Binds the token to a challenge: consuming or peeking then requires the same value.
     pub fn with_challenge(mut self, challenge: Challenge) -> Self {
         self.challenge = Some(challenge);

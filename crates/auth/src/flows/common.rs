@@ -93,6 +93,21 @@ impl Auth {
         user: &users::Model,
         client: &Client,
     ) -> Result<LoginOutcome, AuthError> {
+        self.after_first_factor_via(user, client, None).await
+    }
+
+    /// [`Auth::after_first_factor`], the pending login marked with how it began (`via`),
+    /// which [`Auth::pending_user`] reads back.
+    pub(crate) async fn after_first_factor_via(
+        &self,
+        user: &users::Model,
+        client: &Client,
+        via: Option<&str>,
+    ) -> Result<LoginOutcome, AuthError> {
+        let mark = |t: AuthEphemeralToken| match via {
+            Some(v) => t.with_data(serde_json::json!({ "via": v })),
+            None => t,
+        };
         let methods = accounts::methods(user);
         let username = accounts::username_of(user)?;
         let challenge = Challenge::generate();
@@ -100,11 +115,17 @@ impl Auth {
             audit::record(Event::SignIn, Outcome::Pending, &user.username);
         }
         if !methods.is_empty() {
-            let token = AuthEphemeralToken::new_pre_auth(username, Some(challenge.clone()));
+            let token = mark(AuthEphemeralToken::new_pre_auth(
+                username,
+                Some(challenge.clone()),
+            ));
             let pending = self.pending(token, challenge).await?;
             Ok(LoginOutcome::SecondFactor { pending, methods })
         } else if user.mfa_enforce_pending {
-            let token = AuthEphemeralToken::new_mfa_enforce(username, challenge.clone());
+            let token = mark(AuthEphemeralToken::new_mfa_enforce(
+                username,
+                challenge.clone(),
+            ));
             let pending = self.pending(token, challenge).await?;
             Ok(LoginOutcome::EnforceSetup { pending })
         } else {

@@ -10,6 +10,7 @@ mod account;
 mod common;
 mod email_otp;
 mod login;
+mod magic;
 pub mod oidc;
 mod reset;
 mod second_factor;

@@ -93,11 +93,17 @@ impl Auth {
             .await
             .and_then(UserToken::try_from)
             .map_err(expired)?;
-        let user = accounts::token_user(&self.db, &pending)
+        let mut user = accounts::token_user(&self.db, &pending)
             .await?
             .filter(|u| !u.disabled)
             .ok_or(AuthError::PendingLoginExpired)?;
         lockout::ensure_unlocked(&self.settings, &user)?;
+        // A login begun by a magic link came through the mailbox: a mailed code is not its
+        // second factor.
+        let via = pending.payload.data.as_ref().and_then(|d| d.get("via"));
+        if via.and_then(|v| v.as_str()) == Some(super::magic::VIA_MAGIC_LINK) {
+            user.email_otp_enabled = false;
+        }
         Ok(user)
     }
 

@@ -9,10 +9,8 @@ use serde::{Deserialize, Serialize};
 use tessera_auth::flows::Proof;
 use utoipa::ToSchema;
 
-use super::answers::AuthErrors;
+use super::answers::{AuthErrors, PasswordChanged, SentResponse};
 use super::call::Call;
-use super::login::SentResponse;
-use super::reset::PasswordChanged;
 use crate::error::AppError;
 use crate::error::{BodyProblems, Problem};
 use crate::http::cookies::{self, SESSION};

@@ -22,7 +22,7 @@ pub enum AuthErrors {
     CsrfRejected(Problem),
     /// A state that does not allow this now: `totp_already_enabled`, `totp_not_set_up`,
     /// `totp_not_enabled`, `email_otp_not_enabled`, `email_missing`, `username_taken`,
-    /// `too_many_accounts_for_address`.
+    /// `too_many_accounts_for_address`, `magic_link_not_allowed`.
     #[response(status = 409, content_type = "application/problem+json")]
     Conflict(Problem),
     /// Throttled: `rate_limited`, with `Retry-After`.
@@ -72,6 +72,29 @@ pub struct LoginResponse {
     /// The pending login, usable only with the challenge cookie set beside it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfa_token: Option<String>,
+}
+
+/// A mail was sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SentResponse {
+    /// Always true.
+    pub sent: bool,
+}
+
+/// The password was changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordChanged {
+    /// Always true.
+    pub password_changed: bool,
+    /// Sessions ended.
+    pub sessions_ended: u64,
+}
+
+/// Accepted (whether or not an account has that address).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedResponse {
+    /// Always true.
+    pub accepted: bool,
 }
 
 /// A pending login.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tessera_auth::flows::Factor;
 use utoipa::ToSchema;
 
-use super::answers::{self, AuthErrors, MfaTokenRequest, SignIn, SignInStep};
+use super::answers::{self, AuthErrors, MfaTokenRequest, SentResponse, SignIn, SignInStep};
 use super::call::Call;
 use crate::error::AppError;
 use crate::error::{BodyProblems, Problem};
@@ -125,13 +125,6 @@ pub async fn verify(call: Call, ApiJson(req): ApiJson<VerifyRequest>) -> SignIn 
         .verify(&call.client, &req.mfa_token, challenge, factor)
         .await?;
     answers::signed_in(call, signed_in)
-}
-
-/// A mail was sent.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SentResponse {
-    /// Always true.
-    pub sent: bool,
 }
 
 /// Mail a 6-digit sign-in code to the pending user.

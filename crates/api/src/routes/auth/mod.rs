@@ -6,6 +6,7 @@ pub mod answers;
 pub mod call;
 pub mod email_otp;
 pub mod login;
+pub mod magic;
 pub mod oidc;
 pub mod reset;
 pub mod totp;
@@ -49,6 +50,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/auth/email/change", post(account::change_email))
         .route("/auth/email/confirm", post(account::confirm_email))
         .route("/auth/account/delete", post(account::delete_account))
+        .route("/auth/magic-link/request", post(magic::magic_link_request))
+        .route("/auth/magic-link/consume", post(magic::magic_link_consume))
         .route("/auth/password-reset/request", post(reset::reset_request))
         .route("/auth/password-reset/confirm", post(reset::reset_confirm))
         .route("/auth/me", get(login::me))

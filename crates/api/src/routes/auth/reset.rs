@@ -3,10 +3,10 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum_extra::extract::CookieJar;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::answers::AuthErrors;
+use super::answers::{AcceptedResponse, AuthErrors, PasswordChanged};
 use super::call::Call;
 use crate::error::AppError;
 use crate::error::{BodyProblems, Problem};
@@ -19,13 +19,6 @@ use crate::http::extract::ApiJson;
 pub struct ResetRequest {
     /// The account's mail address.
     pub email: String,
-}
-
-/// Accepted (whether or not an account has that address).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AcceptedResponse {
-    /// Always true.
-    pub accepted: bool,
 }
 
 /// Mail a reset link to the accounts with this address. Always 202: the answer says
@@ -56,15 +49,6 @@ pub struct ResetConfirm {
     pub token: String,
     /// 8 to 1024 characters.
     pub new_password: String,
-}
-
-/// The password was changed.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PasswordChanged {
-    /// Always true.
-    pub password_changed: bool,
-    /// Sessions ended.
-    pub sessions_ended: u64,
 }
 
 /// Set a new password with a reset token: the token is used up, the user's other reset

@@ -203,6 +203,7 @@ fn new_token(r: IssueRequest) -> Result<AuthEphemeralToken, AppError> {
         }
         K::OidcExchange => AuthEphemeralToken::new_oidc_exchange(username(r.username, kind)?),
         K::PasswordReset => AuthEphemeralToken::new_password_reset(username(r.username, kind)?),
+        K::MagicLink => AuthEphemeralToken::new_magic_link(username(r.username, kind)?),
         K::EmailOtpSetup => AuthEphemeralToken::new_email_otp_setup(
             username(r.username, kind)?,
             required(r.code_hash, "code_hash", kind)?,
@@ -299,19 +300,15 @@ pub async fn issue(
         (status = 404, description = "Unknown, expired, used, other kind or wrong challenge: `invalid_or_expired_token`", body = Problem, content_type = "application/problem+json"),
         ServiceErrors, BodyProblems,
     ))]
-pub async fn consume(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<TokenRequest>,
-) -> Result<Json<TokenRecord>, AppError> {
+pub async fn consume(State(state): State<AppState>, ApiJson(req): ApiJson<TokenRequest>) -> Read {
     read_token(&state, req, true).await
 }
 
+/// What a consume or a peek answers.
+type Read = Result<Json<TokenRecord>, AppError>;
+
 /// Consume (or only peek at) the token of `req`, counting the outcome.
-async fn read_token(
-    state: &AppState,
-    req: TokenRequest,
-    consume: bool,
-) -> Result<Json<TokenRecord>, AppError> {
+async fn read_token(state: &AppState, req: TokenRequest, consume: bool) -> Read {
     let challenge = req.challenge.map(Challenge::new);
     let tokens = app_tokens(state);
     let (got, op) = if consume {
@@ -335,10 +332,7 @@ async fn read_token(
         (status = 404, description = "`invalid_or_expired_token`", body = Problem, content_type = "application/problem+json"),
         ServiceErrors, BodyProblems,
     ))]
-pub async fn peek(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<TokenRequest>,
-) -> Result<Json<TokenRecord>, AppError> {
+pub async fn peek(State(state): State<AppState>, ApiJson(req): ApiJson<TokenRequest>) -> Read {
     read_token(&state, req, false).await
 }
 
