@@ -7,7 +7,7 @@ use futures::future::join_all;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tessera_testkit::{TestDb, require_redis};
+use tessera_testkit::require_redis;
 
 use crate::helpers::*;
 
@@ -402,25 +402,9 @@ async fn login_flows_across_three_workers_on_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn login_flows_across_three_workers_on_redis() {
-    let db = TestDb::postgres().await;
     let redis = require_redis();
-    let dir = tempfile::tempdir().unwrap();
-    let smtp = SmtpSink::start(dir.path());
-    let (ws, _dir) = start_workers(
-        3,
-        vec![
-            "--database-url".into(),
-            db.url.clone(),
-            "--redis-url".into(),
-            redis.clone(),
-            "--smtp-url".into(),
-            smtp.url(),
-            // Every request of the test comes from 127.0.0.1 (and on Redis, every run of it).
-            "--rate-limits".into(),
-            "login_ip=1000/15m,password_reset_ip=1000/1h".into(),
-        ],
-    )
-    .await;
+    let (db, smtp, _dir, ws, _ws_dir) =
+        three_workers_on_redis("login_ip=1000/15m,password_reset_ip=1000/1h").await;
     let addrs = [ws[0].addr, ws[1].addr, ws[2].addr];
     let secrets = login_flows(addrs, &smtp, &db.url).await;
     let mut dump = dump_postgres(&db).await;

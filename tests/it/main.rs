@@ -9,6 +9,7 @@ mod keys;
 mod limits;
 mod login;
 mod logs;
+mod magic;
 mod oidc;
 mod outages;
 mod proxy;

@@ -118,16 +118,7 @@ async fn email_codes_go_off_and_an_account_goes_away() {
         .post("/auth/email-otp/disable", with_password.clone())
         .await;
     problem(&off, StatusCode::CONFLICT, "email_otp_not_enabled");
-    let enable = me.post("/auth/email-otp/enable", json!({})).await;
-    enable.ok();
-    let code = {
-        let mail = &outbox_mails(outbox.path(), 1).await[0];
-        let at = mail.find("is: ").unwrap() + 4;
-        mail[at..at + 6].to_owned()
-    };
-    let setup = enable.body["setup_token"].as_str().unwrap();
-    let confirm = json!({"code": code, "setup_token": setup});
-    me.post("/auth/email-otp/confirm", confirm).await.ok();
+    enable_email_otp(&state, outbox.path(), &session, 1).await;
     let off = me
         .post("/auth/email-otp/disable", with_password.clone())
         .await;

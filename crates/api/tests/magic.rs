@@ -72,15 +72,7 @@ async fn after_a_link_the_second_factor_is_never_a_mailed_code() {
     register(&state, "two", PW).await;
     let session = sign_in(&state, "two", PW).await;
     let (secret, step, _) = confirm_totp(&state, &session).await;
-    let me = browser(&state).with(&session);
-    let enable = me.post("/auth/email-otp/enable", json!({})).await;
-    let code = {
-        let mail = &outbox_mails(outbox.path(), 1).await[0];
-        let at = mail.find("is: ").unwrap() + 4;
-        mail[at..at + 6].to_owned()
-    };
-    let confirm = json!({"code": code, "setup_token": enable.body["setup_token"]});
-    me.post("/auth/email-otp/confirm", confirm).await.ok();
+    enable_email_otp(&state, outbox.path(), &session, 1).await;
 
     let token = link(&state, outbox.path(), "two@example.com", 2).await;
     let r = browser(&state)
@@ -117,16 +109,8 @@ async fn after_a_link_the_second_factor_is_never_a_mailed_code() {
 async fn an_account_whose_only_factor_is_mail_uses_its_password() {
     let (state, _db, outbox) = app_state(|_| {}).await;
     register(&state, "mailonly", PW).await;
-    let me_session = sign_in(&state, "mailonly", PW).await;
-    let me = browser(&state).with(&me_session);
-    let enable = me.post("/auth/email-otp/enable", json!({})).await;
-    let code = {
-        let mail = &outbox_mails(outbox.path(), 1).await[0];
-        let at = mail.find("is: ").unwrap() + 4;
-        mail[at..at + 6].to_owned()
-    };
-    let confirm = json!({"code": code, "setup_token": enable.body["setup_token"]});
-    me.post("/auth/email-otp/confirm", confirm).await.ok();
+    let session = sign_in(&state, "mailonly", PW).await;
+    enable_email_otp(&state, outbox.path(), &session, 1).await;
     let token = link(&state, outbox.path(), "mailonly@example.com", 2).await;
     let r = browser(&state)
         .post("/auth/magic-link/consume", json!({"token": token}))

@@ -15,7 +15,7 @@ pub use flow::Flow;
 pub use net::{TcpGate, free_port, get};
 pub use process::{
     OwnRedis, Worker, race_children, run, start_workers, tessera, three_workers_on_postgres,
-    wait_for_go,
+    three_workers_on_redis, wait_for_go,
 };
 pub use smtp::{SmtpSink, assert_standard_message, code_in, reset_token_in};
 pub use totp::{fresh_window, pyotp, unix_now};

@@ -226,20 +226,37 @@ impl Drop for OwnRedis {
 pub async fn three_workers_on_postgres(
     rate_limits: &str,
 ) -> (TestDb, SmtpSink, tempfile::TempDir, Vec<Worker>, PathBuf) {
+    three_workers(&[], rate_limits).await
+}
+
+/// [`three_workers_on_postgres`] with tokens and limits on the test Redis (every request of
+/// a test comes from 127.0.0.1, and on the shared Redis every run of it: `rate_limits`
+/// raises what they share).
+pub async fn three_workers_on_redis(
+    rate_limits: &str,
+) -> (TestDb, SmtpSink, tempfile::TempDir, Vec<Worker>, PathBuf) {
+    three_workers(
+        &["--redis-url".into(), tessera_testkit::require_redis()],
+        rate_limits,
+    )
+    .await
+}
+
+async fn three_workers(
+    extra: &[String],
+    rate_limits: &str,
+) -> (TestDb, SmtpSink, tempfile::TempDir, Vec<Worker>, PathBuf) {
     let db = TestDb::postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let smtp = SmtpSink::start(dir.path());
-    let (ws, ws_dir) = start_workers(
-        3,
-        vec![
-            "--database-url".into(),
-            db.url.clone(),
-            "--smtp-url".into(),
-            smtp.url(),
-            "--rate-limits".into(),
-            rate_limits.into(),
-        ],
-    )
-    .await;
+    let mut args = vec![
+        "--database-url".into(),
+        db.url.clone(),
+        "--smtp-url".into(),
+        smtp.url(),
+    ];
+    args.extend(["--rate-limits".into(), rate_limits.into()]);
+    args.extend_from_slice(extra);
+    let (ws, ws_dir) = start_workers(3, args).await;
     (db, smtp, dir, ws, ws_dir)
 }

@@ -183,6 +183,23 @@ pub async fn confirm_totp(state: &AppState, session: &str) -> (Vec<u8>, u64, Val
     (secret, step, setup.body["backup_codes"].clone())
 }
 
+/// Turns email codes on for the session's user with the code mailed to the outbox (its
+/// `nth` mail).
+pub async fn enable_email_otp(
+    state: &AppState,
+    outbox: &std::path::Path,
+    session: &str,
+    nth: usize,
+) {
+    let me = browser(state).with(session);
+    let enable = me.post("/auth/email-otp/enable", json!({})).await;
+    enable.ok();
+    let mail = &outbox_mails(outbox, nth).await[nth - 1];
+    let at = mail.find("is: ").unwrap() + 4;
+    let confirm = json!({"code": &mail[at..at + 6], "setup_token": enable.body["setup_token"]});
+    me.post("/auth/email-otp/confirm", confirm).await.ok();
+}
+
 pub async fn outbox_mails(dir: &std::path::Path, n: usize) -> Vec<String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

@@ -4,22 +4,33 @@
 //! second is never a mailed code (the same mailbox), so an account whose only second
 //! factor is mailed codes signs in with its password instead.
 
-use tessera_entity::{AuthEphemeralToken, EventType, TokenType, users};
+use tessera_entity::{AuthEphemeralToken, EventType, TokenType};
 use tessera_store::UserToken;
 
 use super::common::{Client, LoginOutcome};
+use super::links::LinkMail;
 use crate::accounts;
 use crate::audit::{self, Event, Outcome};
 use crate::error::{AuthError, Conflict, token_error};
 use crate::handle::Auth;
 use crate::lockout;
 use crate::mail;
-use crate::throttle;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 /// What a pending login begun by a magic link carries, so that its second factor is never
 /// a mailed code.
 pub(crate) const VIA_MAGIC_LINK: &str = "magic_link";
+
+/// The sign-in link.
+static MAGIC: LinkMail = LinkMail {
+    what: "magic link",
+    per_address: EventType::MagicLinkIp,
+    per_account: EventType::EmailSend,
+    token: AuthEphemeralToken::new_magic_link,
+    page: "/login/magic",
+    subject: "Your sign-in link",
+    body: mail::messages::magic_link,
+    event: Event::MagicLinkRequested,
+};
 
 impl Auth {
     fn magic_links_on(&self) -> Result<(), AuthError> {
@@ -30,59 +41,15 @@ impl Auth {
         }
     }
 
-    /// Mails a sign-in link to each account with `email`. The answer says nothing about
-    /// whether one exists, and its timing neither: the lookup and the mail happen in a task
-    /// of their own, after the caller has its answer.
+    /// Mails a sign-in link (`PUBLIC_URL/login/magic#token=...`) to each account with
+    /// `email`; see [`LinkMail`].
     pub async fn request_magic_link(
         &self,
         client: &Client,
         email: String,
     ) -> Result<(), AuthError> {
         self.magic_links_on()?;
-        let email = email.trim().to_owned();
-        if email.len() > 320 || !email.contains('@') {
-            return Err(AuthError::invalid("email", "not a mail address"));
-        }
-        throttle::throttle(&self.limiter, EventType::MagicLinkIp, &client.key).await?;
-        let auth = self.clone();
-        let task = async move {
-            if let Err(e) = auth.send_magic_links(&email).await {
-                tracing::warn!(error = %e, "magic link mail not sent");
-            }
-        };
-        tokio::spawn(tracing::Instrument::in_current_span(task));
-        Ok(())
-    }
-
-    async fn send_magic_links(&self, email: &str) -> Result<(), AuthError> {
-        let accounts = users::Entity::find()
-            .filter(users::Column::Email.eq(email))
-            .filter(users::Column::Disabled.eq(false))
-            .all(&self.db)
-            .await?;
-        for user in accounts {
-            // Over a limit, the answer was 202 all the same and no mail goes out.
-            let send = throttle::throttle(&self.limiter, EventType::EmailSend, &user.username);
-            if let Err(e) = send.await {
-                tracing::info!(error = %e, "magic link withheld");
-                continue;
-            }
-            if let Err(e) = throttle::mail_slot(&self.limiter, email).await {
-                tracing::info!(error = %e, "magic link withheld: the address had its share");
-                continue;
-            }
-            let token = AuthEphemeralToken::new_magic_link(accounts::username_of(&user)?);
-            let issued = self.tokens.issue(token).await?;
-            let token = issued.token.expose();
-            let link = format!("{}/login/magic#token={token}", self.settings.public_url);
-            let body = mail::messages::magic_link(&user.username, &link, token);
-            self.settings
-                .mailer
-                .send(email, "Your sign-in link", body)
-                .await?;
-            audit::record(Event::MagicLinkRequested, Outcome::Success, &user.username);
-        }
-        Ok(())
+        self.mail_links(client, email, &MAGIC).await
     }
 
     /// Signs in with a magic link's token, like a password step: a session, or the

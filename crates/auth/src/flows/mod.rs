@@ -9,6 +9,7 @@
 mod account;
 mod common;
 mod email_otp;
+mod links;
 mod login;
 mod magic;
 pub mod oidc;

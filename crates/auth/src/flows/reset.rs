@@ -1,10 +1,10 @@
 //! Password reset: a single-use link mailed to the accounts of an address, and the new
 //! password set with it.
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use tessera_entity::{AuthEphemeralToken, EventType, TokenType, users};
+use tessera_entity::{AuthEphemeralToken, EventType, TokenType};
 
 use super::common::Client;
+use super::links::LinkMail;
 use tessera_store::UserToken;
 
 use crate::accounts;
@@ -26,69 +26,27 @@ pub struct PasswordReset {
     pub device: String,
 }
 
+/// The password-reset link.
+static RESET: LinkMail = LinkMail {
+    what: "password reset",
+    per_address: EventType::PasswordResetIp,
+    per_account: EventType::PasswordResetSend,
+    token: AuthEphemeralToken::new_password_reset,
+    page: "/reset-password",
+    subject: "Reset your password",
+    body: mail::messages::password_reset,
+    event: Event::PasswordResetRequested,
+};
+
 impl Auth {
-    /// Mails a reset link to the accounts with this address. The answer says nothing about
-    /// whether an account exists, and its timing neither: the lookup and the mail happen
-    /// in a task of their own, after the caller has its answer.
+    /// Mails a reset link (`PUBLIC_URL/reset-password#token=...`) to the accounts with this
+    /// address; see [`LinkMail`].
     pub async fn request_password_reset(
         &self,
         client: &Client,
         email: String,
     ) -> Result<(), AuthError> {
-        if email.len() > 320 || !email.contains('@') {
-            return Err(AuthError::invalid("email", "not a mail address"));
-        }
-        throttle::throttle(&self.limiter, EventType::PasswordResetIp, &client.key).await?;
-        let auth = self.clone();
-        // In the request's span, so its log lines carry the request's id and address.
-        let task = async move {
-            if let Err(e) = auth.send_reset_links(&email).await {
-                tracing::warn!(error = %e, "password reset mail not sent");
-            }
-        };
-        tokio::spawn(tracing::Instrument::in_current_span(task));
-        Ok(())
-    }
-
-    async fn send_reset_links(&self, email: &str) -> Result<(), AuthError> {
-        let accounts = users::Entity::find()
-            .filter(users::Column::Email.eq(email))
-            .filter(users::Column::Disabled.eq(false))
-            .all(&self.db)
-            .await?;
-        for user in accounts {
-            // The per-user limit never shows: over it, the answer was 202 all the same and
-            // no mail goes out.
-            if let Err(e) =
-                throttle::throttle(&self.limiter, EventType::PasswordResetSend, &user.username)
-                    .await
-            {
-                tracing::info!(error = %e, "password reset mail withheld");
-                continue;
-            }
-            if let Err(e) = throttle::mail_slot(&self.limiter, email).await {
-                tracing::info!(error = %e, "password reset mail withheld: the address had its share");
-                continue;
-            }
-            let username = accounts::username_of(&user)?;
-            let issued = self
-                .tokens
-                .issue(AuthEphemeralToken::new_password_reset(username))
-                .await?;
-            let token = issued.token.expose();
-            let link = format!("{}/reset-password#token={token}", self.settings.public_url);
-            let body = mail::messages::password_reset(&user.username, &link, token);
-            self.settings
-                .mailer
-                .send(email, "Reset your password", body)
-                .await?;
-            audit::record(
-                Event::PasswordResetRequested,
-                Outcome::Success,
-                &user.username,
-            );
-        }
-        Ok(())
+        self.mail_links(client, email, &RESET).await
     }
 
     /// Sets a new password with a reset token: the token is used up, the user's other
