@@ -43,6 +43,9 @@ pub enum AppError {
     /// No such route.
     #[error("not found")]
     NotFound,
+    /// No live session, where a proxy asks (`/auth/verify`).
+    #[error("unauthenticated")]
+    Unauthenticated,
     /// The route does not answer this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -211,6 +214,12 @@ impl AppError {
                 "not_found",
                 "Not found",
                 "no such route".into(),
+            ),
+            E::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Unauthenticated",
+                "no valid session: sign in at /login".into(),
             ),
             E::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

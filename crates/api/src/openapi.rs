@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::Problem;
-use crate::routes::auth::{account, email_otp, login, magic, oidc, reset, totp};
+use crate::routes::auth::{account, email_otp, login, magic, oidc, reset, sessions, totp};
 use crate::routes::v1::{admin, ratelimit, tokens};
 use crate::state::AppState;
 
@@ -26,7 +26,8 @@ use crate::state::AppState;
         totp::regenerate_backup_codes, totp::enforce_setup, totp::enforce_confirm,
         email_otp::email_otp_enable, email_otp::email_otp_confirm, email_otp::email_otp_disable,
         account::change_password, account::change_email, account::confirm_email,
-        account::delete_account, magic::magic_link_request, magic::magic_link_consume,
+        account::delete_account, sessions::forward_auth, sessions::list_sessions, sessions::revoke_session,
+        sessions::revoke_other_sessions, crate::routes::v1::sessions::introspect, magic::magic_link_request, magic::magic_link_consume,
         reset::reset_request, reset::reset_confirm, login::me, login::logout,
         oidc::start, oidc::callback, oidc::exchange,
     ),
@@ -36,6 +37,7 @@ use crate::state::AppState;
         (name = "tokens", description = "Single-use tokens"),
         (name = "ratelimit", description = "Sliding-window rate limits"),
         (name = "admin", description = "Maintenance"),
+        (name = "sessions", description = "Sessions of /auth, for backends"),
         (name = "health", description = "Probes"),
         (name = "auth", description = "End-user login flows (cookies; JSON only; Origin must be the public URL's)"),
     )

@@ -50,13 +50,14 @@ pub fn is_device_of(settings: &AuthSettings, value: &str, name: &AccountName) ->
     fresh && bool::from(stored.key().as_bytes().ct_eq(name.key().as_bytes()))
 }
 
-/// Starts a session for `user_id`; answers the cookie value (only its hash is stored).
+/// Starts a session for `user_id`, opened with a second factor or not; answers the cookie
+/// value (only its hash is stored).
 pub async fn start_session(
     db: &DatabaseConnection,
     settings: &AuthSettings,
     user_id: i64,
-    ip: Option<String>,
-    user_agent: Option<String>,
+    second_factor: bool,
+    (ip, user_agent): (Option<String>, Option<String>),
 ) -> Result<String, AuthError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| AuthError::internal(e.to_string()))?;
@@ -71,6 +72,7 @@ pub async fn start_session(
         created_at: Set(now()),
         ip: Set(ip),
         user_agent: Set(user_agent.map(|ua| ua.chars().take(512).collect())),
+        second_factor: Set(second_factor),
         ..Default::default()
     }
     .insert(db)
@@ -83,6 +85,15 @@ pub async fn session_user(
     db: &DatabaseConnection,
     cookie: Option<&str>,
 ) -> Result<users::Model, AuthError> {
+    Ok(session_of(db, cookie).await?.1)
+}
+
+/// The live session of a cookie's value and its (usable) account; `not_signed_in`
+/// otherwise.
+pub async fn session_of(
+    db: &DatabaseConnection,
+    cookie: Option<&str>,
+) -> Result<(sessions::Model, users::Model), AuthError> {
     let value = cookie
         .filter(|v| v.starts_with(SESSION_PREFIX) && v.len() < 128)
         .ok_or(AuthError::NotSignedIn)?;
@@ -97,7 +108,53 @@ pub async fn session_user(
         .await?
         .filter(|u| !u.disabled)
         .ok_or(AuthError::NotSignedIn)?;
-    Ok(user)
+    Ok((session, user))
+}
+
+/// How often a session's `last_seen_at` is written at most.
+const SEEN_EVERY: i64 = 60;
+
+/// Records that `session` was seen now, unless that was written less than a minute ago:
+/// checking a session stays a read.
+pub async fn touch(db: &DatabaseConnection, session: &sessions::Model) -> Result<(), AuthError> {
+    let now = now();
+    if session
+        .last_seen_at
+        .is_some_and(|t| (now - t).num_seconds() < SEEN_EVERY)
+    {
+        return Ok(());
+    }
+    sessions::Entity::update_many()
+        .col_expr(
+            sessions::Column::LastSeenAt,
+            sea_orm::sea_query::Expr::value(Some(now)),
+        )
+        .filter(sessions::Column::Id.eq(session.id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The public id of a session: derived from its stored hash, so it names the session
+/// without being the cookie or its hash.
+pub fn public_id(session: &sessions::Model) -> String {
+    let mut input = b"tessera session id\n".to_vec();
+    input.extend_from_slice(&session.id_hash);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&sha256(&input)[..16])
+}
+
+/// The live sessions of `user_id`, oldest first.
+pub async fn live_sessions(
+    db: &DatabaseConnection,
+    user_id: i64,
+) -> Result<Vec<sessions::Model>, AuthError> {
+    use sea_orm::QueryOrder;
+    Ok(sessions::Entity::find()
+        .filter(sessions::Column::UserId.eq(user_id))
+        .filter(sessions::Column::ExpiresAt.gt(now()))
+        .order_by_asc(sessions::Column::CreatedAt)
+        .all(db)
+        .await?)
 }
 
 /// Ends the session of a cookie (no error when there is none).

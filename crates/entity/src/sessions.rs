@@ -21,6 +21,10 @@ pub struct Model {
     pub ip: Option<String>,
     /// The client's `User-Agent` at sign-in (truncated).
     pub user_agent: Option<String>,
+    /// When `/auth/verify` last saw it (written at most once a minute).
+    pub last_seen_at: Option<DateTimeUtc>,
+    /// Opened with a second factor.
+    pub second_factor: bool,
 }
 
 /// No relations are navigated.

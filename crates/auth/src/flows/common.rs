@@ -63,20 +63,17 @@ pub enum LoginOutcome {
 }
 
 impl Auth {
-    /// Signs `user` in: a session row, and the cookie values.
+    /// Signs `user` in, with a second factor passed or not: a session row, and the cookie
+    /// values.
     pub(crate) async fn signed_in(
         &self,
         user: &users::Model,
         client: &Client,
+        second_factor: bool,
     ) -> Result<SignedIn, AuthError> {
-        let session = sessions::start_session(
-            &self.db,
-            &self.settings,
-            user.id,
-            client.addr.clone(),
-            client.user_agent.clone(),
-        )
-        .await?;
+        let seen = (client.addr.clone(), client.user_agent.clone());
+        let session =
+            sessions::start_session(&self.db, &self.settings, user.id, second_factor, seen).await?;
         metrics::counter!("tessera_logins_total", "outcome" => "session").increment(1);
         audit::record(Event::SignIn, Outcome::Success, &user.username);
         Ok(SignedIn {
@@ -129,7 +126,9 @@ impl Auth {
             let pending = self.pending(token, challenge).await?;
             Ok(LoginOutcome::EnforceSetup { pending })
         } else {
-            Ok(LoginOutcome::Session(self.signed_in(user, client).await?))
+            Ok(LoginOutcome::Session(
+                self.signed_in(user, client, false).await?,
+            ))
         }
     }
 

@@ -16,6 +16,7 @@ pub mod oidc;
 mod reset;
 mod second_factor;
 mod totp;
+mod visits;
 
 pub use account::Proof;
 pub use common::{Client, LoginOutcome, Pending, SignedIn};
@@ -24,3 +25,4 @@ pub use oidc::{CallbackOutcome, OidcStart};
 pub use reset::PasswordReset;
 pub use second_factor::Factor;
 pub use totp::{TotpSetup, TotpStatus};
+pub use visits::{SessionCheck, SessionListed};

@@ -287,7 +287,9 @@ impl Auth {
             .await?
             .is_some_and(|p| p.skip_local_mfa);
         if skip_local_mfa {
-            Ok(LoginOutcome::Session(self.signed_in(&user, client).await?))
+            Ok(LoginOutcome::Session(
+                self.signed_in(&user, client, false).await?,
+            ))
         } else {
             self.after_first_factor(&user, client).await
         }

@@ -57,7 +57,7 @@ impl Auth {
         // The pending login is spent only now, on success; a concurrent success already
         // spent it.
         self.spend_pending(kind, mfa_token, challenge).await?;
-        self.signed_in(&user, client).await
+        self.signed_in(&user, client, true).await
     }
 
     /// Mails a sign-in code to the user of a pending login.

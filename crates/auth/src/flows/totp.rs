@@ -142,7 +142,7 @@ impl Auth {
         let attempt = self.enable_totp(&user, &bound, presented, code);
         self.on_pending(kind, mfa_token, challenge, attempt).await?;
         self.spend_pending(kind, mfa_token, challenge).await?;
-        self.signed_in(&user, client).await
+        self.signed_in(&user, client, true).await
     }
 
     /// Starts (or, for the same caller, repeats) a TOTP setup bound to `challenge`.

@@ -9,6 +9,7 @@ pub mod login;
 pub mod magic;
 pub mod oidc;
 pub mod reset;
+pub mod sessions;
 pub mod totp;
 
 use axum::http::{HeaderValue, Method, header};
@@ -55,12 +56,19 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/auth/password-reset/request", post(reset::reset_request))
         .route("/auth/password-reset/confirm", post(reset::reset_confirm))
         .route("/auth/me", get(login::me))
+        .route("/auth/sessions", get(sessions::list_sessions))
+        .route("/auth/sessions/revoke", post(sessions::revoke_session))
+        .route(
+            "/auth/sessions/revoke-others",
+            post(sessions::revoke_other_sessions),
+        )
         .route("/auth/logout", post(login::logout))
         .route("/auth/oidc/exchange", post(oidc::exchange))
         .route_layer(middleware::from_fn_with_state(
             state.auth.settings.clone(),
             cookies::csrf,
         ))
+        .route("/auth/verify", get(sessions::forward_auth))
         .route("/auth/oidc/{name}/start", get(oidc::start))
         .route("/auth/oidc/{name}/callback", get(oidc::callback));
     match cors {

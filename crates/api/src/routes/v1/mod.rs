@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod answers;
 pub mod ratelimit;
+pub mod sessions;
 pub mod tokens;
 
 use axum::routing::post;
@@ -22,6 +23,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1/ratelimit/peek", post(ratelimit::ratelimit_peek))
         .route("/v1/ratelimit/reset", post(ratelimit::reset))
         .route("/v1/admin/purge", post(admin::purge))
+        .route("/v1/sessions/introspect", post(sessions::introspect))
         .route_layer(middleware::from_fn_with_state(
             state.api_keys.clone(),
             require_service_key,

@@ -1,0 +1,104 @@
+//! A session as others see it: the check a proxy makes in front of a protected app
+//! (`/auth/verify`), the introspection a backend asks for (`/v1/sessions/introspect`), and
+//! the sessions a signed-in person sees and ends.
+
+use chrono::{DateTime, Utc};
+use tessera_entity::{sessions as rows, users};
+
+use crate::error::AuthError;
+use crate::handle::Auth;
+use crate::sessions;
+
+/// A live session and whose it is.
+#[derive(Debug, Clone)]
+pub struct SessionCheck {
+    /// The account's name.
+    pub username: String,
+    /// The account's address.
+    pub email: Option<String>,
+    /// The session's public id.
+    pub session_id: String,
+    /// When it began.
+    pub created_at: DateTime<Utc>,
+    /// When it ends.
+    pub expires_at: DateTime<Utc>,
+    /// It was opened with a second factor.
+    pub second_factor: bool,
+}
+
+/// One session of a person, as their sessions list shows it.
+#[derive(Debug, Clone)]
+pub struct SessionListed {
+    /// Its public id (never the cookie or its hash).
+    pub id: String,
+    /// When it began.
+    pub created_at: DateTime<Utc>,
+    /// When it was last seen by `/auth/verify`.
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// The address it began from.
+    pub ip: Option<String>,
+    /// The browser it began in.
+    pub user_agent: Option<String>,
+    /// It is the session asking.
+    pub current: bool,
+}
+
+fn check(session: &rows::Model, user: users::Model) -> SessionCheck {
+    SessionCheck {
+        username: user.username,
+        email: user.email,
+        session_id: sessions::public_id(session),
+        created_at: session.created_at,
+        expires_at: session.expires_at,
+        second_factor: session.second_factor,
+    }
+}
+
+impl Auth {
+    /// The session of a cookie's value, recorded as seen (at most one write a minute); one
+    /// lookup, no hashing. `not_signed_in` for no live session.
+    pub async fn check_session(&self, cookie: Option<&str>) -> Result<SessionCheck, AuthError> {
+        let (session, user) = sessions::session_of(&self.db, cookie).await?;
+        sessions::touch(&self.db, &session).await?;
+        Ok(check(&session, user))
+    }
+
+    /// The live sessions of the signed-in person, oldest first.
+    pub async fn list_sessions(
+        &self,
+        cookie: Option<&str>,
+    ) -> Result<Vec<SessionListed>, AuthError> {
+        let (current, user) = sessions::session_of(&self.db, cookie).await?;
+        let all = sessions::live_sessions(&self.db, user.id).await?;
+        Ok(all
+            .into_iter()
+            .map(|s| SessionListed {
+                id: sessions::public_id(&s),
+                current: s.id == current.id,
+                created_at: s.created_at,
+                last_seen_at: s.last_seen_at,
+                ip: s.ip,
+                user_agent: s.user_agent,
+            })
+            .collect())
+    }
+
+    /// Ends the signed-in person's session `id` (theirs only: any other id is unknown).
+    pub async fn revoke_session(&self, cookie: Option<&str>, id: &str) -> Result<(), AuthError> {
+        use sea_orm::EntityTrait;
+        let (_, user) = sessions::session_of(&self.db, cookie).await?;
+        let all = sessions::live_sessions(&self.db, user.id).await?;
+        let found = all
+            .into_iter()
+            .find(|s| sessions::public_id(s) == id)
+            .ok_or_else(|| AuthError::invalid("id", "no session of yours has this id"))?;
+        rows::Entity::delete_by_id(found.id).exec(&self.db).await?;
+        Ok(())
+    }
+
+    /// Ends every session of the signed-in person but this one; answers how many.
+    pub async fn revoke_other_sessions(&self, cookie: Option<&str>) -> Result<u64, AuthError> {
+        let (_, user) = sessions::session_of(&self.db, cookie).await?;
+        sessions::end_other_sessions(&self.db, user.id, cookie).await
+    }
+}
