@@ -12,6 +12,7 @@ mod logs;
 mod magic;
 mod oidc;
 mod outages;
+mod protect;
 mod proxy;
 mod race;
 mod readme;

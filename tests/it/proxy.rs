@@ -2,59 +2,12 @@
 //! mounts (deploy/nginx/nginx.conf), in front of three local workers.
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tessera_testkit::TestDb;
 
-use crate::helpers::{Worker, free_port};
+use crate::helpers::Worker;
+use crate::helpers::nginx::{nginx, servers};
 use crate::workers::{KEY, a_limit_holds_across_workers, tokens_are_consumed_once_across_workers};
-
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
-
-/// Starts nginx with deploy/nginx/nginx.conf, its upstreams the given workers.
-fn nginx(workers: &[&Worker]) -> (Nginx, SocketAddr, tempfile::TempDir) {
-    let prefix = tempfile::tempdir().unwrap();
-    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx/nginx.conf");
-    std::fs::copy(conf, prefix.path().join("nginx.conf")).unwrap();
-    let upstreams: String = workers
-        .iter()
-        .map(|w| format!("server {};\n", w.addr))
-        .collect();
-    std::fs::write(prefix.path().join("upstreams.conf"), upstreams).unwrap();
-    let port = free_port();
-    std::fs::write(
-        prefix.path().join("listen.conf"),
-        format!("listen 127.0.0.1:{port};\n"),
-    )
-    .unwrap();
-    let bin = ["/usr/sbin/nginx", "nginx"]
-        .into_iter()
-        .find(|b| Command::new(b).arg("-v").output().is_ok())
-        .expect("nginx is required for this test: apt-get install nginx-light");
-    let child = Command::new(bin)
-        .arg("-p")
-        .arg(prefix.path())
-        .args(["-c", "nginx.conf"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx starts");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nginx did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Nginx(child), addr, prefix)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_workers_behind_nginx() {
@@ -84,7 +37,8 @@ async fn three_workers_behind_nginx() {
     })
     .await
     .unwrap();
-    let (_nginx, proxy, _prefix) = nginx(&ws.iter().collect::<Vec<_>>());
+    let addrs: Vec<SocketAddr> = ws.iter().map(|w| w.addr).collect();
+    let (_nginx, proxy, _prefix) = nginx("nginx.conf", &[("upstreams.conf", servers(&addrs))]);
 
     tokens_are_consumed_once_across_workers(&[proxy]).await;
     a_limit_holds_across_workers(&[proxy]).await;

@@ -5,6 +5,7 @@ pub mod dumps;
 pub mod flow;
 pub mod idp;
 pub mod net;
+pub mod nginx;
 pub mod process;
 pub mod smtp;
 pub mod totp;
