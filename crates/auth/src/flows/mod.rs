@@ -25,4 +25,4 @@ pub use oidc::{CallbackOutcome, OidcStart};
 pub use reset::PasswordReset;
 pub use second_factor::Factor;
 pub use totp::{TotpSetup, TotpStatus};
-pub use visits::{SessionCheck, SessionListed};
+pub use visits::SessionCheck;

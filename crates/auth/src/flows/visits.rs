@@ -26,23 +26,6 @@ pub struct SessionCheck {
     pub second_factor: bool,
 }
 
-/// One session of a person, as their sessions list shows it.
-#[derive(Debug, Clone)]
-pub struct SessionListed {
-    /// Its public id (never the cookie or its hash).
-    pub id: String,
-    /// When it began.
-    pub created_at: DateTime<Utc>,
-    /// When it was last seen by `/auth/verify`.
-    pub last_seen_at: Option<DateTime<Utc>>,
-    /// The address it began from.
-    pub ip: Option<String>,
-    /// The browser it began in.
-    pub user_agent: Option<String>,
-    /// It is the session asking.
-    pub current: bool,
-}
-
 fn check(session: &rows::Model, user: users::Model) -> SessionCheck {
     SessionCheck {
         username: user.username,
@@ -63,24 +46,19 @@ impl Auth {
         Ok(check(&session, user))
     }
 
-    /// The live sessions of the signed-in person, oldest first.
+    /// The live sessions of the signed-in person, oldest first, each with whether it is
+    /// the one asking (name them by [`sessions::public_id`]).
     pub async fn list_sessions(
         &self,
         cookie: Option<&str>,
-    ) -> Result<Vec<SessionListed>, AuthError> {
+    ) -> Result<Vec<(rows::Model, bool)>, AuthError> {
         let (current, user) = sessions::session_of(&self.db, cookie).await?;
         let all = sessions::live_sessions(&self.db, user.id).await?;
-        Ok(all
-            .into_iter()
-            .map(|s| SessionListed {
-                id: sessions::public_id(&s),
-                current: s.id == current.id,
-                created_at: s.created_at,
-                last_seen_at: s.last_seen_at,
-                ip: s.ip,
-                user_agent: s.user_agent,
-            })
-            .collect())
+        let mark = |s: rows::Model| {
+            let mine = s.id == current.id;
+            (s, mine)
+        };
+        Ok(all.into_iter().map(mark).collect())
     }
 
     /// Ends the signed-in person's session `id` (theirs only: any other id is unknown).

@@ -110,13 +110,13 @@ pub struct SessionItem {
         (status = 401, description = "not_authenticated", body = Problem, content_type = "application/problem+json")))]
 pub async fn list_sessions(call: Call) -> Result<Json<Vec<SessionItem>>, AppError> {
     let all = call.auth().list_sessions(call.cookie(SESSION)).await?;
-    let items = all.into_iter().map(|s| SessionItem {
-        id: s.id,
+    let items = all.into_iter().map(|(s, current)| SessionItem {
+        id: tessera_auth::sessions::public_id(&s),
         created_at: s.created_at,
         last_seen_at: s.last_seen_at,
         ip: s.ip,
         user_agent: s.user_agent,
-        current: s.current,
+        current,
     });
     Ok(Json(items.collect()))
 }
