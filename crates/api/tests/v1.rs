@@ -287,6 +287,40 @@ async fn mistakes_get_answers_that_say_what_to_fix() {
     db.finish().await;
 }
 
+/// The seed apps give `provider_id` as an integer: it is taken, and answered as given.
+#[tokio::test]
+async fn provider_ids_are_answered_in_the_type_they_were_given() {
+    let (s, db) = state(KEY).await;
+    for given in [json!(42), json!("42"), json!("corp"), json!(-7)] {
+        let body =
+            json!({"kind": "oidc_state", "provider_id": given, "nonce": "n", "code_verifier": "v"});
+        let issued = post(&s, "/v1/tokens", body).await;
+        assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.body);
+        let token = issued.body["token"].clone();
+        let consumed = post(
+            &s,
+            "/v1/tokens/consume",
+            json!({"kind": "oidc_state", "token": token}),
+        )
+        .await;
+        consumed.ok();
+        assert_eq!(consumed.body["provider_id"], given);
+    }
+    for wrong in [json!(4.2), json!(true), json!({"id": 1})] {
+        let body =
+            json!({"kind": "oidc_state", "provider_id": wrong, "nonce": "n", "code_verifier": "v"});
+        let a = post(&s, "/v1/tokens", body).await;
+        problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(a.body["field"], "provider_id");
+        assert!(
+            !a.body["detail"].as_str().unwrap().contains("ProviderId"),
+            "{}",
+            a.body
+        );
+    }
+    db.finish().await;
+}
+
 #[tokio::test]
 async fn issue_requires_exactly_the_fields_of_the_kind() {
     let (s, db) = state(KEY).await;

@@ -70,6 +70,9 @@ pub struct Payload {
     /// Free-form data (`download`: the resource; `oidc_state`: `return_to`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
+    /// The issuer gave `provider_id` as a number: it is answered as one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub provider_id_is_number: bool,
 }
 
 impl fmt::Debug for Payload {
@@ -230,6 +233,12 @@ impl AuthEphemeralToken {
     /// Binds the token to a challenge: consuming or peeking then requires the same value.
     pub fn with_challenge(mut self, challenge: Challenge) -> Self {
         self.challenge = Some(challenge);
+        self
+    }
+
+    /// Records that `provider_id` was given as a number, so it is answered as one.
+    pub fn with_numeric_provider_id(mut self) -> Self {
+        self.payload.provider_id_is_number = true;
         self
     }
 

@@ -112,6 +112,7 @@ mod tests {
             code_verifier: Some("verifier-xyz".into()),
             code_hash: None,
             data: Some(serde_json::json!({"return_to": "/home"})),
+            provider_id_is_number: false,
         }
     }
 

@@ -82,8 +82,12 @@ fn attempt<T: DeserializeOwned>(value: Value) -> Result<T, FieldError> {
     })
 }
 
-/// serde's message without the Rust names in it (`expected struct IssueRequest`).
+/// serde's message without the Rust names in it (`expected struct IssueRequest`,
+/// `untagged enum ProviderId`).
 fn plain(detail: String) -> String {
+    if detail.contains("untagged enum") {
+        return "not one of the types this field takes (see /openapi.json)".into();
+    }
     match detail.find("expected struct ") {
         Some(at) => format!("{}expected a JSON object", &detail[..at]),
         None => detail,

@@ -52,8 +52,8 @@ pub struct IssueRequest {
     pub kind: TokenType,
     /// The user (every kind but `oidc_state`).
     pub username: Option<String>,
-    /// The OIDC provider (`oidc_state`).
-    pub provider_id: Option<String>,
+    /// The OIDC provider (`oidc_state`): a string or an integer, answered as given.
+    pub provider_id: Option<ProviderId>,
     /// The OIDC nonce (`oidc_state`).
     pub nonce: Option<String>,
     /// The PKCE verifier (`oidc_state`).
@@ -103,9 +103,9 @@ pub struct TokenRecord {
     /// The user.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// The OIDC provider.
+    /// The OIDC provider, as it was given (a string or an integer).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider_id: Option<String>,
+    pub provider_id: Option<ProviderId>,
     /// The OIDC nonce.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
@@ -124,12 +124,42 @@ pub struct TokenRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// An OIDC provider's id as an app gives it: a string, or an integer (the seed apps' type).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ProviderId {
+    /// An integer id.
+    Number(i64),
+    /// A string id.
+    Text(String),
+}
+
+impl ProviderId {
+    /// The id as the store keeps it (text), and whether it was a number.
+    fn into_stored(self) -> (String, bool) {
+        match self {
+            ProviderId::Number(n) => (n.to_string(), true),
+            ProviderId::Text(s) => (s, false),
+        }
+    }
+
+    /// The id the store kept, in the type it was given.
+    fn stored(text: String, was_number: bool) -> Self {
+        match text.parse::<i64>() {
+            Ok(n) if was_number => ProviderId::Number(n),
+            _ => ProviderId::Text(text),
+        }
+    }
+}
+
 impl From<ConsumedToken> for TokenRecord {
     fn from(t: ConsumedToken) -> Self {
         TokenRecord {
             kind: t.kind,
             username: t.username,
-            provider_id: t.provider_id,
+            provider_id: t
+                .provider_id
+                .map(|p| ProviderId::stored(p, t.payload.provider_id_is_number)),
             nonce: t.payload.nonce,
             code_verifier: t.payload.code_verifier,
             code_hash: t.payload.code_hash,
@@ -163,7 +193,7 @@ fn username(value: Option<String>, kind: TokenType) -> Result<Username, AppError
     Username::parse(v).map_err(|e| AppError::field("username", e.to_string()))
 }
 
-fn required(value: Option<String>, name: &str, kind: TokenType) -> Result<String, AppError> {
+fn required<T>(value: Option<T>, name: &str, kind: TokenType) -> Result<T, AppError> {
     value.ok_or_else(|| AppError::field(name, format!("required for {kind}")))
 }
 
@@ -195,11 +225,17 @@ fn new_token(r: IssueRequest) -> Result<AuthEphemeralToken, AppError> {
         }
         K::OidcState => {
             forbid(r.username.is_some(), "username", kind)?;
-            AuthEphemeralToken::new_oidc_state(
-                required(r.provider_id, "provider_id", kind)?,
+            let (provider, numeric) = required(r.provider_id, "provider_id", kind)?.into_stored();
+            let token = AuthEphemeralToken::new_oidc_state(
+                provider,
                 required(r.nonce, "nonce", kind)?,
                 required(r.code_verifier, "code_verifier", kind)?,
-            )
+            );
+            if numeric {
+                token.with_numeric_provider_id()
+            } else {
+                token
+            }
         }
         K::OidcExchange => AuthEphemeralToken::new_oidc_exchange(username(r.username, kind)?),
         K::PasswordReset => AuthEphemeralToken::new_password_reset(username(r.username, kind)?),
