@@ -43,6 +43,9 @@ pub enum AppError {
     /// No such route.
     #[error("not found")]
     NotFound,
+    /// `/v1/once`: the key is claimed already.
+    #[error("already claimed")]
+    AlreadyClaimed,
     /// No live session, where a proxy asks (`/auth/verify`).
     #[error("unauthenticated")]
     Unauthenticated,
@@ -214,6 +217,12 @@ impl AppError {
                 "not_found",
                 "Not found",
                 "no such route".into(),
+            ),
+            E::AlreadyClaimed => (
+                StatusCode::CONFLICT,
+                "already_claimed",
+                "Already claimed",
+                "this key is claimed and its claim has not expired".into(),
             ),
             E::Unauthenticated => (
                 StatusCode::UNAUTHORIZED,

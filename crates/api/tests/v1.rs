@@ -92,6 +92,16 @@ fn routes() -> Vec<(&'static str, Value, Value)> {
             json!({"event": "demo", "key": "k"}),
             json!({"event": "demo"}),
         ),
+        (
+            "/v1/once",
+            json!({"key": "k", "ttl_seconds": 60}),
+            json!({"key": "k"}),
+        ),
+        (
+            "/v1/sessions/introspect",
+            json!({"session": "tsr_se_x"}),
+            json!({}),
+        ),
     ]
 }
 
@@ -317,6 +327,30 @@ async fn provider_ids_are_answered_in_the_type_they_were_given() {
             "{}",
             a.body
         );
+    }
+    db.finish().await;
+}
+
+/// `/v1/once`: the first claim of a key wins until it expires, with its bounds checked.
+#[tokio::test]
+async fn once_claims_a_key_once() {
+    let (s, db) = state(KEY).await;
+    let claim = |key: &str, ttl: u64| json!({"key": key, "ttl_seconds": ttl});
+    let first = post(&s, "/v1/once", claim("ann:59:123456", 90)).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(first.body, json!({"claimed": true}));
+    let again = post(&s, "/v1/once", claim("ann:59:123456", 90)).await;
+    problem(&again, StatusCode::CONFLICT, "already_claimed");
+    let other = post(&s, "/v1/once", claim("ann:60:123456", 90)).await;
+    assert_eq!(other.status, StatusCode::CREATED, "{}", other.body);
+    for (bad, field) in [
+        (claim("", 90), "key"),
+        (claim(&"k".repeat(513), 90), "key"),
+        (claim("k", 0), "ttl_seconds"),
+    ] {
+        let a = post(&s, "/v1/once", bad).await;
+        problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(a.body["field"], field);
     }
     db.finish().await;
 }

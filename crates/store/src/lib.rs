@@ -138,6 +138,11 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Removes all records of `kind` for `username`; answers how many.
     async fn revoke(&self, kind: TokenType, username: &str) -> Result<u64, StoreError>;
 
+    /// Claims `hash` for `ttl_ms` if no live claim holds it: atomic on every backend, so of
+    /// any number of concurrent claims of one hash exactly one answers `true`. A claim that
+    /// has expired may be made again.
+    async fn claim(&self, hash: &TokenHash, ttl_ms: i64) -> Result<bool, StoreError>;
+
     /// Removes expired records, `batch` at a time; answers how many.
     async fn purge(&self, batch: u32) -> Result<u64, StoreError>;
 

@@ -204,6 +204,21 @@ impl TokenStore for RedisTokenStore {
         Ok(revoked.len() as u64)
     }
 
+    async fn claim(&self, hash: &TokenHash, ttl_ms: i64) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}once:{{{}}}", self.prefix, hash.to_hex());
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(map_err)?;
+        Ok(set.is_some())
+    }
+
     async fn purge(&self, _batch: u32) -> Result<u64, StoreError> {
         // Every token key carries its own TTL.
         Ok(0)

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, Value,
 };
-use tessera_entity::TokenType;
+use tessera_entity::{TokenHash, TokenType};
 
 use crate::{Lookup, SealedToken, StoreError, StoredRecord, TokenStore};
 
@@ -31,6 +31,9 @@ pub struct Statements {
     pub peek: &'static str,
     /// One statement per kind and user.
     pub revoke: &'static str,
+    /// Set if absent, or if the row there has expired: one upsert whose update applies
+    /// only to an expired row, so a row comes back to exactly one claimer.
+    pub claim: &'static str,
     /// A bounded batch of expired rows; PostgreSQL skips rows another purger holds, so
     /// purgers on every worker never wait for each other.
     pub purge: &'static str,
@@ -59,6 +62,14 @@ const POSTGRES: Statements = Statements {
            WHERE token_hash = $1 AND token_type = $2 \
            AND challenge_hash IS NOT DISTINCT FROM $3 AND expires_at > now()",
     revoke: "DELETE FROM auth_ephemeral_tokens WHERE token_type = $1 AND username = $2",
+    claim: "INSERT INTO auth_ephemeral_tokens \
+            (token_hash, token_type, sealed, expires_at, created_at) \
+            VALUES ($1, 'once', $2, now() + $3::float8 * interval '1 millisecond', now()) \
+            ON CONFLICT (token_hash) DO UPDATE SET token_type = 'once', username = NULL, \
+              provider_id = NULL, challenge_hash = NULL, sealed = EXCLUDED.sealed, \
+              expires_at = EXCLUDED.expires_at, created_at = EXCLUDED.created_at \
+            WHERE auth_ephemeral_tokens.expires_at <= now() \
+            RETURNING token_hash",
     purge: "DELETE FROM auth_ephemeral_tokens WHERE id IN ( \
               SELECT id FROM auth_ephemeral_tokens WHERE expires_at <= now() \
               ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
@@ -80,6 +91,16 @@ const SQLITE: Statements = Statements {
            WHERE token_hash = ?1 AND token_type = ?2 \
            AND challenge_hash IS ?3 AND expires_at > strftime('%Y-%m-%d %H:%M:%f', 'now')",
     revoke: "DELETE FROM auth_ephemeral_tokens WHERE token_type = ?1 AND username = ?2",
+    claim: "INSERT INTO auth_ephemeral_tokens \
+            (token_hash, token_type, sealed, expires_at, created_at) \
+            VALUES (?1, 'once', ?2, \
+              strftime('%Y-%m-%d %H:%M:%f', 'now', (?3 / 1000.0) || ' seconds'), \
+              strftime('%Y-%m-%d %H:%M:%f', 'now')) \
+            ON CONFLICT (token_hash) DO UPDATE SET token_type = 'once', username = NULL, \
+              provider_id = NULL, challenge_hash = NULL, sealed = excluded.sealed, \
+              expires_at = excluded.expires_at, created_at = excluded.created_at \
+            WHERE auth_ephemeral_tokens.expires_at <= strftime('%Y-%m-%d %H:%M:%f', 'now') \
+            RETURNING token_hash",
     purge: "DELETE FROM auth_ephemeral_tokens WHERE id IN ( \
               SELECT id FROM auth_ephemeral_tokens \
               WHERE expires_at <= strftime('%Y-%m-%d %H:%M:%f', 'now') \
@@ -168,6 +189,17 @@ impl TokenStore for SqlTokenStore {
         );
         let row = self.db.query_one_raw(stmt).await.map_err(map_err)?;
         row.map(|r| record(lookup.kind, &r)).transpose()
+    }
+
+    async fn claim(&self, hash: &TokenHash, ttl_ms: i64) -> Result<bool, StoreError> {
+        let values = vec![
+            hash.as_bytes().to_vec().into(),
+            Vec::<u8>::new().into(),
+            ttl_ms.into(),
+        ];
+        let stmt = self.stmt(self.sql.claim, values);
+        let row = self.db.query_one_raw(stmt).await.map_err(map_err)?;
+        Ok(row.is_some())
     }
 
     async fn revoke(&self, kind: TokenType, username: &str) -> Result<u64, StoreError> {

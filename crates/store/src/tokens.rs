@@ -253,6 +253,26 @@ impl Tokens {
         self.open(&token, challenge_hash.as_ref(), record)
     }
 
+    /// Claims `key` for `ttl` unless a live claim of it exists in this front's namespace:
+    /// `true` for exactly one of any number of concurrent claims, on any worker (an app's
+    /// replay guard: `once` on `user:window:code`). Only a hash of the key is stored.
+    pub async fn claim_once(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let mut h = Sha256::new();
+        h.update(self.namespace.unwrap_or("").as_bytes());
+        h.update([0]);
+        h.update(b"once");
+        h.update([0]);
+        h.update(key.as_bytes());
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        self.store
+            .claim(&TokenHash(h.finalize().into()), ttl_ms)
+            .await
+    }
+
     /// Removes every token of `kind` for `username`.
     pub async fn revoke(&self, kind: TokenType, username: &Username) -> Result<u64, StoreError> {
         self.store

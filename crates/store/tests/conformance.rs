@@ -644,6 +644,57 @@ mod cases {
         assert_eq!(total, expected, "every expired row deleted exactly once");
     }
 
+    /// `claim_once`: the first claim of a key wins, later ones lose until it expires, and
+    /// of 64 tasks racing for each of 20 keys exactly one wins each; namespaces are apart.
+    pub async fn claims_are_won_once(h: &Harness) {
+        use std::time::Duration;
+        let key = format!("user:{}:123456", uuid::Uuid::new_v4());
+        let long = Duration::from_secs(60);
+        assert!(h.tokens.claim_once(&key, long).await.unwrap());
+        assert!(!h.tokens.claim_once(&key, long).await.unwrap());
+        let app = h.tokens.in_namespace("app");
+        assert!(
+            app.claim_once(&key, long).await.unwrap(),
+            "another namespace's key"
+        );
+        assert!(!app.claim_once(&key, long).await.unwrap());
+        let short = format!("short:{}", uuid::Uuid::new_v4());
+        assert!(
+            h.tokens
+                .claim_once(&short, Duration::from_millis(300))
+                .await
+                .unwrap()
+        );
+        assert!(!h.tokens.claim_once(&short, long).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(
+            h.tokens.claim_once(&short, long).await.unwrap(),
+            "claimable once expired"
+        );
+
+        let keys: Vec<String> = (0..20)
+            .map(|i| format!("race:{i}:{}", uuid::Uuid::new_v4()))
+            .collect();
+        let mut tasks = Vec::new();
+        for key in &keys {
+            for _ in 0..64 {
+                let (tokens, key) = (h.tokens.clone(), key.clone());
+                tasks.push(tokio::spawn(async move {
+                    (key.clone(), tokens.claim_once(&key, long).await.unwrap())
+                }));
+            }
+        }
+        let mut wins = std::collections::HashMap::<String, usize>::new();
+        for t in join_all(tasks).await {
+            let (key, won) = t.unwrap();
+            *wins.entry(key).or_default() += usize::from(won);
+        }
+        assert!(
+            keys.iter().all(|k| wins[k] == 1),
+            "one winner per key: {wins:?}"
+        );
+    }
+
     pub async fn racing_consumers_have_one_winner_each(h: &Harness) {
         const TOKENS: usize = 200;
         const RACERS: usize = 64;
@@ -785,6 +836,7 @@ macro_rules! every_backend {
                 purge_removes_only_expired,
                 concurrent_purges_agree,
                 racing_consumers_have_one_winner_each,
+                claims_are_won_once,
                 dump_reveals_no_secret,
                 moved_record_does_not_open,
             ]);

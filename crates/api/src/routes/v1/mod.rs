@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod answers;
+pub mod once;
 pub mod ratelimit;
 pub mod sessions;
 pub mod tokens;
@@ -22,6 +23,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1/ratelimit/hit", post(ratelimit::hit))
         .route("/v1/ratelimit/peek", post(ratelimit::ratelimit_peek))
         .route("/v1/ratelimit/reset", post(ratelimit::reset))
+        .route("/v1/once", post(once::once))
         .route("/v1/admin/purge", post(admin::purge))
         .route("/v1/sessions/introspect", post(sessions::introspect))
         .route_layer(middleware::from_fn_with_state(

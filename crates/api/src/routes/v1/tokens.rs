@@ -392,6 +392,6 @@ pub async fn revoke(
 
 /// The tokens of `/v1`: a namespace of their own, so a service key can neither mint nor
 /// read nor revoke a token that the `/auth` flows accept, whatever its kind.
-fn app_tokens(state: &AppState) -> tessera_store::Tokens {
+pub(super) fn app_tokens(state: &AppState) -> tessera_store::Tokens {
     state.auth.tokens.in_namespace(APP_NAMESPACE)
 }
