@@ -34,12 +34,9 @@ pub struct Claimed {
 /// Claim `key` for `ttl_seconds`: 201 for the first claim, 409 `already_claimed` while it
 /// holds; of concurrent claims on any workers exactly one wins.
 #[utoipa::path(post, path = "/v1/once", tag = "tokens", request_body = OnceRequest,
-    security(("service_key" = [])),
-    responses(
-        (status = 201, description = "Claimed", body = Claimed),
+    security(("service_key" = [])), responses((status = 201, description = "Claimed", body = Claimed),
         (status = 409, description = "`already_claimed`", body = Problem, content_type = "application/problem+json"),
-        ServiceErrors, BodyProblems,
-    ))]
+        ServiceErrors, BodyProblems))]
 pub async fn once(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<OnceRequest>,
