@@ -331,6 +331,24 @@ async fn provider_ids_are_answered_in_the_type_they_were_given() {
     db.finish().await;
 }
 
+/// An app's own event that nobody configured is limited at 10 per 15 minutes.
+#[tokio::test]
+async fn an_unconfigured_event_takes_the_default_policy() {
+    let (s, db) = state(KEY).await;
+    let hit = json!({"event": "an_apps_own_event", "key": "k"});
+    let first = post(&s, "/v1/ratelimit/hit", hit.clone()).await;
+    first.ok();
+    assert_eq!(first.body["limit"], 10, "{}", first.body);
+    let policy = first.headers["ratelimit-policy"].to_str().unwrap();
+    assert_eq!(policy, "\"an_apps_own_event\";q=10;w=900");
+    for _ in 0..9 {
+        post(&s, "/v1/ratelimit/hit", hit.clone()).await.ok();
+    }
+    let over = post(&s, "/v1/ratelimit/hit", hit).await;
+    assert_eq!(over.body["allowed"], false, "{}", over.body);
+    db.finish().await;
+}
+
 /// `/v1/once`: the first claim of a key wins until it expires, with its bounds checked.
 #[tokio::test]
 async fn once_claims_a_key_once() {

@@ -66,6 +66,8 @@ pub fn default_policies() -> tessera_limiter::Policies {
     ] {
         p.set(event_of(event), policy);
     }
+    // An app's own events through /v1 that nobody configured in TESSERA_RATE_LIMITS.
+    p.set_default(Policy::per_seconds(10, 15 * 60));
     p
 }
 

@@ -201,7 +201,9 @@ impl Limiter {
         let longest = self
             .policies
             .iter()
-            .map(|(_, p)| p.window_ms())
+            .map(|(_, p)| p)
+            .chain(self.policies.default_policy())
+            .map(Policy::window_ms)
             .max()
             .unwrap_or(0);
         self.store.purge(longest, batch.max(1)).await

@@ -177,28 +177,47 @@ impl FromStr for Event {
 
 /// The policy of every event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policies(BTreeMap<Event, Policy>);
+pub struct Policies {
+    map: BTreeMap<Event, Policy>,
+    /// The policy of every event not in `map`, if any.
+    default: Option<Policy>,
+}
 
 impl Policies {
     /// No policy at all.
     pub fn empty() -> Self {
-        Policies(BTreeMap::new())
+        Policies {
+            map: BTreeMap::new(),
+            default: None,
+        }
     }
 
     /// Sets (or replaces) the policy of `event`.
     pub fn set(&mut self, event: impl Into<Event>, policy: Policy) -> &mut Self {
-        self.0.insert(event.into(), policy);
+        self.map.insert(event.into(), policy);
         self
     }
 
-    /// The policy of `event`.
+    /// Gives every event without a policy of its own `policy` (an embedder's events that
+    /// nobody configured); without it, such an event is refused.
+    pub fn set_default(&mut self, policy: Policy) -> &mut Self {
+        self.default = Some(policy);
+        self
+    }
+
+    /// The policy every event without one of its own gets, if any.
+    pub fn default_policy(&self) -> Option<&Policy> {
+        self.default.as_ref()
+    }
+
+    /// The policy of `event`: its own, else the default.
     pub fn get(&self, event: &Event) -> Option<&Policy> {
-        self.0.get(event)
+        self.map.get(event).or(self.default.as_ref())
     }
 
     /// Every event and its policy.
     pub fn iter(&self) -> impl Iterator<Item = (&Event, &Policy)> {
-        self.0.iter()
+        self.map.iter()
     }
 
     /// Applies overrides like `2fa_attempt=5/5m,login_ip=100/15m~,my_event=3/1h`.

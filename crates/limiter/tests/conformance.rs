@@ -233,6 +233,22 @@ mod cases {
         assert!(l.hit(&ev("a"), "x", 1).await.unwrap().allowed);
     }
 
+    /// An event nobody configured takes the default policy, when there is one, and is
+    /// counted on its own.
+    pub async fn unconfigured_events_take_the_default(h: &Harness) {
+        let mut p = one("known", Policy::per_seconds(5, 60));
+        p.set_default(Policy::per_seconds(2, 60));
+        let l = h.limiter(p);
+        for event in ["an_apps_event", "another"] {
+            assert!(l.hit(&ev(event), "k", 1).await.unwrap().allowed);
+            assert!(l.hit(&ev(event), "k", 1).await.unwrap().allowed);
+            let third = l.hit(&ev(event), "k", 1).await.unwrap();
+            assert!(!third.allowed);
+            assert_eq!(third.limit, 2);
+        }
+        assert_eq!(l.hit(&ev("known"), "k", 1).await.unwrap().limit, 5);
+    }
+
     pub async fn bad_input_is_refused(h: &Harness) {
         let l = h.limiter(one("e", Policy::per_seconds(3, 60)));
         let e = ev("e");
@@ -340,6 +356,7 @@ macro_rules! every_backend {
                 reset_forgets,
                 keys_and_events_are_independent,
                 bad_input_is_refused,
+                unconfigured_events_take_the_default,
                 exact_under_concurrency,
                 the_store_clock_slides_the_window,
                 purge_keeps_what_a_window_still_needs,
