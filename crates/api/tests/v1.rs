@@ -556,10 +556,12 @@ async fn ratelimit_hit_peek_reset_with_headers() {
     .await;
     assert_eq!(peek.body["remaining"], 3);
 
+    // A name that is not a valid event is refused (an unconfigured but valid one takes
+    // the default policy: see an_unconfigured_event_takes_the_default_policy).
     let unknown = post(
         &s,
         "/v1/ratelimit/hit",
-        json!({"event": "nope", "key": "k"}),
+        json!({"event": "not a name!", "key": "k"}),
     )
     .await;
     problem(
