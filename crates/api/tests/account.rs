@@ -185,3 +185,26 @@ async fn an_account_without_a_password_proves_itself_with_a_code() {
         .await;
     assert_eq!(r.body["mfa_required"], true, "{}", r.body);
 }
+
+/// Wrong passwords sent as proof count in the account's own `login_attempt` budget, the
+/// one `/auth/login` uses (10 per 15 minutes), and in no other account's.
+#[tokio::test]
+async fn wrong_proofs_spend_the_accounts_own_password_budget() {
+    let (state, _db, _o) = app_state(|_| {}).await;
+    register(&state, "held", PW).await;
+    register(&state, "bystander", PW).await;
+    let session = sign_in(&state, "held", PW).await;
+    let me = browser(&state).with(&session);
+    let wrong = json!({"password": "not the password", "new_password": "a new password"});
+    for _ in 0..10 {
+        let a = me.post("/auth/password/change", wrong.clone()).await;
+        problem(&a, StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+    let over = me.post("/auth/password/change", wrong).await;
+    problem(&over, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let login = at(&state, "203.0.113.77")
+        .login("held", "not the password")
+        .await;
+    problem(&login, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    at(&state, "203.0.113.78").login("bystander", PW).await.ok();
+}

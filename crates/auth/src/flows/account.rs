@@ -5,7 +5,7 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use tessera_entity::{AuthEphemeralToken, EventType, TokenType, users};
+use tessera_entity::{AccountName, AuthEphemeralToken, EventType, TokenType, users};
 use tessera_store::UserToken;
 
 use super::common::Client;
@@ -44,7 +44,11 @@ impl Auth {
         let user = sessions::session_user(&self.db, session).await?;
         match (&user.password_hash, proof.password, proof.code) {
             (Some(_), Some(given), _) => {
-                let key = user.username_key.clone().unwrap_or_default();
+                // The key the login route counts this account under: one budget for both,
+                // and never a key shared with another account.
+                let key = AccountName::parse(&user.username)
+                    .map(|n| n.key().to_owned())
+                    .unwrap_or_else(|_| user.username.clone());
                 throttle::throttle(&self.limiter, EventType::LoginAttempt, &key).await?;
                 let place = hashing::reserve(Priority::Anyone)?;
                 if !hashing::verify(place, given, user.password_hash.clone()).await? {
