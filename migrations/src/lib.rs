@@ -20,6 +20,7 @@ mod m20261124_000007_create_rate_limit_function;
 mod m20261128_000008_hash_totp_usage_codes;
 mod m20261128_000009_add_username_keys;
 mod m20261128_000010_add_session_activity;
+mod m20261128_000011_widen_token_type;
 
 use sea_orm_migration::sea_orm::{DatabaseConnection, Statement};
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000008_hash_totp_usage_codes::Migration),
             Box::new(m20261128_000009_add_username_keys::Migration),
             Box::new(m20261128_000010_add_session_activity::Migration),
+            Box::new(m20261128_000011_widen_token_type::Migration),
         ]
     }
 }

@@ -373,6 +373,79 @@ async fn once_claims_a_key_once() {
     db.finish().await;
 }
 
+/// An application's own kinds (`x_NAME`) carry a username, a challenge and data, and are
+/// kept apart from each other; anything else is refused naming the field.
+#[tokio::test]
+async fn custom_kinds_carry_username_challenge_and_data() {
+    let (s, db) = state(KEY).await;
+    let issued = post(
+        &s,
+        "/v1/tokens",
+        json!({"kind": "x_invite", "username": "ann", "challenge": "c1",
+               "data": {"team": 7}, "ttl_seconds": 60}),
+    )
+    .await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.body);
+    assert_eq!(issued.body["kind"], "x_invite");
+    let token = issued.body["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("tsr_x_"), "{token}");
+    let take =
+        |kind: &str, challenge: &str| json!({"kind": kind, "token": token, "challenge": challenge});
+    for refused in [
+        take("x_other", "c1"),
+        take("x_invite", "c2"),
+        take("pre_auth", "c1"),
+    ] {
+        let a = post(&s, "/v1/tokens/peek", refused).await;
+        problem(&a, StatusCode::NOT_FOUND, "invalid_or_expired_token");
+    }
+    let peeked = post(&s, "/v1/tokens/peek", take("x_invite", "c1")).await;
+    peeked.ok();
+    assert_eq!(peeked.body["username"], "ann");
+    assert_eq!(peeked.body["data"], json!({"team": 7}));
+    let revoked = post(
+        &s,
+        "/v1/tokens/revoke",
+        json!({"kind": "x_other", "username": "ann"}),
+    )
+    .await;
+    assert_eq!(revoked.body["revoked"], 0, "{}", revoked.body);
+    post(&s, "/v1/tokens/consume", take("x_invite", "c1"))
+        .await
+        .ok();
+    let again = post(&s, "/v1/tokens/consume", take("x_invite", "c1")).await;
+    problem(&again, StatusCode::NOT_FOUND, "invalid_or_expired_token");
+
+    // No username: the token alone finds it.
+    let bare = post(&s, "/v1/tokens", json!({"kind": "x_a"})).await;
+    assert_eq!(bare.status, StatusCode::CREATED, "{}", bare.body);
+    let consumed = post(
+        &s,
+        "/v1/tokens/consume",
+        json!({"kind": "x_a", "token": bare.body["token"]}),
+    )
+    .await;
+    consumed.ok();
+    assert_eq!(consumed.body["username"], Value::Null);
+
+    let long = format!("x_{}", "z".repeat(33));
+    for (body, field) in [
+        (json!({"kind": "x_"}), "kind"),
+        (json!({"kind": "x_Invite"}), "kind"),
+        (json!({"kind": long}), "kind"),
+        (json!({"kind": "y_invite"}), "kind"),
+        (json!({"kind": "x_invite", "nonce": "n"}), "nonce"),
+        (json!({"kind": "x_invite", "provider_id": 1}), "provider_id"),
+        (json!({"kind": "x_invite", "code_hash": "h"}), "code_hash"),
+        (json!({"kind": "x_invite", "username": ""}), "username"),
+    ] {
+        let a = post(&s, "/v1/tokens", body.clone()).await;
+        problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(a.body["field"], field, "{body}: {}", a.body);
+    }
+    db.finish().await;
+}
+
 #[tokio::test]
 async fn issue_requires_exactly_the_fields_of_the_kind() {
     let (s, db) = state(KEY).await;

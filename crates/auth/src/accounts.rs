@@ -248,10 +248,9 @@ pub async fn delete_user(
     tokens: &Tokens,
     user: users::Model,
 ) -> Result<Deleted, AuthError> {
-    use strum::IntoEnumIterator;
     let name = username_of(&user)?;
     let mut revoked = 0;
-    for kind in TokenType::iter() {
+    for kind in TokenType::BUILTIN {
         revoked += tokens.revoke(kind, &name).await?;
     }
     let sessions = tessera_entity::sessions::Entity::find()

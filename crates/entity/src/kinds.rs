@@ -1,28 +1,16 @@
-//! The closed sets of token kinds and rate-limit event kinds.
+//! The sets of token kinds and rate-limit event kinds.
 
 use serde::{Deserialize, Serialize};
-use strum::{AsRefStr, Display, EnumIter, EnumString, IntoStaticStr};
+use std::fmt;
+use std::str::FromStr;
+use strum::{Display, EnumIter, EnumString, IntoStaticStr};
 
 /// The kind of an ephemeral token, stored as its snake_case name.
 ///
-/// A row of one kind can never be consumed as another: the kind is part of every lookup.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Display,
-    EnumString,
-    AsRefStr,
-    IntoStaticStr,
-    EnumIter,
-    Serialize,
-    Deserialize,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
+/// The built-in kinds are the ones the login flows use; [`TokenType::Custom`] is an
+/// application's own kind (`x_NAME`), issued and consumed through `/v1` only. A row of one
+/// kind can never be consumed as another: the kind is part of every lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TokenType {
     /// Password accepted, second factor pending: carries the username and a challenge.
     PreAuth,
@@ -45,10 +33,120 @@ pub enum TokenType {
     EmailChange,
     /// A sign-in link mailed to an account's address.
     MagicLink,
+    /// An application's own kind, `x_` and 1 to 32 of `[a-z0-9_]`: it carries a username, a
+    /// challenge and data, nothing else.
+    Custom(CustomKind),
 }
 
+/// The name of an application's own token kind: `x_` followed by 1 to 32 characters of
+/// `[a-z0-9_]`, kept inline so that [`TokenType`] stays `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CustomKind {
+    len: u8,
+    name: [u8; CustomKind::MAX_LEN],
+}
+
+impl CustomKind {
+    /// The prefix every custom kind's name starts with.
+    pub const NAME_PREFIX: &'static str = "x_";
+    /// The longest name: the prefix and 32 characters.
+    pub const MAX_LEN: usize = 2 + 32;
+    /// The name's pattern, for documents that describe it.
+    pub const PATTERN: &'static str = "x_[a-z0-9_]{1,32}";
+
+    /// Checks and keeps a custom kind's name (`x_NAME`).
+    pub fn parse(name: &str) -> Option<Self> {
+        let rest = name.strip_prefix(Self::NAME_PREFIX)?;
+        let valid = (1..=Self::MAX_LEN - 2).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return None;
+        }
+        let mut kind = CustomKind {
+            len: name.len() as u8,
+            name: [0; Self::MAX_LEN],
+        };
+        kind.name[..name.len()].copy_from_slice(name.as_bytes());
+        Some(kind)
+    }
+
+    /// The name, `x_` included.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored (see `parse`), so this never falls back.
+        std::str::from_utf8(&self.name[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for CustomKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CustomKind({})", self.as_str())
+    }
+}
+
+/// Why a string names no token kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "not a token kind: one of {} or {}",
+    TokenType::builtin_names(),
+    CustomKind::PATTERN
+)]
+pub struct UnknownTokenType;
+
 impl TokenType {
+    /// The kinds Tessera itself knows, in the order DESIGN lists them.
+    pub const BUILTIN: [TokenType; 10] = [
+        TokenType::PreAuth,
+        TokenType::OidcState,
+        TokenType::OidcExchange,
+        TokenType::PasswordReset,
+        TokenType::EmailOtpSetup,
+        TokenType::Download,
+        TokenType::MfaEnforce,
+        TokenType::TotpSetup,
+        TokenType::EmailChange,
+        TokenType::MagicLink,
+    ];
+
+    /// The kind's stored name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            TokenType::Custom(c) => c.as_str(),
+            builtin => builtin.builtin_name().unwrap_or_default(),
+        }
+    }
+
+    /// The name of a built-in kind, for labels that must be static; `None` for an
+    /// application's own kind.
+    pub const fn builtin_name(self) -> Option<&'static str> {
+        Some(match self {
+            TokenType::PreAuth => "pre_auth",
+            TokenType::OidcState => "oidc_state",
+            TokenType::OidcExchange => "oidc_exchange",
+            TokenType::PasswordReset => "password_reset",
+            TokenType::EmailOtpSetup => "email_otp_setup",
+            TokenType::Download => "download",
+            TokenType::MfaEnforce => "mfa_enforce",
+            TokenType::TotpSetup => "totp_setup",
+            TokenType::EmailChange => "email_change",
+            TokenType::MagicLink => "magic_link",
+            TokenType::Custom(_) => return None,
+        })
+    }
+
+    /// Whether this is an application's own kind.
+    pub const fn is_custom(&self) -> bool {
+        matches!(self, TokenType::Custom(_))
+    }
+
+    fn builtin_names() -> String {
+        let names: Vec<&str> = Self::BUILTIN.iter().map(|t| t.as_str()).collect();
+        names.join(", ")
+    }
+
     /// The readable prefix of tokens of this kind, so secret scanners recognise a leak.
+    /// Every custom kind shares `tsr_x_`; the kind still takes part in every lookup.
     pub const fn prefix(self) -> &'static str {
         match self {
             TokenType::PreAuth => "tsr_pa_",
@@ -61,6 +159,7 @@ impl TokenType {
             TokenType::TotpSetup => "tsr_ts_",
             TokenType::EmailChange => "tsr_ec_",
             TokenType::MagicLink => "tsr_ml_",
+            TokenType::Custom(_) => "tsr_x_",
         }
     }
 
@@ -74,7 +173,44 @@ impl TokenType {
             TokenType::EmailOtpSetup | TokenType::TotpSetup => 10 * 60,
             TokenType::Download => 5 * 60,
             TokenType::MagicLink => 15 * 60,
+            TokenType::Custom(_) => 10 * 60,
         }
+    }
+}
+
+impl AsRef<str> for TokenType {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for TokenType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TokenType {
+    type Err = UnknownTokenType;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::BUILTIN
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .or_else(|| CustomKind::parse(s).map(TokenType::Custom))
+            .ok_or(UnknownTokenType)
+    }
+}
+
+impl Serialize for TokenType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -126,7 +262,7 @@ mod tests {
 
     #[test]
     fn token_types_are_stored_as_their_design_names() {
-        let names: Vec<String> = TokenType::iter().map(|t| t.to_string()).collect();
+        let names: Vec<String> = TokenType::BUILTIN.iter().map(|t| t.to_string()).collect();
         assert_eq!(
             names,
             [
@@ -142,7 +278,8 @@ mod tests {
                 "magic_link"
             ]
         );
-        for t in TokenType::iter() {
+        for t in TokenType::BUILTIN {
+            assert!(!t.is_custom());
             assert_eq!(t.to_string().parse::<TokenType>().unwrap(), t);
             assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{t}\""));
         }
@@ -174,7 +311,39 @@ mod tests {
 
     #[test]
     fn prefixes_are_distinct() {
-        let prefixes: HashSet<&str> = TokenType::iter().map(TokenType::prefix).collect();
-        assert_eq!(prefixes.len(), TokenType::iter().count());
+        let custom = TokenType::Custom(CustomKind::parse("x_a").unwrap());
+        let all: Vec<TokenType> = TokenType::BUILTIN.into_iter().chain([custom]).collect();
+        let prefixes: HashSet<&str> = all.iter().map(|t| t.prefix()).collect();
+        assert_eq!(prefixes.len(), all.len());
+    }
+
+    #[test]
+    fn custom_kinds_are_x_and_1_to_32_of_a_z_0_9_underscore() {
+        for name in [
+            "x_a",
+            "x_invite",
+            "x_2fa_step_2",
+            &format!("x_{}", "z".repeat(32)),
+        ] {
+            let kind: TokenType = name.parse().unwrap();
+            assert_eq!(kind, TokenType::Custom(CustomKind::parse(name).unwrap()));
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{name}\""));
+            assert_eq!(
+                serde_json::from_str::<TokenType>(&format!("\"{name}\"")).unwrap(),
+                kind
+            );
+            assert!(kind.is_custom());
+        }
+        let too_long = format!("x_{}", "z".repeat(33));
+        for name in [
+            "x_", "x", "y_a", "x_A", "x_a-b", "x_é", "X_a", " x_a", &too_long,
+        ] {
+            assert!(name.parse::<TokenType>().is_err(), "{name:?} was accepted");
+        }
+        assert_ne!(
+            "x_a".parse::<TokenType>().unwrap(),
+            "x_b".parse::<TokenType>().unwrap()
+        );
     }
 }

@@ -35,6 +35,6 @@ pub mod totp_usage;
 pub mod users;
 
 pub use account::{AccountName, InvalidAccountName};
-pub use kinds::{EventType, TokenType};
+pub use kinds::{CustomKind, EventType, TokenType, UnknownTokenType};
 pub use new_token::{AuthEphemeralToken, InvalidUsername, Payload, Username};
 pub use token::{Challenge, ChallengeHash, Token, TokenHash};

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
-use crate::{Challenge, TokenType};
+use crate::{Challenge, CustomKind, TokenType};
 
 /// A user name: 1 to 255 characters, none of them a control character.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -228,6 +228,16 @@ impl AuthEphemeralToken {
         let mut t = Self::base(TokenType::MagicLink);
         t.username = Some(username);
         t
+    }
+
+    /// A token of an application's own kind: a username if the application wants to revoke
+    /// its tokens by user; a challenge and data are added with [`Self::with_challenge`] and
+    /// [`Self::with_data`].
+    pub fn new_custom(kind: CustomKind, username: Option<Username>) -> Self {
+        AuthEphemeralToken {
+            username,
+            ..Self::base(TokenType::Custom(kind))
+        }
     }
 
     /// Binds the token to a challenge: consuming or peeking then requires the same value.

@@ -408,6 +408,51 @@ mod cases {
             .unwrap();
     }
 
+    /// Applications' own kinds share one token prefix, so only the stored kind keeps them
+    /// apart: a token of one is never consumed, peeked at nor revoked as another. The
+    /// longest name (34 characters) fits every backend.
+    pub async fn custom_kinds_are_kept_apart(h: &Harness) {
+        let long: TokenType = format!("x_{}", "k".repeat(32)).parse().unwrap();
+        let invite: TokenType = "x_invite".parse().unwrap();
+        let custom = |kind: TokenType| match kind {
+            TokenType::Custom(c) => c,
+            _ => unreachable!(),
+        };
+        let t = h
+            .tokens
+            .issue(
+                AuthEphemeralToken::new_custom(custom(long), Some(user("dora")))
+                    .with_data(serde_json::json!({"step": 2})),
+            )
+            .await
+            .unwrap();
+        assert!(t.token.expose().starts_with("tsr_x_"));
+        assert_invalid(h.tokens.peek(invite, t.token.expose(), None).await);
+        assert_invalid(h.tokens.consume(invite, t.token.expose(), None).await);
+        assert_eq!(h.tokens.revoke(invite, &user("dora")).await.unwrap(), 0);
+        let got = h
+            .tokens
+            .consume(long, t.token.expose(), None)
+            .await
+            .unwrap();
+        assert_eq!(got.kind, long);
+        assert_eq!(got.username.as_deref(), Some("dora"));
+        assert_eq!(got.payload.data, Some(serde_json::json!({"step": 2})));
+        // Without a username it is only ever found by the token itself.
+        let anon = h
+            .tokens
+            .issue(AuthEphemeralToken::new_custom(custom(invite), None))
+            .await
+            .unwrap();
+        let got = h
+            .tokens
+            .consume(invite, anon.token.expose(), None)
+            .await
+            .unwrap();
+        assert_eq!(got.username, None);
+        assert_invalid(h.tokens.consume(invite, anon.token.expose(), None).await);
+    }
+
     pub async fn wrong_or_missing_challenge_is_invalid_and_does_not_burn(h: &Harness) {
         let right = Challenge::generate();
         let wrong = Challenge::generate();
@@ -828,6 +873,7 @@ macro_rules! every_backend {
                 consume_is_single_use,
                 unknown_and_malformed_are_invalid,
                 wrong_kind_is_invalid_and_does_not_burn,
+                custom_kinds_are_kept_apart,
                 wrong_or_missing_challenge_is_invalid_and_does_not_burn,
                 peek_does_not_consume,
                 expiry_follows_the_store_clock,

@@ -20,19 +20,26 @@ use crate::state::AppState;
 /// The longest lifetime a token may be issued with: 30 days.
 pub const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
 
-/// The OpenAPI view of a [`TokenType`]: one of the kinds' snake_case names, listed from the
-/// type itself so the document cannot fall behind it. (The data-model crate knows no
-/// OpenAPI.)
+/// The OpenAPI view of a [`TokenType`]: one of the built-in kinds' snake_case names, listed
+/// from the type itself so the document cannot fall behind it, or an application's own kind
+/// `x_NAME`. (The data-model crate knows no OpenAPI.)
 pub struct TokenKind;
 
 impl utoipa::PartialSchema for TokenKind {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use strum::IntoEnumIterator;
+        use tessera_entity::CustomKind;
         use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let builtin: Vec<&str> = TokenType::BUILTIN.iter().map(|t| t.as_str()).collect();
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .description(Some("The kind of a token."))
-            .enum_values(Some(TokenType::iter().map(|t| t.to_string())))
+            .description(Some(
+                "The kind of a token: a built-in kind, or an application's own `x_NAME`.",
+            ))
+            .pattern(Some(format!(
+                "^({}|{})$",
+                builtin.join("|"),
+                CustomKind::PATTERN
+            )))
             .into()
     }
 }
@@ -50,7 +57,7 @@ pub struct IssueRequest {
     /// The kind of token.
     #[schema(value_type = TokenKind)]
     pub kind: TokenType,
-    /// The user (every kind but `oidc_state`).
+    /// The user (every kind but `oidc_state`; optional for an application's own `x_NAME`).
     pub username: Option<String>,
     /// The OIDC provider (`oidc_state`): a string or an integer, answered as given.
     pub provider_id: Option<ProviderId>,
@@ -266,6 +273,10 @@ fn new_token(r: IssueRequest) -> Result<AuthEphemeralToken, AppError> {
                 })?;
             AuthEphemeralToken::new_email_change(username(r.username, kind)?, email)
         }
+        K::Custom(custom) => AuthEphemeralToken::new_custom(
+            custom,
+            r.username.map(|u| username(Some(u), kind)).transpose()?,
+        ),
         K::MfaEnforce => AuthEphemeralToken::new_mfa_enforce(
             username(r.username, kind)?,
             challenge
@@ -298,7 +309,9 @@ fn count_token(kind: TokenType, op: &'static str, result: &Result<impl Sized, St
         Err(StoreError::InvalidOrExpired) => "invalid",
         Err(_) => "error",
     };
-    metrics::counter!("tessera_tokens_total", "kind" => <&'static str>::from(kind), "op" => op, "outcome" => outcome)
+    // Every application kind counts under one label, so the series stay few.
+    let kind = kind.builtin_name().unwrap_or("custom");
+    metrics::counter!("tessera_tokens_total", "kind" => kind, "op" => op, "outcome" => outcome)
         .increment(1);
 }
 
