@@ -297,6 +297,7 @@ async fn open_with_tokens(
         database.redis_url.as_deref(),
         tessera_auth::throttle::default_policies(),
         tessera_store::DEFAULT_PURGE_BATCH,
+        database.pg_sync,
     )
     .await?;
     Ok((db, tokens))
@@ -334,8 +335,14 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let db = database.open().await?;
             let redis_url = database.redis_url.as_deref();
-            let (tokens, limiter) =
-                open::stores(db.clone(), redis_url, limits.policies()?, purge_batch).await?;
+            let (tokens, limiter) = open::stores(
+                db.clone(),
+                redis_url,
+                limits.policies()?,
+                purge_batch,
+                database.pg_sync,
+            )
+            .await?;
             let purged = tessera_auth::purge::purge(&db, &tokens, &limiter).await?;
             println!("{}", serde_json::to_string(&purged)?);
         }

@@ -23,6 +23,13 @@ pub struct DatabaseArgs {
     /// Cluster.
     #[arg(long, env = "TESSERA_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// Which PostgreSQL writes wait for the flush to disk: `relaxed` lets rate-limit events
+    /// and newly issued tokens commit without waiting (a database crash can lose the last
+    /// few hundred milliseconds of them); consumes, revokes, `once` claims and the login
+    /// tables always wait. `all` makes every write wait.
+    #[arg(long, env = "TESSERA_PG_SYNC", default_value = "relaxed")]
+    pub pg_sync: tessera_auth::open::PgSync,
 }
 
 impl DatabaseArgs {

@@ -61,8 +61,14 @@ impl Application {
             .policies()
             .map_err(|e| StartupError::Config(e.to_string()))?;
         let redis_url = config.database.redis_url.as_deref();
-        let (tokens, limiter) =
-            open::stores(db.clone(), redis_url, policies, config.purge_batch).await?;
+        let (tokens, limiter) = open::stores(
+            db.clone(),
+            redis_url,
+            policies,
+            config.purge_batch,
+            config.database.pg_sync,
+        )
+        .await?;
         let mut state = AppState::new(db, tokens, limiter, ApiKeys::parse(&config.api_keys));
         state.auth.settings = std::sync::Arc::new(
             config

@@ -5,6 +5,7 @@
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 use tessera_backend::redis::RedisConnection;
+pub use tessera_backend::sql::PgSync;
 use tessera_limiter::{Limiter, LimiterError, LimiterStore, Policies, RedisLimiter, SqlLimiter};
 use tessera_migration::{Migrator, MigratorTrait, SchemaState, schema_state};
 use tessera_store::{RedisTokenStore, SqlTokenStore, StoreError, TokenStore, Tokens};
@@ -87,12 +88,13 @@ pub async fn database(url: &str, max_connections: u32) -> Result<DatabaseConnect
 }
 
 /// The token store and limiter: on Redis (or a Cluster) at `redis_url` when given, else in
-/// the database.
+/// the database, where `sync` says which writes wait for the flush (PostgreSQL).
 pub async fn stores(
     db: DatabaseConnection,
     redis_url: Option<&str>,
     policies: Policies,
     purge_batch: u32,
+    sync: PgSync,
 ) -> Result<(Tokens, Limiter), OpenError> {
     let (store, limiter): (Arc<dyn TokenStore>, Arc<dyn LimiterStore>) = match redis_url {
         Some(url) => {
@@ -108,8 +110,8 @@ pub async fn stores(
             )
         }
         None => (
-            Arc::new(SqlTokenStore::new(db.clone())?),
-            Arc::new(SqlLimiter::new(db)?),
+            Arc::new(SqlTokenStore::new(db.clone())?.with_sync(sync)),
+            Arc::new(SqlLimiter::new(db)?.with_sync(sync)),
         ),
     };
     Ok((

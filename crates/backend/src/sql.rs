@@ -82,3 +82,34 @@ pub fn is_unreachable(e: &DbErr) -> bool {
         _ => false,
     }
 }
+
+/// Which PostgreSQL writes wait for their commit to reach the disk (`TESSERA_PG_SYNC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PgSync {
+    /// Writes whose loss in a database crash is harmless — rate-limit events and newly
+    /// issued tokens — commit without waiting for the flush: a crash can lose the last few
+    /// hundred milliseconds of them, which forces a retry and never allows a second use.
+    /// Consumes, revokes, `once` claims and the login tables stay synchronous.
+    #[default]
+    Relaxed,
+    /// Every write waits for its flush.
+    All,
+}
+
+impl PgSync {
+    /// Whether harmless writes may commit without waiting for the flush.
+    pub fn relaxed(self) -> bool {
+        self == PgSync::Relaxed
+    }
+}
+
+impl std::str::FromStr for PgSync {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "relaxed" => Ok(PgSync::Relaxed),
+            "all" => Ok(PgSync::All),
+            other => Err(format!("`{other}`: expected `relaxed` or `all`")),
+        }
+    }
+}

@@ -19,6 +19,8 @@ use sea_orm::{
     IsolationLevel, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 
+use tessera_backend::sql::PgSync;
+
 use crate::algorithm::{CounterState, sliding_counter, sliding_log};
 use crate::{Algorithm, Clock, Decision, Event, Hit, LimiterError, LimiterStore, Policy};
 
@@ -68,6 +70,11 @@ const POSTGRES: Statements = Statements {
     reset_counters: "DELETE FROM auth_rate_limit_counters WHERE event_type = $1 AND key = $2",
 };
 
+/// PostgreSQL's lock statement that also lets the transaction commit without waiting for
+/// the flush ([`PgSync::Relaxed`]).
+const RELAXED_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), \
+                            set_config('synchronous_commit', 'off', true)";
+
 const SQLITE: Statements = Statements {
     lock: None,
     // 'now' is the same instant for every use within one statement.
@@ -98,6 +105,8 @@ pub struct SqlLimiter {
     backend: DbBackend,
     sql: &'static Statements,
     clock: Clock,
+    /// Recorded events commit without waiting for the flush (PostgreSQL, `PgSync::Relaxed`).
+    relaxed: bool,
 }
 
 impl SqlLimiter {
@@ -118,7 +127,16 @@ impl SqlLimiter {
             backend,
             sql,
             clock: Clock::Store,
+            relaxed: backend == DbBackend::Postgres,
         })
+    }
+
+    /// Which writes wait for the flush on PostgreSQL ([`PgSync::Relaxed`] unless told): a
+    /// relaxed hit commits its events without waiting, so a database crash can forget the
+    /// last few hundred milliseconds of attempts.
+    pub fn with_sync(mut self, sync: PgSync) -> Self {
+        self.relaxed = self.backend == DbBackend::Postgres && sync.relaxed();
+        self
     }
 
     /// The same limiter on another clock (tests).
@@ -165,10 +183,21 @@ impl SqlLimiter {
 
     /// A sliding-log decision on PostgreSQL in one round trip (see the module's doc).
     async fn log_in_one_trip(&self, hit: Hit<'_>) -> Result<Decision, LimiterError> {
+        const SYNC: &str =
+            "SELECT now_ms, occurred_ms FROM tessera_rate_limit_log($1, $2, $3, $4, $5, $6, $7)";
+        // The same call in a transaction whose commit does not wait for the flush.
+        const RELAXED: &str = "WITH relax AS (SELECT set_config('synchronous_commit', 'off', true)) \
+             SELECT l.now_ms, l.occurred_ms \
+             FROM relax, tessera_rate_limit_log($1, $2, $3, $4, $5, $6, $7) AS l";
+        let sql = if self.relaxed && hit.record {
+            RELAXED
+        } else {
+            SYNC
+        };
         let rows = self
             .db
             .query_all_raw(self.stmt(
-                "SELECT now_ms, occurred_ms FROM tessera_rate_limit_log($1, $2, $3, $4, $5, $6, $7)",
+                sql,
                 vec![
                     hit.event.as_str().into(),
                     hit.key.into(),
@@ -284,6 +313,7 @@ impl LimiterStore for SqlLimiter {
         }
         let txn = self.begin().await?;
         if let Some(lock) = self.sql.lock {
+            let lock = if self.relaxed { RELAXED_LOCK } else { lock };
             let lock_key = format!("{}\u{1f}{}", hit.event, hit.key);
             txn.execute_raw(self.stmt(lock, vec![lock_key.into()]))
                 .await

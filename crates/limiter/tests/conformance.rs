@@ -55,6 +55,23 @@ impl Harness {
         Harness::sql(TestDb::postgres().await).await
     }
 
+    /// PostgreSQL with every recorded event waiting for the flush (`TESSERA_PG_SYNC=all`).
+    async fn postgres_sync_all() -> Harness {
+        let db = TestDb::postgres().await;
+        let conn = db.db.clone();
+        Harness::new(
+            move |c| {
+                Arc::new(
+                    SqlLimiter::new(conn.clone())
+                        .unwrap()
+                        .with_sync(tessera_backend::sql::PgSync::All)
+                        .with_clock(c),
+                )
+            },
+            Some(db),
+        )
+    }
+
     async fn redis_on(urls: &str) -> Harness {
         let conn = RedisConnection::connect(urls)
             .await
@@ -369,7 +386,7 @@ macro_rules! every_backend {
     };
 }
 
-every_backend!(memory, sqlite, postgres, redis, redis_cluster);
+every_backend!(memory, sqlite, postgres, postgres_sync_all, redis, redis_cluster);
 
 #[derive(Debug, Clone)]
 enum Op {

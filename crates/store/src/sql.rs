@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, Value,
 };
+use tessera_backend::sql::PgSync;
 use tessera_entity::{TokenHash, TokenType};
 
 use crate::{Lookup, SealedToken, StoreError, StoredRecord, TokenStore};
@@ -24,6 +25,9 @@ use crate::{Lookup, SealedToken, StoreError, StoredRecord, TokenStore};
 pub struct Statements {
     /// Expiry computed by the database: its clock plus the TTL in milliseconds (`$7`).
     pub issue: &'static str,
+    /// The same insert committed without waiting for the flush (PostgreSQL with
+    /// [`PgSync::Relaxed`]): a token lost in a crash is only asked for again.
+    pub issue_relaxed: Option<&'static str>,
     /// Delete-and-return in one statement: the row lock (PostgreSQL) or the write lock
     /// (SQLite) lets exactly one of concurrent deleters see the row.
     pub consume: &'static str,
@@ -53,6 +57,13 @@ const POSTGRES: Statements = Statements {
             (token_hash, token_type, username, provider_id, challenge_hash, sealed, expires_at, created_at) \
             VALUES ($1, $2, $3, $4, $5, $6, now() + $7::float8 * interval '1 millisecond', now()) \
             RETURNING expires_at",
+    issue_relaxed: Some(
+        "WITH relax AS (SELECT set_config('synchronous_commit', 'off', true)) \
+         INSERT INTO auth_ephemeral_tokens \
+         (token_hash, token_type, username, provider_id, challenge_hash, sealed, expires_at, created_at) \
+         SELECT $1, $2, $3, $4, $5, $6, now() + $7::float8 * interval '1 millisecond', now() \
+         FROM relax RETURNING expires_at",
+    ),
     consume: "DELETE FROM auth_ephemeral_tokens \
               WHERE token_hash = $1 AND token_type = $2 \
               AND challenge_hash IS NOT DISTINCT FROM $3 AND expires_at > now() \
@@ -82,6 +93,7 @@ const SQLITE: Statements = Statements {
               strftime('%Y-%m-%d %H:%M:%f', 'now', (?7 / 1000.0) || ' seconds'), \
               strftime('%Y-%m-%d %H:%M:%f', 'now')) \
             RETURNING expires_at",
+    issue_relaxed: None,
     consume: "DELETE FROM auth_ephemeral_tokens \
               WHERE token_hash = ?1 AND token_type = ?2 \
               AND challenge_hash IS ?3 AND expires_at > strftime('%Y-%m-%d %H:%M:%f', 'now') \
@@ -113,6 +125,7 @@ pub struct SqlTokenStore {
     db: DatabaseConnection,
     backend: DbBackend,
     sql: &'static Statements,
+    issue: &'static str,
 }
 
 impl SqlTokenStore {
@@ -124,7 +137,21 @@ impl SqlTokenStore {
                 "the token store supports PostgreSQL and SQLite, not {backend:?}"
             ))
         })?;
-        Ok(SqlTokenStore { db, backend, sql })
+        Ok(SqlTokenStore {
+            db,
+            backend,
+            sql,
+            issue: sql.issue_relaxed.unwrap_or(sql.issue),
+        })
+    }
+
+    /// Which writes wait for the flush on PostgreSQL ([`PgSync::Relaxed`] unless told).
+    pub fn with_sync(mut self, sync: PgSync) -> Self {
+        self.issue = match sync {
+            PgSync::Relaxed => self.sql.issue_relaxed.unwrap_or(self.sql.issue),
+            PgSync::All => self.sql.issue,
+        };
+        self
     }
 
     /// The connection, for callers that share it.
@@ -153,7 +180,7 @@ impl TokenStore for SqlTokenStore {
     async fn issue(&self, t: SealedToken) -> Result<DateTime<Utc>, StoreError> {
         let ttl_ms = i64::try_from(t.ttl.as_millis()).unwrap_or(i64::MAX);
         let stmt = self.stmt(
-            self.sql.issue,
+            self.issue,
             vec![
                 t.hash.as_bytes().to_vec().into(),
                 t.kind.as_ref().into(),

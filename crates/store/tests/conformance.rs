@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tessera_backend::redis::RedisConnection;
+use tessera_backend::sql::PgSync;
 use tessera_entity::{AuthEphemeralToken, Challenge, Token, TokenType, Username};
 use tessera_store::{
     Lookup, RedisTokenStore, SqlTokenStore, StoreError, TokenStore, Tokens, UserToken,
@@ -86,6 +87,20 @@ impl Harness {
 
     async fn postgres() -> Harness {
         Harness::sql(TestDb::postgres().await).await
+    }
+
+    /// PostgreSQL with every write waiting for the flush (`TESSERA_PG_SYNC=all`).
+    async fn postgres_sync_all() -> Harness {
+        let db = TestDb::postgres().await;
+        let store = SqlTokenStore::new(db.db.clone())
+            .unwrap()
+            .with_sync(PgSync::All);
+        let store: Arc<dyn TokenStore> = Arc::new(store);
+        Harness {
+            tokens: Tokens::new(store.clone()),
+            store,
+            raw: Raw::Sql(db),
+        }
     }
 
     fn backend(&self) -> DbBackend {
@@ -890,7 +905,7 @@ macro_rules! every_backend {
     };
 }
 
-every_backend!(sqlite, postgres, redis, redis_cluster);
+every_backend!(sqlite, postgres, postgres_sync_all, redis, redis_cluster);
 
 /// The embedded database holds password hashes and sessions: its file, and the write-ahead
 /// log SQLite makes beside it, are the owner's alone.
@@ -914,4 +929,68 @@ async fn a_new_sqlite_database_is_readable_by_its_owner_only() {
         assert_eq!(mode & 0o777, 0o600, "{name}");
     }
     db.close().await.unwrap();
+}
+
+/// On PostgreSQL a relaxed issue turns `synchronous_commit` off for its own transaction
+/// only, in the same statement; the plain issue and consume leave it on.
+#[tokio::test]
+async fn a_relaxed_issue_commits_without_waiting_and_only_it() {
+    let db = TestDb::postgres().await;
+    let sql = tessera_store::sql::statements(DbBackend::Postgres).unwrap();
+    let setting_after = |statement: &'static str, values: Vec<sea_orm::Value>| {
+        let conn = db.db.clone();
+        async move {
+            use sea_orm::TransactionTrait;
+            let txn = conn.begin().await.unwrap();
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                statement,
+                values,
+            ))
+            .await
+            .unwrap();
+            let row = txn
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT current_setting('synchronous_commit') AS s",
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            txn.rollback().await.unwrap();
+            row.try_get::<String>("", "s").unwrap()
+        }
+    };
+    let issue_values = || -> Vec<sea_orm::Value> {
+        vec![
+            vec![7u8; 32].into(),
+            "pre_auth".into(),
+            Some("ann".to_owned()).into(),
+            None::<String>.into(),
+            None::<Vec<u8>>.into(),
+            vec![0u8].into(),
+            60_000i64.into(),
+        ]
+    };
+    let relaxed = sql.issue_relaxed.expect("PostgreSQL has a relaxed issue");
+    assert_eq!(setting_after(relaxed, issue_values()).await, "off");
+    assert_eq!(setting_after(sql.issue, issue_values()).await, "on");
+    let consume_values = vec![
+        vec![7u8; 32].into(),
+        "pre_auth".into(),
+        None::<Vec<u8>>.into(),
+    ];
+    assert_eq!(setting_after(sql.consume, consume_values).await, "on");
+    // Outside its transaction the session keeps the server's setting.
+    let row = db
+        .db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT current_setting('synchronous_commit') AS s",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<String>("", "s").unwrap(), "on");
+    db.finish().await;
 }
