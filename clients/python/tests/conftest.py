@@ -252,11 +252,12 @@ class Deployment:
     def urls(self) -> list[str]:
         return [w.url for w in self.workers]
 
-    def client(self, i: int = 0, *, timeout: float = 5.0) -> Tessera:
-        return Tessera(self.urls[i % len(self.urls)], API_KEY, timeout=timeout)
+    # Generous timeouts: the races put 100 requests in flight on a machine that may be busy.
+    def client(self, i: int = 0) -> Tessera:
+        return Tessera(self.urls[i % len(self.urls)], API_KEY, timeout=30)
 
     def async_client(self, i: int = 0) -> AsyncTessera:
-        return AsyncTessera(self.urls[i % len(self.urls)], API_KEY)
+        return AsyncTessera(self.urls[i % len(self.urls)], API_KEY, timeout=30)
 
 
 @pytest.fixture(scope="session", params=["postgres", "redis"])

@@ -54,8 +54,10 @@ def example(deployment: Deployment, workdir: Path) -> Iterator[ExampleApp]:
         APP_DB=str(workdir / f"example-{deployment.name}-{port}.db"),
     )
     log = (workdir / f"uvicorn-{port}.log").open("wb")
+    # Idle connections are kept for a minute, so that each stays with its process.
+    uvicorn = ["uvicorn", "app:app", "--workers", "3", "--timeout-keep-alive", "60"]
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app:app", "--workers", "3", "--port", str(port)],
+        [sys.executable, "-m", *uvicorn, "--port", str(port)],
         env=env,
         cwd=EXAMPLE,
         stdout=log,

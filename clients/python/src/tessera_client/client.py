@@ -173,7 +173,7 @@ def _unavailable(call: _Call[Any], e: httpx.TransportError) -> TesseraUnavailabl
 def _headers(api_key: str) -> dict[str, str]:
     if not api_key.strip():
         raise ValueError("api_key is empty: pass one of Tessera's TESSERA_API_KEYS")
-    return {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+    return {"Authorization": f"Bearer {api_key}"}
 
 
 class Tessera:
