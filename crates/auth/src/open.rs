@@ -6,6 +6,7 @@ use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 use tessera_backend::redis::RedisConnection;
 pub use tessera_backend::sql::PgSync;
+use tessera_backend::writer::Writer;
 use tessera_limiter::{Limiter, LimiterError, LimiterStore, Policies, RedisLimiter, SqlLimiter};
 use tessera_migration::{Migrator, MigratorTrait, SchemaState, schema_state};
 use tessera_store::{RedisTokenStore, SqlTokenStore, StoreError, TokenStore, Tokens};
@@ -109,10 +110,19 @@ pub async fn stores(
                 Arc::new(RedisLimiter::new(conn)),
             )
         }
-        None => (
-            Arc::new(SqlTokenStore::new(db.clone())?.with_sync(sync)),
-            Arc::new(SqlLimiter::new(db)?.with_sync(sync)),
-        ),
+        None => {
+            // On SQLite the store and the limiter share one writer.
+            let writer = (db.get_database_backend() == sea_orm::DbBackend::Sqlite)
+                .then(|| Writer::start(db.clone()));
+            (
+                Arc::new(
+                    SqlTokenStore::new(db.clone())?
+                        .with_sync(sync)
+                        .with_writer(writer.clone()),
+                ),
+                Arc::new(SqlLimiter::new(db)?.with_sync(sync).with_writer(writer)),
+            )
+        }
     };
     Ok((
         Tokens::new(store).with_purge_batch(purge_batch),

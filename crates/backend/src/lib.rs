@@ -12,9 +12,12 @@
 //! - [`sql`]: [`sql::connect`] with the pool settings Tessera relies on, SQLite files
 //!   created private.
 //! - [`redis`]: [`redis::RedisConnection`], one server or a Cluster.
+//! - [`writer`]: SQLite's single writer, which batches the stores' writes into shared
+//!   transactions.
 
 pub mod redis;
 pub mod sql;
+pub mod writer;
 
 /// Which store an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

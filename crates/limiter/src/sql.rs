@@ -20,6 +20,7 @@ use sea_orm::{
 };
 
 use tessera_backend::sql::PgSync;
+use tessera_backend::writer::Writer;
 
 use crate::algorithm::{CounterState, sliding_counter, sliding_log};
 use crate::{Algorithm, Clock, Decision, Event, Hit, LimiterError, LimiterStore, Policy};
@@ -107,6 +108,8 @@ pub struct SqlLimiter {
     clock: Clock,
     /// Recorded events commit without waiting for the flush (PostgreSQL, `PgSync::Relaxed`).
     relaxed: bool,
+    /// SQLite's writer, which batches hits into shared transactions.
+    writer: Option<Writer>,
 }
 
 impl SqlLimiter {
@@ -122,13 +125,28 @@ impl SqlLimiter {
                 )));
             }
         };
+        // SQLite's hits queue for one writer (see `tessera_backend::writer`); outside a
+        // runtime there is nothing to run it on, and hits take their own transaction.
+        let writer = (backend == DbBackend::Sqlite
+            && tokio::runtime::Handle::try_current().is_ok())
+        .then(|| Writer::start(db.clone()));
         Ok(SqlLimiter {
             db,
             backend,
             sql,
             clock: Clock::Store,
             relaxed: backend == DbBackend::Postgres,
+            writer,
         })
+    }
+
+    /// The same limiter with its SQLite writes going through `writer`, shared with the
+    /// token store so that the two never wait for each other's lock.
+    pub fn with_writer(mut self, writer: Option<Writer>) -> Self {
+        if self.backend == DbBackend::Sqlite && writer.is_some() {
+            self.writer = writer;
+        }
+        self
     }
 
     /// Which writes wait for the flush on PostgreSQL ([`PgSync::Relaxed`] unless told): a
@@ -310,6 +328,27 @@ impl LimiterStore for SqlLimiter {
         }
         if !hit.record {
             return self.decide_on(&self.db, hit).await;
+        }
+        if let Some(writer) = &self.writer {
+            // The writer's transaction already holds SQLite's write lock.
+            let limiter = self.clone();
+            let (event, key, policy, cost) =
+                (hit.event.clone(), hit.key.to_owned(), *hit.policy, hit.cost);
+            return writer
+                .run(move |txn| {
+                    Box::pin(async move {
+                        let hit = Hit {
+                            event: &event,
+                            key: &key,
+                            policy: &policy,
+                            cost,
+                            record: true,
+                        };
+                        Ok(limiter.decide_on(txn, hit).await)
+                    })
+                })
+                .await
+                .map_err(map_err)?;
         }
         let txn = self.begin().await?;
         if let Some(lock) = self.sql.lock {

@@ -386,7 +386,14 @@ macro_rules! every_backend {
     };
 }
 
-every_backend!(memory, sqlite, postgres, postgres_sync_all, redis, redis_cluster);
+every_backend!(
+    memory,
+    sqlite,
+    postgres,
+    postgres_sync_all,
+    redis,
+    redis_cluster
+);
 
 #[derive(Debug, Clone)]
 enum Op {

@@ -16,6 +16,7 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, Value,
 };
 use tessera_backend::sql::PgSync;
+use tessera_backend::writer::Writer;
 use tessera_entity::{TokenHash, TokenType};
 
 use crate::{Lookup, SealedToken, StoreError, StoredRecord, TokenStore};
@@ -126,6 +127,8 @@ pub struct SqlTokenStore {
     backend: DbBackend,
     sql: &'static Statements,
     issue: &'static str,
+    /// SQLite's writer, which batches writes into shared transactions.
+    writer: Option<Writer>,
 }
 
 impl SqlTokenStore {
@@ -137,12 +140,38 @@ impl SqlTokenStore {
                 "the token store supports PostgreSQL and SQLite, not {backend:?}"
             ))
         })?;
+        // SQLite's writes queue for one writer (see `tessera_backend::writer`); outside a
+        // runtime there is nothing to run it on, and writes go to the pool.
+        let writer = (backend == DbBackend::Sqlite
+            && tokio::runtime::Handle::try_current().is_ok())
+        .then(|| Writer::start(db.clone()));
         Ok(SqlTokenStore {
             db,
             backend,
             sql,
             issue: sql.issue_relaxed.unwrap_or(sql.issue),
+            writer,
         })
+    }
+
+    /// The same store with its SQLite writes going through `writer`, shared with the
+    /// limiter so that the two never wait for each other's lock.
+    pub fn with_writer(mut self, writer: Option<Writer>) -> Self {
+        if self.backend == DbBackend::Sqlite && writer.is_some() {
+            self.writer = writer;
+        }
+        self
+    }
+
+    /// A write that answers at most one row, through the writer when there is one.
+    async fn write_one(&self, stmt: Statement) -> Result<Option<QueryResult>, StoreError> {
+        match &self.writer {
+            Some(w) => w
+                .run(move |txn| Box::pin(async move { txn.query_one_raw(stmt).await }))
+                .await
+                .map_err(map_err),
+            None => self.db.query_one_raw(stmt).await.map_err(map_err),
+        }
     }
 
     /// Which writes wait for the flush on PostgreSQL ([`PgSync::Relaxed`] unless told).
@@ -192,10 +221,8 @@ impl TokenStore for SqlTokenStore {
             ],
         );
         let row = self
-            .db
-            .query_one_raw(stmt)
-            .await
-            .map_err(map_err)?
+            .write_one(stmt)
+            .await?
             .ok_or_else(|| StoreError::Backend("INSERT ... RETURNING returned no row".into()))?;
         row.try_get("", "expires_at").map_err(map_err)
     }
@@ -214,7 +241,11 @@ impl TokenStore for SqlTokenStore {
                 lookup.challenge.map(|c| c.0.to_vec()).into(),
             ],
         );
-        let row = self.db.query_one_raw(stmt).await.map_err(map_err)?;
+        let row = if lookup.consume {
+            self.write_one(stmt).await?
+        } else {
+            self.db.query_one_raw(stmt).await.map_err(map_err)?
+        };
         row.map(|r| record(lookup.kind, &r)).transpose()
     }
 
@@ -225,18 +256,24 @@ impl TokenStore for SqlTokenStore {
             ttl_ms.into(),
         ];
         let stmt = self.stmt(self.sql.claim, values);
-        let row = self.db.query_one_raw(stmt).await.map_err(map_err)?;
-        Ok(row.is_some())
+        Ok(self.write_one(stmt).await?.is_some())
     }
 
     async fn revoke(&self, kind: TokenType, username: &str) -> Result<u64, StoreError> {
         let stmt = self.stmt(self.sql.revoke, vec![kind.as_ref().into(), username.into()]);
-        Ok(self
-            .db
-            .execute_raw(stmt)
-            .await
-            .map_err(map_err)?
-            .rows_affected())
+        match &self.writer {
+            Some(w) => w
+                .run(move |txn| Box::pin(async move { txn.execute_raw(stmt).await }))
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(map_err),
+            None => Ok(self
+                .db
+                .execute_raw(stmt)
+                .await
+                .map_err(map_err)?
+                .rows_affected()),
+        }
     }
 
     async fn purge(&self, batch: u32) -> Result<u64, StoreError> {
