@@ -14,6 +14,7 @@ from tessera_client import (
     Session,
     Tessera,
     TokenData,
+    ValidationFailed,
 )
 
 
@@ -158,3 +159,28 @@ def test_tokens_live_in_the_deployments_store(
 def test_the_client_is_a_context_manager(deployment: Deployment) -> None:
     with Tessera(deployment.urls[0], "python-client-test-key") as t:
         assert t.claim_once(unique("cm"), 5) is True
+
+
+def test_an_apps_own_token_kind(clients: list[Tessera]) -> None:
+    user = unique("erin")
+    issued = clients[0].issue_token(
+        "x_invite", username=user, challenge="c", data={"team": 7}, ttl_seconds=60
+    )
+    assert issued.kind == "x_invite" and issued.token.startswith("tsr_x_")
+    with pytest.raises(InvalidOrExpiredToken):
+        clients[1].consume_token("x_export", issued.token, challenge="c")
+    assert clients[1].revoke_tokens("x_export", user) == 0
+    got = clients[2].consume_token("x_invite", issued.token, challenge="c")
+    assert (got.kind, got.username, got.data) == ("x_invite", user, {"team": 7})
+    with pytest.raises(ValidationFailed) as e:
+        clients[0].issue_token("x_Invite")
+    assert e.value.field == "kind"
+
+
+def test_unconfigured_events_take_the_design_defaults(clients: list[Tessera]) -> None:
+    # The seed's `2fa_attempt` keeps DESIGN's 5 per 5 minutes; an app's own event that no
+    # one configured gets 10 per 15 minutes. Neither touches the counters `/auth` keeps.
+    seed = clients[0].hit("2fa_attempt", unique("user"))
+    assert (seed.limit, seed.remaining, seed.window) == (5, 4, 300)
+    own = clients[1].hit("invite_sent", unique("user"))
+    assert (own.limit, own.remaining, own.window) == (10, 9, 900)
