@@ -19,29 +19,36 @@ use tessera_entity::{TokenHash, TokenType};
 
 use crate::{Lookup, SealedToken, StoreError, StoredRecord, TokenStore};
 
-/// Stores a token with its TTL; answers {created_ms, expires_ms} by Redis's clock.
-/// KEYS[1] token key; ARGV kind, username, provider, challenge hex, sealed, ttl_ms.
+/// Stores a token with its TTL; answers {created_ms, expires_ms} by Redis's clock. Fields
+/// with nothing to say (no user, provider or challenge) are left out.
+/// KEYS[1] token key; ARGV kind, username, provider, challenge hash (32 bytes), sealed,
+/// ttl_ms.
 const ISSUE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[6])
-redis.call('HSET', KEYS[1], 'k', ARGV[1], 'u', ARGV[2], 'p', ARGV[3], 'c', ARGV[4],
-  's', ARGV[5], 't', now, 'e', now + ttl)
+local f = {'k', ARGV[1], 's', ARGV[5], 't', now, 'e', now + ttl}
+if ARGV[2] ~= '' then f[#f + 1] = 'u'; f[#f + 1] = ARGV[2] end
+if ARGV[3] ~= '' then f[#f + 1] = 'p'; f[#f + 1] = ARGV[3] end
+if ARGV[4] ~= '' then f[#f + 1] = 'c'; f[#f + 1] = ARGV[4] end
+redis.call('HSET', KEYS[1], unpack(f))
 redis.call('PEXPIRE', KEYS[1], ttl)
 return {now, now + ttl}
 "#;
 
 /// Returns and (with ARGV[3] = '1') deletes the token if kind and challenge match.
-/// KEYS[1] token key; ARGV kind, challenge hex ('' for none), delete.
+/// KEYS[1] token key; ARGV kind, challenge hash ('' for none), delete, and the challenge
+/// hash in hex (how tokens issued before it was kept as bytes hold it).
 const TAKE: &str = r#"
 local v = redis.call('HMGET', KEYS[1], 'k', 'c', 'u', 'p', 's', 'e', 't')
-if not v[1] or v[1] ~= ARGV[1] or v[2] ~= ARGV[2] then return false end
+local c = v[2] or ''
+if not v[1] or v[1] ~= ARGV[1] or (c ~= ARGV[2] and c ~= ARGV[4]) then return false end
 if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
-return {v[3], v[4], v[5], v[6], v[7]}
+return {v[3] or '', v[4] or '', v[5], v[6], v[7]}
 "#;
 
 /// Adds a token to a user's index and keeps the index alive as long as its newest token.
-/// KEYS[1] index key; ARGV hash hex, ttl_ms.
+/// KEYS[1] index key; ARGV token hash (32 bytes), ttl_ms.
 const INDEX: &str = r#"
 redis.call('SADD', KEYS[1], ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -96,8 +103,9 @@ impl RedisTokenStore {
             .take
             .key(self.token_key(lookup.hash))
             .arg(lookup.kind.as_ref())
-            .arg(lookup.challenge.map(|c| hex(&c.0)).unwrap_or_default())
+            .arg(lookup.challenge.map(|c| c.0.to_vec()).unwrap_or_default())
             .arg(if lookup.consume { "1" } else { "0" })
+            .arg(lookup.challenge.map(|c| hex(&c.0)).unwrap_or_default())
             .invoke_async(&mut conn)
             .await
             .map_err(map_err)?;
@@ -134,7 +142,7 @@ impl TokenStore for RedisTokenStore {
         if let Some(user) = &t.username {
             self.index
                 .key(self.index_key(t.kind, user))
-                .arg(t.hash.to_hex())
+                .arg(t.hash.as_bytes())
                 .arg(ttl_ms)
                 .invoke_async::<i64>(&mut conn)
                 .await
@@ -146,7 +154,7 @@ impl TokenStore for RedisTokenStore {
             .arg(t.kind.as_ref())
             .arg(t.username.unwrap_or_default())
             .arg(t.provider_id.unwrap_or_default())
-            .arg(t.challenge_hash.map(|c| hex(&c.0)).unwrap_or_default())
+            .arg(t.challenge_hash.map(|c| c.0.to_vec()).unwrap_or_default())
             .arg(t.sealed)
             .arg(ttl_ms)
             .invoke_async(&mut conn)
@@ -162,13 +170,18 @@ impl TokenStore for RedisTokenStore {
     async fn revoke(&self, kind: TokenType, username: &str) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
         let index = self.index_key(kind, username);
-        let hashes: Vec<String> = redis::cmd("SMEMBERS")
+        // Entries are the token hashes' 32 bytes (or, indexed before that, their hex).
+        let entries: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
             .arg(&index)
             .query_async(&mut conn)
             .await
             .map_err(map_err)?;
         let mut revoked = Vec::new();
-        for h in &hashes {
+        for entry in &entries {
+            let h = match entry.len() {
+                32 => hex(entry),
+                _ => String::from_utf8_lossy(entry).into_owned(),
+            };
             // Token keys live in other slots: one DEL each, checking the kind so that an
             // index can never delete a token of another kind.
             let key = format!("{}{{{h}}}", self.prefix);
@@ -185,7 +198,7 @@ impl TokenStore for RedisTokenStore {
                     .await
                     .map_err(map_err)?;
                 if n == 1 {
-                    revoked.push(h);
+                    revoked.push(entry);
                 }
             }
         }

@@ -994,3 +994,89 @@ async fn a_relaxed_issue_commits_without_waiting_and_only_it() {
     assert_eq!(row.try_get::<String>("", "s").unwrap(), "on");
     db.finish().await;
 }
+
+/// Tokens a Redis store holds from before challenge hashes and index entries were kept as
+/// bytes (as hex then) are still consumed with their challenge and revoked by their user.
+#[tokio::test]
+async fn redis_tokens_in_the_earlier_hex_form_still_work() {
+    let url = require_redis();
+    let conn = RedisConnection::connect(&url)
+        .await
+        .expect("Redis connects");
+    let prefix = unique_prefix();
+    let store = RedisTokenStore::new(conn.clone()).with_prefix(&prefix);
+    let tokens = Tokens::new(Arc::new(store.clone()));
+    let challenge = Challenge::generate();
+    let mut c = conn.clone();
+    let mut old_form = Vec::new();
+    for _ in 0..2 {
+        let t = tokens
+            .issue(AuthEphemeralToken::new_pre_auth(
+                user("olga"),
+                Some(challenge.clone()),
+            ))
+            .await
+            .unwrap();
+        let key = store.token_key(&t.token.hash());
+        // Rewrite it as the earlier form held it: the challenge hash in hex, and the index
+        // entry the token hash in hex.
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let _: () = ::redis::cmd("HSET")
+            .arg(&key)
+            .arg("c")
+            .arg(hex(&challenge.hash().0))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let index: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{prefix}idx:*"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(index.len(), 1, "{index:?}");
+        let raw = t.token.hash().as_bytes().to_vec();
+        let _: () = ::redis::cmd("SREM")
+            .arg(&index[0])
+            .arg(raw)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let _: () = ::redis::cmd("SADD")
+            .arg(&index[0])
+            .arg(t.token.hash().to_hex())
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        old_form.push(t);
+    }
+    assert_invalid(
+        tokens
+            .consume(TokenType::PreAuth, old_form[0].token.expose(), None)
+            .await,
+    );
+    let got = tokens
+        .consume(
+            TokenType::PreAuth,
+            old_form[0].token.expose(),
+            Some(&challenge),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.username.as_deref(), Some("olga"));
+    assert_eq!(
+        tokens
+            .revoke(TokenType::PreAuth, &user("olga"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_invalid(
+        tokens
+            .consume(
+                TokenType::PreAuth,
+                old_form[1].token.expose(),
+                Some(&challenge),
+            )
+            .await,
+    );
+}
