@@ -97,17 +97,15 @@ pub async fn session_of(
     let value = cookie
         .filter(|v| v.starts_with(SESSION_PREFIX) && v.len() < 128)
         .ok_or(AuthError::NotSignedIn)?;
-    let session = sessions::Entity::find()
+    // One round trip: the session and its user together.
+    let (session, user) = sessions::Entity::find()
+        .find_also_related(users::Entity)
         .filter(sessions::Column::IdHash.eq(sha256(value.as_bytes())))
         .filter(sessions::Column::ExpiresAt.gt(now()))
         .one(db)
         .await?
         .ok_or(AuthError::NotSignedIn)?;
-    let user = users::Entity::find_by_id(session.user_id)
-        .one(db)
-        .await?
-        .filter(|u| !u.disabled)
-        .ok_or(AuthError::NotSignedIn)?;
+    let user = user.filter(|u| !u.disabled).ok_or(AuthError::NotSignedIn)?;
     Ok((session, user))
 }
 
