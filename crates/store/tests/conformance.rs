@@ -931,6 +931,19 @@ async fn a_new_sqlite_database_is_readable_by_its_owner_only() {
     db.close().await.unwrap();
 }
 
+/// The `synchronous_commit` in force on `conn` (in its transaction, if it is one).
+async fn synchronous_commit(conn: &impl ConnectionTrait) -> String {
+    conn.query_one_raw(Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT current_setting('synchronous_commit') AS s",
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get::<String>("", "s")
+    .unwrap()
+}
+
 /// On PostgreSQL a relaxed issue turns `synchronous_commit` off for its own transaction
 /// only, in the same statement; the plain issue and consume leave it on.
 #[tokio::test]
@@ -949,16 +962,9 @@ async fn a_relaxed_issue_commits_without_waiting_and_only_it() {
             ))
             .await
             .unwrap();
-            let row = txn
-                .query_one_raw(Statement::from_string(
-                    DbBackend::Postgres,
-                    "SELECT current_setting('synchronous_commit') AS s",
-                ))
-                .await
-                .unwrap()
-                .unwrap();
+            let setting = synchronous_commit(&txn).await;
             txn.rollback().await.unwrap();
-            row.try_get::<String>("", "s").unwrap()
+            setting
         }
     };
     let issue_values = || -> Vec<sea_orm::Value> {
@@ -982,16 +988,7 @@ async fn a_relaxed_issue_commits_without_waiting_and_only_it() {
     ];
     assert_eq!(setting_after(sql.consume, consume_values).await, "on");
     // Outside its transaction the session keeps the server's setting.
-    let row = db
-        .db
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT current_setting('synchronous_commit') AS s",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(row.try_get::<String>("", "s").unwrap(), "on");
+    assert_eq!(synchronous_commit(&db.db).await, "on");
     db.finish().await;
 }
 
