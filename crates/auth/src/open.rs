@@ -112,8 +112,7 @@ pub async fn stores(
         }
         None => {
             // On SQLite the store and the limiter share one writer.
-            let writer = (db.get_database_backend() == sea_orm::DbBackend::Sqlite)
-                .then(|| Writer::start(db.clone()));
+            let writer = Writer::for_sqlite(&db);
             (
                 Arc::new(
                     SqlTokenStore::new(db.clone())?

@@ -55,6 +55,14 @@ impl Writer {
         Writer { jobs }
     }
 
+    /// A writer for `db` when it is SQLite and a Tokio runtime is there to run the task;
+    /// `None` otherwise (writes then go to the pool).
+    pub fn for_sqlite(db: &DatabaseConnection) -> Option<Self> {
+        (db.get_database_backend() == DbBackend::Sqlite
+            && tokio::runtime::Handle::try_current().is_ok())
+        .then(|| Writer::start(db.clone()))
+    }
+
     /// Runs `f` in the writer's next transaction and answers its result once that
     /// transaction has committed (or the error that stopped it).
     pub async fn run<T, F>(&self, f: F) -> Result<T, DbErr>

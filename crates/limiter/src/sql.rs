@@ -125,11 +125,8 @@ impl SqlLimiter {
                 )));
             }
         };
-        // SQLite's hits queue for one writer (see `tessera_backend::writer`); outside a
-        // runtime there is nothing to run it on, and hits take their own transaction.
-        let writer = (backend == DbBackend::Sqlite
-            && tokio::runtime::Handle::try_current().is_ok())
-        .then(|| Writer::start(db.clone()));
+        // SQLite's writes queue for one writer (see `tessera_backend::writer`).
+        let writer = Writer::for_sqlite(&db);
         Ok(SqlLimiter {
             db,
             backend,

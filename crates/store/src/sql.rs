@@ -140,11 +140,8 @@ impl SqlTokenStore {
                 "the token store supports PostgreSQL and SQLite, not {backend:?}"
             ))
         })?;
-        // SQLite's writes queue for one writer (see `tessera_backend::writer`); outside a
-        // runtime there is nothing to run it on, and writes go to the pool.
-        let writer = (backend == DbBackend::Sqlite
-            && tokio::runtime::Handle::try_current().is_ok())
-        .then(|| Writer::start(db.clone()));
+        // SQLite's writes queue for one writer (see `tessera_backend::writer`).
+        let writer = Writer::for_sqlite(&db);
         Ok(SqlTokenStore {
             db,
             backend,
