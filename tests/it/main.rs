@@ -12,6 +12,7 @@ mod logs;
 mod magic;
 mod oidc;
 mod outages;
+mod pages;
 mod protect;
 mod proxy;
 mod race;

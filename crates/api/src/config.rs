@@ -165,7 +165,7 @@ pub struct AuthArgs {
 
     /// Where the OIDC callback sends the browser, with `#oidc_exchange=...` or
     /// `#oidc_error=...`; a `return_to` path is taken on its origin. Default: the public
-    /// URL + `/`.
+    /// URL + `/login`, the sign-in page, which finishes the exchange itself.
     #[arg(long, env = "TESSERA_OIDC_RETURN_URL")]
     pub oidc_return_url: Option<String>,
 
@@ -219,7 +219,7 @@ impl AuthArgs {
         let oidc_return_url = self
             .oidc_return_url
             .clone()
-            .unwrap_or_else(|| format!("{public_url}/"));
+            .unwrap_or_else(|| format!("{public_url}/login"));
         origin_of(&oidc_return_url).map_err(|e| format!("TESSERA_OIDC_RETURN_URL: {e}"))?;
         Ok(tessera_auth::AuthSettings {
             keys,

@@ -26,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod openapi;
+mod pages;
 mod router;
 mod routes;
 pub mod startup;

@@ -9,7 +9,7 @@ use tracing::Level;
 
 use crate::http::telemetry;
 use crate::state::AppState;
-use crate::{openapi, routes};
+use crate::{openapi, pages, routes};
 
 /// All routes on `state`, in the layers every request goes through: a request id (taken
 /// from `x-request-id` or made), a log line per request carrying it, metrics, the timeout
@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(routes::v1::router(state.clone()))
         .merge(routes::auth::router(state.clone()))
+        .merge(pages::router())
         .merge(openapi::router())
         .fallback(telemetry::not_found)
         .layer(middleware::from_fn(telemetry::method_not_allowed))

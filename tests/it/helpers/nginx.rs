@@ -28,13 +28,21 @@ fn wait_for(addr: SocketAddr, what: &str) {
 /// Starts nginx with `deploy/nginx/{conf}` and, beside it, `files` (name, contents) and a
 /// `listen.conf` on a free port; answers the process, its address and its prefix folder.
 pub fn nginx(conf: &str, files: &[(&str, String)]) -> (Killed, SocketAddr, tempfile::TempDir) {
+    nginx_on(free_port(), conf, files)
+}
+
+/// [`nginx`] on `port` (for workers that must know their public URL first).
+pub fn nginx_on(
+    port: u16,
+    conf: &str,
+    files: &[(&str, String)],
+) -> (Killed, SocketAddr, tempfile::TempDir) {
     let prefix = tempfile::tempdir().unwrap();
     let source = format!("{}/deploy/nginx/{conf}", env!("CARGO_MANIFEST_DIR"));
     std::fs::copy(source, prefix.path().join("nginx.conf")).unwrap();
     for (name, contents) in files {
         std::fs::write(prefix.path().join(name), contents).unwrap();
     }
-    let port = free_port();
     let listen = format!("listen 127.0.0.1:{port};\n");
     std::fs::write(prefix.path().join("listen.conf"), listen).unwrap();
     let bin = ["/usr/sbin/nginx", "nginx"]

@@ -242,7 +242,8 @@ pub async fn three_workers_on_redis(
     .await
 }
 
-async fn three_workers(
+/// Three workers on a fresh PostgreSQL database with `extra` arguments.
+pub async fn three_workers(
     extra: &[String],
     rate_limits: &str,
 ) -> (TestDb, SmtpSink, tempfile::TempDir, Vec<Worker>, PathBuf) {

@@ -239,7 +239,11 @@ impl Auth {
         Ok(user)
     }
 
-    async fn status_of(&self, user_id: i64, enabled: bool) -> Result<TotpStatus, AuthError> {
+    pub(super) async fn status_of(
+        &self,
+        user_id: i64,
+        enabled: bool,
+    ) -> Result<TotpStatus, AuthError> {
         Ok(TotpStatus {
             enabled,
             backup_codes_remaining: if enabled {

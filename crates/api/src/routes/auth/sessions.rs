@@ -76,7 +76,7 @@ fn unauthenticated(query: &HashMap<String, String>, headers: &HeaderMap) -> Resp
 }
 
 /// `s` with everything but unreserved characters and `/` percent-encoded.
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
