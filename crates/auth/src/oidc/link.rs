@@ -2,6 +2,7 @@
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set, SqlErr,
+    TransactionTrait,
 };
 use tessera_entity::AccountName;
 use tessera_entity::{oidc_identities, oidc_providers, users};
@@ -65,6 +66,11 @@ pub async fn link_or_create(
         .chain(std::iter::once(fallback.clone()))
         .chain(random)
         .filter_map(|u| AccountName::parse(&u).ok());
+    // The account and its link are made in one transaction: a concurrent first login of the
+    // same subject waits on the name this one took until it commits or rolls back, so the
+    // two do not end up one with `preferred_username` and the other with the fallback.
+    // Each name is tried under a savepoint (a taken name aborts only that attempt).
+    let txn = db.begin().await?;
     let mut user = None;
     for name in candidates {
         let row = users::ActiveModel {
@@ -74,12 +80,17 @@ pub async fn link_or_create(
             password_hash: Set(None),
             ..Default::default()
         };
-        match row.insert(db).await {
+        let attempt = txn.begin().await?;
+        match row.insert(&attempt).await {
             Ok(u) => {
+                attempt.commit().await?;
                 user = Some(u);
                 break;
             }
-            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => continue,
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                attempt.rollback().await?;
+                continue;
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -94,11 +105,14 @@ pub async fn link_or_create(
         created_at: Set(chrono::Utc::now()),
         ..Default::default()
     };
-    match link.insert(db).await {
-        Ok(_) => Ok(Ok(user)),
+    match link.insert(&txn).await {
+        Ok(_) => {
+            txn.commit().await?;
+            Ok(Ok(user))
+        }
         Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
             // Another worker linked this subject first: use its account, drop ours.
-            users::Entity::delete_by_id(user.id).exec(db).await?;
+            txn.rollback().await?;
             Ok(linked(db).await?.ok_or(OidcFailure::ServerError))
         }
         Err(e) => Err(e.into()),
