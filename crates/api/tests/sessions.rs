@@ -188,3 +188,54 @@ async fn a_backend_introspects_a_session_with_its_service_key() {
     let no_key = send(&state, ask(json!({"session": value}), "wrong")).await;
     problem(&no_key, StatusCode::UNAUTHORIZED, "unauthorized");
 }
+
+/// Checks of one session that arrive together share lookups; still, no check that starts
+/// after the sign-out has been answered is told the person is signed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checks_of_one_session_at_once_never_outlive_its_end() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let (state, _db, _o) = app_state(|_| {}).await;
+    register(&state, "ana", PW).await;
+    let session = sign_in(&state, "ana", PW).await;
+    let ended = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let checkers: Vec<_> = (0..32)
+        .map(|_| {
+            let (state, session) = (state.clone(), session.clone());
+            let (ended, stop) = (ended.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut live, mut gone) = (0u32, 0u32);
+                while !stop.load(SeqCst) {
+                    let after_end = ended.load(SeqCst);
+                    let a = verify(&state, "", Some(&session), None).await;
+                    match a.status {
+                        StatusCode::OK => {
+                            assert!(!after_end, "a check begun after the sign-out saw it live");
+                            live += 1;
+                        }
+                        StatusCode::UNAUTHORIZED => gone += 1,
+                        s => panic!("{s}: {}", a.body),
+                    }
+                }
+                (live, gone)
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let out = browser(&state)
+        .with(&session)
+        .post("/auth/logout", json!({}))
+        .await;
+    assert!(out.status.is_success(), "{}", out.body);
+    ended.store(true, SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, SeqCst);
+    let (mut live, mut gone) = (0, 0);
+    for c in checkers {
+        let (l, g) = c.await.unwrap();
+        live += l;
+        gone += g;
+    }
+    assert!(live > 32 && gone > 32, "live {live}, gone {gone}");
+}

@@ -6,6 +6,7 @@ use tessera_limiter::Limiter;
 use tessera_store::Tokens;
 
 use crate::error::AuthError;
+use crate::flows::shared_checks::{Found, Shared};
 use crate::purge::{self, Purged};
 use crate::settings::AuthSettings;
 
@@ -22,6 +23,8 @@ pub struct Auth {
     pub limiter: Limiter,
     /// Settings and secrets.
     pub settings: Arc<AuthSettings>,
+    /// The session checks in flight, which concurrent checks of one session share.
+    pub(crate) checks: Arc<Shared<Found>>,
 }
 
 impl Auth {
@@ -37,6 +40,7 @@ impl Auth {
             tokens,
             limiter,
             settings: Arc::new(settings),
+            checks: Arc::default(),
         }
     }
 

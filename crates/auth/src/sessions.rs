@@ -88,6 +88,11 @@ pub async fn session_user(
     Ok(session_of(db, cookie).await?.1)
 }
 
+/// Whether a cookie's value has the shape of a session's (worth a lookup).
+pub fn may_be_session(value: &str) -> bool {
+    value.starts_with(SESSION_PREFIX) && value.len() < 128
+}
+
 /// The live session of a cookie's value and its (usable) account; `not_signed_in`
 /// otherwise.
 pub async fn session_of(
@@ -95,7 +100,7 @@ pub async fn session_of(
     cookie: Option<&str>,
 ) -> Result<(sessions::Model, users::Model), AuthError> {
     let value = cookie
-        .filter(|v| v.starts_with(SESSION_PREFIX) && v.len() < 128)
+        .filter(|v| may_be_session(v))
         .ok_or(AuthError::NotSignedIn)?;
     // One round trip: the session and its user together.
     let (session, user) = sessions::Entity::find()

@@ -16,6 +16,7 @@ pub mod oidc;
 mod overview;
 mod reset;
 mod second_factor;
+pub mod shared_checks;
 mod totp;
 mod visits;
 

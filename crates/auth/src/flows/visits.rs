@@ -39,9 +39,18 @@ fn check(session: &rows::Model, user: users::Model) -> SessionCheck {
 
 impl Auth {
     /// The session of a cookie's value, recorded as seen (at most one write a minute); one
-    /// lookup, no hashing. `not_signed_in` for no live session.
+    /// lookup, no hashing, shared by the checks of the same cookie that arrive while it is
+    /// in flight ([`super::shared_checks`]). `not_signed_in` for no live session.
     pub async fn check_session(&self, cookie: Option<&str>) -> Result<SessionCheck, AuthError> {
-        let (session, user) = sessions::session_of(&self.db, cookie).await?;
+        match cookie {
+            Some(value) if sessions::may_be_session(value) => self.shared_check(value).await,
+            _ => Err(AuthError::NotSignedIn),
+        }
+    }
+
+    /// [`Auth::check_session`] for one check alone.
+    pub(super) async fn lookup_session(&self, cookie: &str) -> Result<SessionCheck, AuthError> {
+        let (session, user) = sessions::session_of(&self.db, Some(cookie)).await?;
         sessions::touch(&self.db, &session).await?;
         Ok(check(&session, user))
     }

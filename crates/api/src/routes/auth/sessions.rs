@@ -2,12 +2,11 @@
 //! and the sessions a signed-in person lists and ends.
 
 use axum::Json;
-use axum::extract::Query;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use tessera_auth::AuthError;
 use utoipa::ToSchema;
 
@@ -17,6 +16,7 @@ use crate::error::AppError;
 use crate::error::{BodyProblems, Problem};
 use crate::http::cookies::SESSION;
 use crate::http::extract::ApiJson;
+use crate::state::AppState;
 
 /// Whether a visitor of a protected app is signed in: 200 with `Remote-User`,
 /// `Remote-Email` and `Remote-Second-Factor`, or 401 `unauthenticated` (with `?redirect=1`
@@ -28,14 +28,13 @@ use crate::http::extract::ApiJson;
         (status = 302, description = "Not signed in, `redirect=1`: to `/login?return_to=PATH`"),
         (status = 401, description = "unauthenticated", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "store_unavailable or timeout", body = Problem, content_type = "application/problem+json")))]
-pub async fn forward_auth(
-    call: Call,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let checked = match call.auth().check_session(call.cookie(SESSION)).await {
+pub async fn forward_auth(State(state): State<AppState>, req: Request) -> Response {
+    // Only what the check needs is read from the request (no cookie jar, no copied
+    // headers): this route is asked once per request to every protected app.
+    let headers = req.headers();
+    let checked = match state.auth.check_session(session_cookie(headers)).await {
         Ok(checked) => checked,
-        Err(AuthError::NotSignedIn) => return unauthenticated(&query, &headers),
+        Err(AuthError::NotSignedIn) => return unauthenticated(req.uri().query(), headers),
         Err(e) => return AppError::from(e).into_response(),
     };
     let mut answer = StatusCode::OK.into_response();
@@ -57,11 +56,24 @@ pub async fn forward_auth(
     answer
 }
 
+/// The session cookie's value among the request's cookies.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION)
+        .map(|(_, value)| value.trim_matches('"'))
+}
+
 /// 401, or the redirect to the sign-in page a proxy that passes 302s on asked for.
-fn unauthenticated(query: &HashMap<String, String>, headers: &HeaderMap) -> Response {
+fn unauthenticated(query: Option<&str>, headers: &HeaderMap) -> Response {
     let asked = query
-        .get("redirect")
-        .is_some_and(|r| r == "1" || r == "true");
+        .unwrap_or("")
+        .split('&')
+        .any(|p| p == "redirect=1" || p == "redirect=true");
     let path = ["x-forwarded-uri", "x-original-uri"]
         .iter()
         .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))

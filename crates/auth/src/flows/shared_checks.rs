@@ -1,0 +1,220 @@
+//! Concurrent checks of one session share one lookup. A page load behind forward auth sends
+//! one `/auth/verify` per asset, all with the same cookie, at the same moment; they need one
+//! database read, not one each.
+//!
+//! No answer is older than its request: a check joins only a lookup that starts after it
+//! arrived. While a lookup of a session is in flight, the checks of it that arrive wait
+//! together for the next one, which starts when the current one ends; so a session ended
+//! before a check arrived is never reported live to it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+use super::visits::SessionCheck;
+use crate::error::AuthError;
+use crate::handle::Auth;
+
+type Slot<T> = watch::Sender<Option<T>>;
+
+/// The lookup in flight of one key.
+struct Flight<T> {
+    /// The callers the running lookup will answer.
+    current: Slot<T>,
+    /// The callers that arrived after it started: the next lookup's.
+    next: Option<Slot<T>>,
+}
+
+/// Lookups in flight by key, each shared by the callers that arrived before it started.
+pub struct Shared<T> {
+    flights: Mutex<HashMap<String, Flight<T>>>,
+}
+
+impl<T> Default for Shared<T> {
+    fn default() -> Self {
+        Shared {
+            flights: Mutex::default(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Shared<T> {
+    /// The answer of a `lookup(key)` that started after this call did: the next one to
+    /// start for `key`, shared with every caller waiting on it. `None` only if the lookup's
+    /// task died.
+    pub async fn get<F, Fut>(self: &Arc<Self>, key: &str, lookup: F) -> Option<T>
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let mut answer = {
+            let mut flights = self.flights.lock().expect("not poisoned");
+            match flights.get_mut(key) {
+                Some(flight) => match &flight.next {
+                    Some(next) => next.subscribe(),
+                    None => {
+                        let (next, waiting) = watch::channel(None);
+                        flight.next = Some(next);
+                        waiting
+                    }
+                },
+                None => {
+                    let (current, waiting) = watch::channel(None);
+                    let flight = Flight {
+                        current,
+                        next: None,
+                    };
+                    flights.insert(key.to_owned(), flight);
+                    tokio::spawn(self.clone().fly(key.to_owned(), lookup));
+                    waiting
+                }
+            }
+        };
+        answer
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|a| a.clone())
+    }
+
+    /// Looks `key` up for the callers waiting on it, then again for those that arrived
+    /// meanwhile, until none is left.
+    async fn fly<F, Fut>(self: Arc<Self>, key: String, lookup: F)
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        loop {
+            let found = lookup(key.clone()).await;
+            let mut flights = self.flights.lock().expect("not poisoned");
+            let Some(flight) = flights.get_mut(&key) else {
+                return;
+            };
+            flight.current.send_replace(Some(found));
+            match flight.next.take() {
+                Some(next) => flight.current = next,
+                None => {
+                    flights.remove(&key);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// What a shared session lookup found, for every check that waited on it.
+#[derive(Clone)]
+pub enum Found {
+    Live(SessionCheck),
+    NotSignedIn,
+    /// The store failed: each check then asks on its own, to answer its own error.
+    Failed,
+}
+
+impl Auth {
+    /// [`Auth::check_session`]'s lookup, shared with the checks of the same cookie that
+    /// arrive while one is in flight (see the module).
+    pub(super) async fn shared_check(&self, cookie: &str) -> Result<SessionCheck, AuthError> {
+        let auth = self.clone();
+        let lookup = move |cookie: String| {
+            let auth = auth.clone();
+            async move {
+                match auth.lookup_session(&cookie).await {
+                    Ok(check) => Found::Live(check),
+                    Err(AuthError::NotSignedIn) => Found::NotSignedIn,
+                    Err(_) => Found::Failed,
+                }
+            }
+        };
+        match self.checks.get(cookie, lookup).await {
+            Some(Found::Live(check)) => Ok(check),
+            Some(Found::NotSignedIn) => Err(AuthError::NotSignedIn),
+            Some(Found::Failed) | None => self.lookup_session(cookie).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    use std::time::Duration;
+
+    /// A store whose lookups take 50 ms and answer the version they started on, and how
+    /// many lookups ran.
+    type Lookup = std::pin::Pin<Box<dyn Future<Output = u64> + Send>>;
+
+    fn slow_store() -> (
+        Arc<AtomicU64>,
+        Arc<AtomicU64>,
+        impl Fn(String) -> Lookup + Send + Sync + Clone + 'static,
+    ) {
+        let version = Arc::new(AtomicU64::new(0));
+        let lookups = Arc::new(AtomicU64::new(0));
+        let (v, n) = (version.clone(), lookups.clone());
+        let lookup = move |_key: String| {
+            let (v, n) = (v.clone(), n.clone());
+            Box::pin(async move {
+                n.fetch_add(1, SeqCst);
+                let seen = v.load(SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                seen
+            }) as Lookup
+        };
+        (version, lookups, lookup)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_never_gets_a_lookup_that_began_before_it() {
+        let shared: Arc<Shared<u64>> = Arc::default();
+        let (version, lookups, lookup) = slow_store();
+        let first = {
+            let (s, l) = (shared.clone(), lookup.clone());
+            tokio::spawn(async move { s.get("k", l).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // The store changes while the first lookup is in flight; every caller from now on
+        // must see the change.
+        version.store(1, SeqCst);
+        let later: Vec<_> = (0..50)
+            .map(|_| {
+                let (s, l) = (shared.clone(), lookup.clone());
+                tokio::spawn(async move { s.get("k", l).await })
+            })
+            .collect();
+        assert_eq!(first.await.unwrap(), Some(0));
+        for l in later {
+            assert_eq!(l.await.unwrap(), Some(1), "an answer older than its caller");
+        }
+        // 51 callers, two lookups: the first, and one for everyone who came during it.
+        assert_eq!(lookups.load(SeqCst), 2);
+        assert!(
+            shared.flights.lock().unwrap().is_empty(),
+            "nothing left behind"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_do_not_share() {
+        let shared: Arc<Shared<u64>> = Arc::default();
+        let (_version, lookups, lookup) = slow_store();
+        let calls: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .map(|k| {
+                let (s, l) = (shared.clone(), lookup.clone());
+                tokio::spawn(async move { s.get(k, l).await })
+            })
+            .collect();
+        for c in calls {
+            assert_eq!(c.await.unwrap(), Some(0));
+        }
+        assert_eq!(lookups.load(SeqCst), 3);
+    }
+}
