@@ -3,6 +3,7 @@
 //! One test binary; every test makes its own database, so they run in parallel.
 
 mod budget;
+mod crash;
 mod flood;
 mod helpers;
 mod keys;
