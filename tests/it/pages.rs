@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::helpers::idp::{Idp, add_provider};
 use crate::helpers::nginx::{Killed, echo_app, nginx_on, servers};
 use crate::helpers::webdriver::{Driver, Page};
 use crate::helpers::*;
@@ -18,6 +19,7 @@ use crate::helpers::*;
 /// A deployment as a person meets it: one origin (`http://localhost:PORT`).
 struct Site {
     origin: String,
+    database_url: String,
     proxy: std::net::SocketAddr,
     smtp: SmtpSink,
     driver: Driver,
@@ -48,6 +50,7 @@ async fn site(limits: &str, extra: &[&str]) -> Site {
     let (nginx, proxy, prefix) = nginx_on(port, "protect-app.conf", &files);
     Site {
         origin,
+        database_url: db.url.clone(),
         proxy,
         smtp,
         driver: Driver::start(),
@@ -358,5 +361,138 @@ async fn refusals_are_sentences_in_an_alert() {
     b.open("/account").await;
     assert_eq!(b.wait_at("/login").await, "/login?return_to=/account");
 
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_person_signs_in_with_an_openid_provider_through_the_pages() {
+    let site = site("login_ip=1000/15m", &[]).await;
+    let idp = Idp::start_for(free_port(), &site.origin);
+    add_provider(&site.database_url, &idp);
+    let b = site.driver.browser(&site.origin).await;
+
+    b.open("/reports/q1").await;
+    b.wait_at("/login?return_to=/reports/q1").await;
+    b.press("Sign in with idp").await;
+    // The provider's own sign-in and consent pages (oidc-provider's development ones).
+    let who = unique("ola");
+    let login = b.visible("//input[@name='login']").await;
+    login.send_keys(&who).await.unwrap();
+    b.visible("//input[@name='password']")
+        .await
+        .send_keys("any")
+        .await
+        .unwrap();
+    b.visible("//button[@type='submit']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    // Consent, when the provider asks for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !b
+        .c
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .starts_with(&site.origin)
+    {
+        assert!(std::time::Instant::now() < deadline, "never sent back");
+        if let Ok(button) =
+            b.c.find(fantoccini::Locator::XPath("//button[@type='submit']"))
+                .await
+        {
+            button.click().await.ok();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Back through the callback to /login, which finishes the exchange, then to the app.
+    b.wait_at("/reports/q1").await;
+    let saw = b.app_saw().await;
+    assert_eq!(saw["headers"]["remote-user"], json!(who), "{saw}");
+
+    // A refusal at the provider comes back as a sentence.
+    b.open("/account").await;
+    b.press("Sign out").await;
+    b.wait_at("/login").await;
+    b.open("/auth/oidc/idp/callback?error=access_denied&state=tsr_os_x")
+        .await;
+    b.wait_at("/login").await;
+    let said = b.alert().await;
+    assert!(
+        said.contains("cancelled") || said.contains("Start again"),
+        "{said}"
+    );
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn enforced_mfa_and_email_codes_through_the_pages() {
+    let site = site("login_ip=1000/15m", &[]).await;
+    let mut api = Browser::new();
+    let pw = "a password of theirs";
+
+    // An admin requires a second factor: the sign-in page sets up the app, then signs in.
+    let enforced = unique("enforced");
+    api.register(site.proxy, &enforced, pw).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tessera(dir.path());
+    cmd.args([
+        "user",
+        "enforce-mfa",
+        &enforced,
+        "--database-url",
+        &site.database_url,
+    ]);
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = site.driver.browser(&site.origin).await;
+    b.open("/login").await;
+    password_step(&b, &enforced, pw).await;
+    let secret = b
+        .visible("//code[contains(@class, 'secret')]")
+        .await
+        .text()
+        .await
+        .unwrap();
+    b.visible("//img[@alt='QR code for your authenticator app']")
+        .await;
+    look(&b, "login-enforced-setup").await;
+    let now = fresh_window().await;
+    b.fill("Authentication code", &pyotp(&secret, now)).await;
+    b.press("Confirm").await;
+    b.wait_at("/account").await;
+    b.visible("//p[starts-with(normalize-space(), 'On.')]")
+        .await;
+    b.press("Sign out").await;
+    b.wait_at("/login").await;
+
+    // Email codes: turned on with a mailed code, then used to sign in.
+    let mailed = unique("mailed");
+    let email = format!("{mailed}@example.com");
+    api.register(site.proxy, &mailed, pw).await;
+    password_step(&b, &mailed, pw).await;
+    b.wait_at("/account").await;
+    b.press("Turn on email codes").await;
+    let code = code_in(&site.smtp.nth_to(&email, 1).await);
+    look(&b, "account-email-codes").await;
+    b.fill("Emailed code", &code).await;
+    b.press("Confirm").await;
+    b.visible("//p[starts-with(normalize-space(), 'On: when you sign in')]")
+        .await;
+    b.press("Sign out").await;
+    b.wait_at("/login").await;
+    password_step(&b, &mailed, pw).await;
+    b.press("Email me a code").await;
+    let code = code_in(&site.smtp.nth_to(&email, 2).await);
+    look(&b, "second-factor-email").await;
+    b.fill("Emailed code", &code).await;
+    b.press("Verify").await;
+    b.wait_at("/account").await;
     b.close().await;
 }

@@ -6,9 +6,10 @@ use tessera_limiter::Limiter;
 use tessera_store::Tokens;
 
 use crate::error::AuthError;
-use crate::flows::shared_checks::{Found, Shared};
 use crate::purge::{self, Purged};
+use crate::sessions::Found;
 use crate::settings::AuthSettings;
+use crate::shared::Shared;
 
 /// The login domain's handle: the database, the token store, the limiter and the settings.
 /// Cheap to clone: everything inside is shared.

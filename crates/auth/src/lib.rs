@@ -43,6 +43,7 @@ pub mod rotation;
 pub mod secrets;
 pub mod sessions;
 pub mod settings;
+pub mod shared;
 pub mod throttle;
 
 pub use error::{AuthError, Conflict};

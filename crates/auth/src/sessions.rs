@@ -2,6 +2,7 @@
 //! lets an account's own browser past the per-username password throttle.
 
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 use std::time::Duration;
 use tessera_entity::{AccountName, sessions, users};
@@ -191,4 +192,31 @@ pub async fn end_other_sessions(
 pub(crate) fn sha256(bytes: &[u8]) -> Vec<u8> {
     use sha2::{Digest, Sha256};
     Sha256::digest(bytes).to_vec()
+}
+
+/// A live session and whose it is.
+#[derive(Debug, Clone)]
+pub struct SessionCheck {
+    /// The account's name.
+    pub username: String,
+    /// The account's address.
+    pub email: Option<String>,
+    /// The session's public id.
+    pub session_id: String,
+    /// When it began.
+    pub created_at: DateTime<Utc>,
+    /// When it ends.
+    pub expires_at: DateTime<Utc>,
+    /// It was opened with a second factor.
+    pub second_factor: bool,
+}
+
+/// What a shared session lookup found, for every check that waited on it
+/// ([`crate::shared`]).
+#[derive(Clone)]
+pub enum Found {
+    Live(SessionCheck),
+    NotSignedIn,
+    /// The store failed: each check then asks on its own, to answer its own error.
+    Failed,
 }

@@ -28,6 +28,11 @@ impl Idp {
 
     /// A provider on `port`, with signing keys of its own (a new key id each start).
     pub fn start_on(port: u16) -> Idp {
+        Idp::start_for(port, PUBLIC)
+    }
+
+    /// A provider on `port` that sends browsers back to Tessera at `public`.
+    pub fn start_for(port: u16, public: &str) -> Idp {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
@@ -39,7 +44,7 @@ impl Idp {
             .current_dir(&dir)
             .arg("server.mjs")
             .arg(port.to_string())
-            .arg(format!("{PUBLIC}/auth/oidc/idp/callback"))
+            .arg(format!("{public}/auth/oidc/idp/callback"))
             .arg(CLIENT_SECRET)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -53,7 +53,7 @@ impl Driver {
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,900",
+                         "--disable-dev-shm-usage", "--window-size=1280,4000",
                          "--hide-scrollbars", "--force-device-scale-factor=1"],
             }
         });
@@ -66,6 +66,8 @@ impl Driver {
             .connect(&self.url)
             .await
             .expect("a Chromium session");
+        // Started tall so that whole pages fit a screenshot; browsed at 1280 x 900.
+        client.set_window_size(1280, 900).await.unwrap();
         Page {
             c: client,
             origin: origin.to_owned(),
@@ -237,9 +239,13 @@ impl Page {
         for width in [1280u32, 360] {
             self.c.set_window_size(width, 900).await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
+            // The page's height plus what the window keeps for itself.
             let tall = self
                 .c
-                .execute("return document.documentElement.scrollHeight", vec![])
+                .execute(
+                    "return document.documentElement.scrollHeight + outerHeight - innerHeight",
+                    vec![],
+                )
                 .await
                 .unwrap()
                 .as_u64()

@@ -8,24 +8,11 @@
 mod views;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::state::AppState;
-
-/// What every page is sent with: only its own origin's scripts, styles and images (and
-/// `data:` images for the QR code), never framed, never sniffed, never cached.
-const PAGE_HEADERS: [(HeaderName, &str); 5] = [
-    (
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-    ),
-    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-    (header::CACHE_CONTROL, "no-store"),
-    (header::REFERRER_POLICY, "same-origin"),
-    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-];
 
 /// The page routes and their two assets.
 pub fn router() -> Router<AppState> {
@@ -38,16 +25,6 @@ pub fn router() -> Router<AppState> {
         .route("/account/email", get(views::email_confirm))
         .route("/auth/assets/tessera.js", get(script))
         .route("/auth/assets/tessera.css", get(style))
-}
-
-/// An HTML page with [`PAGE_HEADERS`].
-fn html(status: axum::http::StatusCode, body: String) -> Response {
-    let mut answer = (status, body).into_response();
-    let headers = answer.headers_mut();
-    for (name, value) in PAGE_HEADERS {
-        headers.insert(name, HeaderValue::from_static(value));
-    }
-    answer
 }
 
 /// A served asset: cached for an hour, never sniffed.

@@ -2,17 +2,39 @@
 
 use askama::Template;
 use axum::extract::Query;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tessera_auth::AuthError;
 use tessera_auth::flows::SignInOptions;
 
-use super::html;
 use crate::http::cookies::SESSION;
 use crate::routes::auth::call::Call;
 use crate::routes::auth::sessions::percent_encode;
+
+/// What every page is sent with: only its own origin's scripts, styles and images (and
+/// `data:` images for the QR code), never framed, never sniffed, never cached.
+const PAGE_HEADERS: [(HeaderName, &str); 5] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    ),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::CACHE_CONTROL, "no-store"),
+    (header::REFERRER_POLICY, "same-origin"),
+    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+];
+
+/// An HTML page with [`PAGE_HEADERS`].
+fn html(status: axum::http::StatusCode, body: String) -> Response {
+    let mut answer = (status, body).into_response();
+    let headers = answer.headers_mut();
+    for (name, value) in PAGE_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    answer
+}
 
 /// The query of the sign-in pages.
 #[derive(Deserialize)]

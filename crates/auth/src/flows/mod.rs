@@ -16,10 +16,10 @@ pub mod oidc;
 mod overview;
 mod reset;
 mod second_factor;
-pub mod shared_checks;
 mod totp;
 mod visits;
 
+pub use crate::sessions::SessionCheck;
 pub use account::Proof;
 pub use common::{Client, LoginOutcome, Pending, SignedIn};
 pub use email_otp::EmailOtpSetup;
@@ -28,4 +28,3 @@ pub use overview::{AccountOverview, SignInOptions};
 pub use reset::PasswordReset;
 pub use second_factor::Factor;
 pub use totp::{TotpSetup, TotpStatus};
-pub use visits::SessionCheck;

@@ -2,29 +2,11 @@
 //! (`/auth/verify`), the introspection a backend asks for (`/v1/sessions/introspect`), and
 //! the sessions a signed-in person sees and ends.
 
-use chrono::{DateTime, Utc};
 use tessera_entity::{sessions as rows, users};
 
 use crate::error::AuthError;
 use crate::handle::Auth;
-use crate::sessions;
-
-/// A live session and whose it is.
-#[derive(Debug, Clone)]
-pub struct SessionCheck {
-    /// The account's name.
-    pub username: String,
-    /// The account's address.
-    pub email: Option<String>,
-    /// The session's public id.
-    pub session_id: String,
-    /// When it began.
-    pub created_at: DateTime<Utc>,
-    /// When it ends.
-    pub expires_at: DateTime<Utc>,
-    /// It was opened with a second factor.
-    pub second_factor: bool,
-}
+use crate::sessions::{self, Found, SessionCheck};
 
 fn check(session: &rows::Model, user: users::Model) -> SessionCheck {
     SessionCheck {
@@ -40,7 +22,7 @@ fn check(session: &rows::Model, user: users::Model) -> SessionCheck {
 impl Auth {
     /// The session of a cookie's value, recorded as seen (at most one write a minute); one
     /// lookup, no hashing, shared by the checks of the same cookie that arrive while it is
-    /// in flight ([`super::shared_checks`]). `not_signed_in` for no live session.
+    /// in flight ([`crate::shared`]). `not_signed_in` for no live session.
     pub async fn check_session(&self, cookie: Option<&str>) -> Result<SessionCheck, AuthError> {
         match cookie {
             Some(value) if sessions::may_be_session(value) => self.shared_check(value).await,
@@ -49,7 +31,7 @@ impl Auth {
     }
 
     /// [`Auth::check_session`] for one check alone.
-    pub(super) async fn lookup_session(&self, cookie: &str) -> Result<SessionCheck, AuthError> {
+    async fn lookup_session(&self, cookie: &str) -> Result<SessionCheck, AuthError> {
         let (session, user) = sessions::session_of(&self.db, Some(cookie)).await?;
         sessions::touch(&self.db, &session).await?;
         Ok(check(&session, user))
@@ -87,5 +69,26 @@ impl Auth {
     pub async fn revoke_other_sessions(&self, cookie: Option<&str>) -> Result<u64, AuthError> {
         let (_, user) = sessions::session_of(&self.db, cookie).await?;
         sessions::end_other_sessions(&self.db, user.id, cookie).await
+    }
+
+    /// [`Auth::check_session`]'s lookup, shared with the checks of the same cookie that
+    /// arrive while one is in flight ([`crate::shared`]).
+    async fn shared_check(&self, cookie: &str) -> Result<SessionCheck, AuthError> {
+        let auth = self.clone();
+        let lookup = move |cookie: String| {
+            let auth = auth.clone();
+            async move {
+                match auth.lookup_session(&cookie).await {
+                    Ok(check) => Found::Live(check),
+                    Err(AuthError::NotSignedIn) => Found::NotSignedIn,
+                    Err(_) => Found::Failed,
+                }
+            }
+        };
+        match self.checks.get(cookie, lookup).await {
+            Some(Found::Live(check)) => Ok(check),
+            Some(Found::NotSignedIn) => Err(AuthError::NotSignedIn),
+            Some(Found::Failed) | None => self.lookup_session(cookie).await,
+        }
     }
 }

@@ -1,9 +1,9 @@
-//! Concurrent checks of one session share one lookup. A page load behind forward auth sends
-//! one `/auth/verify` per asset, all with the same cookie, at the same moment; they need one
-//! database read, not one each.
+//! Concurrent lookups of one key share one read. A page load behind forward auth sends one
+//! `/auth/verify` per asset, all with the same session cookie, at the same moment; they
+//! need one database read, not one each.
 //!
-//! No answer is older than its request: a check joins only a lookup that starts after it
-//! arrived. While a lookup of a session is in flight, the checks of it that arrive wait
+//! No answer is older than its request: a caller joins only a lookup that starts after it
+//! arrived. While a lookup of a key is in flight, the callers of it that arrive wait
 //! together for the next one, which starts when the current one ends; so a session ended
 //! before a check arrived is never reported live to it.
 
@@ -11,10 +11,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
-
-use super::visits::SessionCheck;
-use crate::error::AuthError;
-use crate::handle::Auth;
 
 type Slot<T> = watch::Sender<Option<T>>;
 
@@ -105,38 +101,6 @@ impl<T: Clone + Send + Sync + 'static> Shared<T> {
                     return;
                 }
             }
-        }
-    }
-}
-
-/// What a shared session lookup found, for every check that waited on it.
-#[derive(Clone)]
-pub enum Found {
-    Live(SessionCheck),
-    NotSignedIn,
-    /// The store failed: each check then asks on its own, to answer its own error.
-    Failed,
-}
-
-impl Auth {
-    /// [`Auth::check_session`]'s lookup, shared with the checks of the same cookie that
-    /// arrive while one is in flight (see the module).
-    pub(super) async fn shared_check(&self, cookie: &str) -> Result<SessionCheck, AuthError> {
-        let auth = self.clone();
-        let lookup = move |cookie: String| {
-            let auth = auth.clone();
-            async move {
-                match auth.lookup_session(&cookie).await {
-                    Ok(check) => Found::Live(check),
-                    Err(AuthError::NotSignedIn) => Found::NotSignedIn,
-                    Err(_) => Found::Failed,
-                }
-            }
-        };
-        match self.checks.get(cookie, lookup).await {
-            Some(Found::Live(check)) => Ok(check),
-            Some(Found::NotSignedIn) => Err(AuthError::NotSignedIn),
-            Some(Found::Failed) | None => self.lookup_session(cookie).await,
         }
     }
 }
