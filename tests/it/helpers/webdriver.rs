@@ -233,7 +233,8 @@ impl Page {
     }
 
     /// Screenshots of the whole page as it is, 1280 and 360 px wide, into `dir` as
-    /// `NAME-1280.png` and `NAME-360.png`; then back to 1280.
+    /// `NAME-1280.png` and `NAME-360.png`; then a check that it fits 320 px, and back to
+    /// 1280.
     pub async fn screenshots(&self, dir: &PathBuf, name: &str) {
         std::fs::create_dir_all(dir).unwrap();
         for width in [1280u32, 360] {
@@ -258,6 +259,18 @@ impl Page {
             let png = self.c.screenshot().await.unwrap();
             std::fs::write(dir.join(format!("{name}-{width}.png")), png).unwrap();
         }
+        // Usable at 320 px: nothing wider than the window (no sideways scrolling).
+        self.c.set_window_size(320, 900).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let fits = self
+            .c
+            .execute(
+                "return document.documentElement.scrollWidth <= innerWidth",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(fits, json!(true), "{name} is wider than 320 px");
         self.c.set_window_size(1280, 900).await.unwrap();
     }
 
