@@ -18,6 +18,6 @@ function done(summary, latency, requests)
         o = o + t:get("ok")
         b = b + t:get("bad")
     end
-    io.write(string.format("RESULT ok=%d bad=%d us=%d p99_us=%d\n",
-        o, b, summary.duration, latency:percentile(99)))
+    io.write(string.format("RESULT ok=%d bad=%d us=%d p99_us=%d p50_us=%d\n",
+        o, b, summary.duration, latency:percentile(99), latency:percentile(50)))
 end
