@@ -80,6 +80,21 @@ fn fresh_code(secret: &str, used: &mut HashSet<u64>) -> String {
     pyotp(secret, window * 30)
 }
 
+/// The authenticator app's secret as the setup shows it, beside its QR code (a `data:`
+/// image, the one image source the pages' CSP allows besides their own).
+async fn shown_secret(b: &Page) -> String {
+    let qr = b
+        .visible("//img[@alt='QR code for your authenticator app']")
+        .await;
+    let src = qr.attr("src").await.unwrap().unwrap_or_default();
+    assert!(src.starts_with("data:image/png;base64,"), "{src:.40}");
+    b.visible("//code[contains(@class, 'secret')]")
+        .await
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn password_step(b: &Page, user: &str, password: &str) {
     b.fill("Username", user).await;
     b.fill("Password", password).await;
@@ -121,17 +136,7 @@ async fn a_person_signs_in_through_the_pages_behind_nginx() {
     b.wait_at("/account").await;
     look(&b, "account").await;
     b.press("Set up authenticator app").await;
-    let secret = b
-        .visible("//code[contains(@class, 'secret')]")
-        .await
-        .text()
-        .await
-        .unwrap();
-    let qr = b
-        .visible("//img[@alt='QR code for your authenticator app']")
-        .await;
-    let src = qr.attr("src").await.unwrap().unwrap_or_default();
-    assert!(src.starts_with("data:image/png;base64,"), "{src:.40}");
+    let secret = shown_secret(&b).await;
     let mut backup = Vec::new();
     for li in
         b.c.find_all(fantoccini::Locator::Css(".totp-setup .codes li"))
@@ -454,14 +459,7 @@ async fn enforced_mfa_and_email_codes_through_the_pages() {
     let b = site.driver.browser(&site.origin).await;
     b.open("/login").await;
     password_step(&b, &enforced, pw).await;
-    let secret = b
-        .visible("//code[contains(@class, 'secret')]")
-        .await
-        .text()
-        .await
-        .unwrap();
-    b.visible("//img[@alt='QR code for your authenticator app']")
-        .await;
+    let secret = shown_secret(&b).await;
     look(&b, "login-enforced-setup").await;
     let now = fresh_window().await;
     b.fill("Authentication code", &pyotp(&secret, now)).await;
