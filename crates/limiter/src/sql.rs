@@ -31,7 +31,7 @@ struct Statements {
     /// already holds the write lock).
     lock: Option<&'static str>,
     /// The store's clock in milliseconds since the epoch.
-    now_ms: &'static str,
+    now_ms: Option<&'static str>,
     /// The key's events still inside the window, oldest first.
     events: &'static str,
     /// Records `$4` events at `$3`.
@@ -52,7 +52,7 @@ struct Statements {
 
 const POSTGRES: Statements = Statements {
     lock: Some("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"),
-    now_ms: "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms",
+    now_ms: Some("SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms"),
     events: "SELECT occurred_at FROM auth_rate_limit_events \
              WHERE event_type = $1 AND key = $2 AND occurred_at > $3 ORDER BY occurred_at",
     record: "INSERT INTO auth_rate_limit_events (event_type, key, occurred_at) \
@@ -78,9 +78,9 @@ const RELAXED_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)
 
 const SQLITE: Statements = Statements {
     lock: None,
-    // 'now' is the same instant for every use within one statement.
-    now_ms: "SELECT CAST(strftime('%s', 'now') AS INTEGER) * 1000 \
-             + CAST(substr(strftime('%f', 'now'), 4) AS INTEGER) AS now_ms",
+    // SQLite's 'now' is this process's own reading of the host's clock (an embedded
+    // database has no other), so the limiter reads it without a statement.
+    now_ms: None,
     events: "SELECT occurred_at FROM auth_rate_limit_events \
              WHERE event_type = ?1 AND key = ?2 AND occurred_at > ?3 ORDER BY occurred_at",
     record: "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?4) \
@@ -178,8 +178,11 @@ impl SqlLimiter {
         if let Some(ms) = self.clock.manual_ms() {
             return Ok(ms);
         }
+        let Some(now_ms) = self.sql.now_ms else {
+            return Ok(Utc::now().timestamp_millis());
+        };
         let row = c
-            .query_one_raw(self.stmt(self.sql.now_ms, vec![]))
+            .query_one_raw(self.stmt(now_ms, vec![]))
             .await
             .map_err(map_err)?
             .ok_or_else(|| LimiterError::Backend("no clock row".into()))?;
