@@ -31,9 +31,29 @@ impl Default for Limits {
     }
 }
 
-/// What every handler can reach. Cheap to clone: everything inside is shared.
+/// What every handler can reach: one shared [`Shared`], so a clone (axum makes several
+/// per request) is one reference count. Its fields read through `state.field`; before the
+/// state is shared (at startup, in tests) they can be set the same way.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AppState {
+    /// The fields to change: in place while this is the only handle, as at startup.
+    fn deref_mut(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+/// The parts of [`AppState`].
+#[derive(Clone)]
+pub struct Shared {
     /// The login domain, with the database, the token store and the limiter.
     pub auth: Auth,
     /// The service keys of `/v1`.
@@ -56,13 +76,13 @@ impl AppState {
         api_keys: ApiKeys,
     ) -> Self {
         let settings = AuthSettings::ephemeral("./outbox".into());
-        AppState {
+        AppState(Arc::new(Shared {
             auth: Auth::new(db, tokens, limiter, settings),
             api_keys,
             metrics: telemetry::metrics_handle(),
             limits: Limits::default(),
             proxies: TrustedProxies::default(),
-        }
+        }))
     }
 }
 
