@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::helpers::*;
 
 /// The token after `marker` in a mail (quoted-printable soft breaks undone).
-fn token_after(mail: &str, marker: &str) -> String {
+pub(crate) fn token_after(mail: &str, marker: &str) -> String {
     let mail = mail
         .replace("=\r\n", "")
         .replace("=\n", "")

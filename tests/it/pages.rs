@@ -470,6 +470,39 @@ async fn enforced_mfa_and_email_codes_through_the_pages() {
     b.press("Sign out").await;
     b.wait_at("/login").await;
 
+    // A sign-in link by mail: the page asks for the app's code, never a mailed one (the
+    // link came through the same mailbox).
+    b.fill("Email", &format!("{enforced}@example.com")).await;
+    b.press("Email me a sign-in link").await;
+    b.visible("//*[@role='status'][contains(., 'sign-in link is on its way')]")
+        .await;
+    let mail = site
+        .smtp
+        .nth_to(&format!("{enforced}@example.com"), 1)
+        .await;
+    let token = crate::magic::token_after(&mail, "/login/magic#token=");
+    b.open(&format!("/login/magic#token={token}")).await;
+    b.field("Authentication code").await;
+    assert_eq!(
+        b.at().await,
+        "/login/magic",
+        "the token left the address bar"
+    );
+    assert!(!b.text().await.contains("Email me a code"));
+    look(&b, "magic-link-second-factor").await;
+    let mut used = HashSet::from([now / 30]);
+    b.fill("Authentication code", &fresh_code(&secret, &mut used))
+        .await;
+    b.press("Verify").await;
+    b.wait_at("/account").await;
+    // The link was spent: opened again, it is refused.
+    b.open("/account").await;
+    b.press("Sign out").await;
+    b.wait_at("/login").await;
+    b.open(&format!("/login/magic#token={token}")).await;
+    assert!(b.alert().await.contains("expired or was already used"));
+    b.open("/login").await;
+
     // Email codes: turned on with a mailed code, then used to sign in.
     let mailed = unique("mailed");
     let email = format!("{mailed}@example.com");
