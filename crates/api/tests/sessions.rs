@@ -239,3 +239,20 @@ async fn checks_of_one_session_at_once_never_outlive_its_end() {
     }
     assert!(live > 32 && gone > 32, "live {live}, gone {gone}");
 }
+
+/// A browser holding two session cookies (one left by an older cookie domain, say) is the
+/// same person to forward auth as to `/auth/me`: the last one sent.
+#[tokio::test]
+async fn forward_auth_reads_a_doubled_cookie_as_the_other_routes_do() {
+    let (state, _db, _o) = app_state(|_| {}).await;
+    register(&state, "first", PW).await;
+    register(&state, "second", PW).await;
+    let first = sign_in(&state, "first", PW).await;
+    let second = sign_in(&state, "second", PW).await;
+    let both = format!("{first}; {second}");
+    let checked = verify(&state, "", Some(&both), None).await;
+    assert_eq!(checked.status, StatusCode::OK, "{}", checked.body);
+    let me = browser(&state).with(&both).get("/auth/me").await;
+    assert_eq!(me.body["username"], "second", "{}", me.body);
+    assert_eq!(checked.headers["remote-user"], "second");
+}

@@ -56,7 +56,10 @@ pub async fn forward_auth(State(state): State<AppState>, req: Request) -> Respon
     answer
 }
 
-/// The session cookie's value among the request's cookies.
+/// The session cookie's value among the request's cookies, read as the cookie jar of the
+/// other `/auth` routes reads it: the last cookie of that name wins, its value as sent
+/// (session values hold nothing a jar would decode), so forward auth and `/auth/me` never
+/// disagree about who is signed in.
 fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
@@ -64,8 +67,8 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION)
-        .map(|(_, value)| value.trim_matches('"'))
+        .rfind(|(name, _)| *name == SESSION)
+        .map(|(_, value)| value)
 }
 
 /// 401, or the redirect to the sign-in page a proxy that passes 302s on asked for.
