@@ -51,9 +51,9 @@ impl<T> std::fmt::Debug for Shared<T> {
 
 impl<T: Clone + Send + Sync + 'static> Shared<T> {
     /// The answer of a `lookup(key)` that started after this call did: the next one to
-    /// start for `key`, shared with every caller waiting on it. `None` only if the lookup's
-    /// task died.
-    pub async fn get<F, Fut>(self: &Arc<Self>, key: &str, lookup: F) -> Option<T>
+    /// start for `key`, shared with every caller waiting on it. `lookup` is built only when
+    /// this call starts the lookup itself. `None` only if the lookup's task died.
+    pub async fn get<F, Fut>(self: &Arc<Self>, key: &str, lookup: impl FnOnce() -> F) -> Option<T>
     where
         F: Fn(String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = T> + Send + 'static,
@@ -69,7 +69,7 @@ impl<T: Clone + Send + Sync + 'static> Shared<T> {
             } else if entry.running < MAX_FLIGHTS {
                 entry.running += 1;
                 let (slot, waiting) = watch::channel(None);
-                tokio::spawn(self.clone().fly(key.to_owned(), slot, lookup));
+                tokio::spawn(self.clone().fly(key.to_owned(), slot, lookup()));
                 waiting
             } else {
                 let (slot, waiting) = watch::channel(None);
@@ -148,7 +148,7 @@ mod tests {
         let (version, lookups, lookup) = slow_store();
         let first = {
             let (s, l) = (shared.clone(), lookup.clone());
-            tokio::spawn(async move { s.get("k", l).await })
+            tokio::spawn(async move { s.get("k", || l).await })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
         // The store changes while the first lookup is in flight; every caller from now on
@@ -157,7 +157,7 @@ mod tests {
         let later: Vec<_> = (0..50)
             .map(|_| {
                 let (s, l) = (shared.clone(), lookup.clone());
-                tokio::spawn(async move { s.get("k", l).await })
+                tokio::spawn(async move { s.get("k", || l).await })
             })
             .collect();
         assert_eq!(first.await.unwrap(), Some(0));
@@ -181,7 +181,7 @@ mod tests {
             .into_iter()
             .map(|k| {
                 let (s, l) = (shared.clone(), lookup.clone());
-                tokio::spawn(async move { s.get(k, l).await })
+                tokio::spawn(async move { s.get(k, || l).await })
             })
             .collect();
         for c in calls {

@@ -74,14 +74,17 @@ impl Auth {
     /// [`Auth::check_session`]'s lookup, shared with the checks of the same cookie that
     /// arrive while one is in flight ([`crate::shared`]).
     async fn shared_check(&self, cookie: &str) -> Result<SessionCheck, AuthError> {
-        let auth = self.clone();
-        let lookup = move |cookie: String| {
-            let auth = auth.clone();
-            async move {
-                match auth.lookup_session(&cookie).await {
-                    Ok(check) => Found::Live(check),
-                    Err(AuthError::NotSignedIn) => Found::NotSignedIn,
-                    Err(_) => Found::Failed,
+        // The handle is cloned only when this check starts a lookup, not when it joins one.
+        let lookup = || {
+            let auth = self.clone();
+            move |cookie: String| {
+                let auth = auth.clone();
+                async move {
+                    match auth.lookup_session(&cookie).await {
+                        Ok(check) => Found::Live(check),
+                        Err(AuthError::NotSignedIn) => Found::NotSignedIn,
+                        Err(_) => Found::Failed,
+                    }
                 }
             }
         };
