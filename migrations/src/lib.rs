@@ -21,6 +21,7 @@ mod m20261128_000008_hash_totp_usage_codes;
 mod m20261128_000009_add_username_keys;
 mod m20261128_000010_add_session_activity;
 mod m20261128_000011_widen_token_type;
+mod m20261129_000012_create_passkeys;
 
 use sea_orm_migration::sea_orm::{DatabaseConnection, Statement};
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000009_add_username_keys::Migration),
             Box::new(m20261128_000010_add_session_activity::Migration),
             Box::new(m20261128_000011_widen_token_type::Migration),
+            Box::new(m20261129_000012_create_passkeys::Migration),
         ]
     }
 }

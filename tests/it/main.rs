@@ -14,6 +14,7 @@ mod magic;
 mod oidc;
 mod outages;
 mod pages;
+mod passkeys;
 mod protect;
 mod proxy;
 mod race;

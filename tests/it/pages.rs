@@ -63,7 +63,7 @@ fn shots() -> PathBuf {
 }
 
 /// Photographs the page at both widths and checks it with axe-core.
-async fn look(page: &Page, name: &str) {
+pub(crate) async fn look(page: &Page, name: &str) {
     page.screenshots(&shots(), name).await;
     let violations = page.axe().await;
     assert!(violations.is_empty(), "{name}: {violations:#?}");

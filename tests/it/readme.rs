@@ -227,10 +227,10 @@ fn the_settings_table_is_serve_help() {
     let mut from_help = BTreeSet::new();
     let mut flag = None;
     for line in serve.lines().map(str::trim) {
-        if let Some(f) = line.split_whitespace().find(|w| w.starts_with("--")) {
-            if line.starts_with('-') {
-                flag = Some(f.trim_end_matches(',').to_owned());
-            }
+        if let Some(f) = line.split_whitespace().find(|w| w.starts_with("--"))
+            && line.starts_with('-')
+        {
+            flag = Some(f.trim_end_matches(',').to_owned());
         }
         if let Some(at) = line.find("[env: ") {
             let var = line[at + 6..].split(['=', ']']).next().unwrap().to_owned();

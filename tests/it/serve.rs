@@ -167,10 +167,14 @@ async fn issue_some(db: &TestDb, expired: usize, live: usize) -> Tokens {
         } else {
             Duration::from_secs(3600)
         };
-        tokens
-            .issue(AuthEphemeralToken::new_password_reset(u.clone()).with_ttl(ttl))
-            .await
-            .unwrap();
+        // Kinds in turn: the purge goes by expiry, whatever the kind (the passkey
+        // ceremonies and magic links included).
+        let token = match i % 3 {
+            0 => AuthEphemeralToken::new_password_reset(u.clone()),
+            1 => AuthEphemeralToken::new_magic_link(u.clone()),
+            _ => AuthEphemeralToken::new_webauthn(None, serde_json::json!({"op": "x"})),
+        };
+        tokens.issue(token.with_ttl(ttl)).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     tokens

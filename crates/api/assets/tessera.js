@@ -19,7 +19,14 @@
     overloaded: "The service is busy. Try again in a moment.",
     timeout: "The service took too long to answer. Try again.",
     csrf_rejected: "This page may not send that request. Reload the page and try again.",
+    ceremony_expired: "That took too long. Try the passkey again.",
+    passkey_exists: "This passkey is added already.",
+    too_many_passkeys: "This account has as many passkeys as it can hold. Remove one first.",
+    passkey_not_found: "That passkey was removed already.",
+    passkeys_unavailable: "Passkeys cannot be used on this site.",
+    no_passkey: "This account has no passkey. Choose another way.",
   };
+  const PASSKEY_NOT_USED = "The passkey was not used. Try again, or choose another way.";
   const OIDC_ERRORS = {
     access_denied: "You cancelled the sign-in at the provider.",
     user_creation_disabled: "No account is linked to that sign-in, and new accounts cannot be created here.",
@@ -36,6 +43,7 @@
     code: "Authentication code",
     backup_code: "Backup code",
     email_code: "Emailed code",
+    name: "Passkey name",
   };
 
   const page = document.body.dataset.page;
@@ -262,7 +270,12 @@
   document.addEventListener("submit", (event) => {
     const form = event.target;
     const submitter = event.submitter && event.submitter.dataset.post ? event.submitter : null;
-    if (!submitter && !form.dataset.post) return;
+    if (!submitter && !form.dataset.post) {
+      // Enter in a form whose buttons each name their own action (one per passkey) does
+      // nothing: the first of them is not what was meant.
+      if (form.dataset.then) event.preventDefault();
+      return;
+    }
     event.preventDefault();
     run(submitter || form, form);
   });
@@ -279,11 +292,89 @@
       chooseFactor(factor.dataset.factor);
       return;
     }
+    const passkey = event.target.closest("button[data-passkey]");
+    if (passkey) {
+      event.preventDefault();
+      usePasskey(passkey);
+      return;
+    }
     if (event.target.closest("[data-send-code]")) {
       event.preventDefault();
       sendCode(event.target);
     }
   });
+
+  // -- passkeys ----------------------------------------------------------------------
+
+  const passkeysWork = Boolean(window.PublicKeyCredential
+    && PublicKeyCredential.parseCreationOptionsFromJSON && navigator.credentials);
+  if (!passkeysWork) {
+    for (const el of document.querySelectorAll("[data-passkey]")) {
+      (el.closest("li[data-method]") || el).remove();
+    }
+  }
+
+  // One ceremony: the options from `start`, the authenticator's answer as JSON.
+  async function ceremony(kind, start, body) {
+    const begun = await post(start, body);
+    if (!begun.ok) return { refused: begun };
+    try {
+      const publicKey = kind === "create"
+        ? PublicKeyCredential.parseCreationOptionsFromJSON(begun.body.publicKey)
+        : PublicKeyCredential.parseRequestOptionsFromJSON(begun.body.publicKey);
+      const credential = await navigator.credentials[kind]({ publicKey });
+      return { credential: credential.toJSON() };
+    } catch (_) {
+      return { cancelled: true };
+    }
+  }
+
+  const PASSKEY = {
+    async login(scope) {
+      const name = document.getElementById("username");
+      const username = name && name.value.trim();
+      const got = await ceremony("get", "/auth/passkeys/login/start", username ? { username } : {});
+      if (got.refused) return showError(scope, describe(got.refused));
+      if (got.cancelled) return showError(scope, PASSKEY_NOT_USED);
+      const answer = await post("/auth/passkeys/login/finish", { credential: got.credential });
+      if (answer.body && answer.body.code === "invalid_credentials") {
+        return showError(scope, "That passkey does not sign in here. Use it after your password, or choose another way.");
+      }
+      if (!answer.ok) return showError(scope, describe(answer));
+      return signedIn(answer, scope);
+    },
+    async factor(scope) {
+      const got = await ceremony("get", "/auth/2fa/passkey/start", { mfa_token: mfaToken });
+      if (got.refused) return showError(scope, describe(got.refused));
+      if (got.cancelled) return showError(scope, PASSKEY_NOT_USED);
+      const answer = await post("/auth/2fa/verify", { mfa_token: mfaToken, passkey: got.credential });
+      if (answer.body && answer.body.code === "invalid_code") {
+        return showError(scope, "That passkey was not accepted. Try another one, or choose another way.");
+      }
+      if (!answer.ok) return showError(scope, describe(answer));
+      return signedIn(answer, scope);
+    },
+    async add(scope) {
+      const got = await ceremony("create", "/auth/passkeys/register/start", {});
+      if (got.refused) return showError(scope, describe(got.refused));
+      if (got.cancelled) return showError(scope, PASSKEY_NOT_USED);
+      const name = scope.querySelector("input[name=passkey_name]").value.trim();
+      const answer = await post("/auth/passkeys/register/finish", name ? { credential: got.credential, name } : { credential: got.credential });
+      if (!answer.ok) return showError(scope, describe(answer));
+      window.location.reload();
+    },
+  };
+
+  async function usePasskey(button) {
+    const scope = scopeOf(button);
+    clearError(scope);
+    button.disabled = true;
+    try {
+      await PASSKEY[button.dataset.passkey](scope);
+    } finally {
+      button.disabled = false;
+    }
+  }
 
   async function sendCode(trigger) {
     const scope = scopeOf(trigger);

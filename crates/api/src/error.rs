@@ -277,6 +277,20 @@ fn auth_parts(e: &AuthError) -> (StatusCode, &'static str, &'static str, String)
             "the mfa_token is unknown, expired or used, or its cookie is missing; sign in again"
                 .into(),
         ),
+        A::CeremonyExpired => (
+            StatusCode::BAD_REQUEST,
+            "ceremony_expired",
+            "Passkey ceremony expired",
+            "the passkey ceremony is unknown, expired or finished, or its cookie is missing; \
+             start again"
+                .into(),
+        ),
+        A::UnknownPasskey => (
+            StatusCode::NOT_FOUND,
+            "passkey_not_found",
+            "Passkey not found",
+            "this account has no passkey of that id".into(),
+        ),
         A::NotSignedIn => (
             StatusCode::UNAUTHORIZED,
             "not_authenticated",

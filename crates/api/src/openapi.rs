@@ -7,7 +7,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::Problem;
-use crate::routes::auth::{account, email_otp, login, magic, oidc, reset, sessions, totp};
+use crate::routes::auth::{
+    account, email_otp, login, magic, oidc, passkeys, reset, sessions, totp,
+};
 use crate::routes::v1::{admin, ratelimit, tokens};
 use crate::state::AppState;
 
@@ -31,6 +33,8 @@ use crate::state::AppState;
         crate::routes::v1::once::once, magic::magic_link_request, magic::magic_link_consume,
         reset::reset_request, reset::reset_confirm, login::me, login::logout,
         oidc::start, oidc::callback, oidc::exchange,
+        passkeys::register_start, passkeys::register_finish, passkeys::list, passkeys::remove,
+        passkeys::login_start, passkeys::login_finish, passkeys::second_factor_start,
     ),
     components(schemas(Problem)),
     modifiers(&ServiceKey),

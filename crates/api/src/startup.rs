@@ -70,7 +70,7 @@ impl Application {
         )
         .await?;
         let mut state = AppState::new(db, tokens, limiter, ApiKeys::parse(&config.api_keys));
-        state.auth.settings = std::sync::Arc::new(
+        state.auth.set_settings(
             config
                 .auth
                 .settings(keys, config.listen_addr())

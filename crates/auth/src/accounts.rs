@@ -318,8 +318,9 @@ pub fn methods(user: &users::Model) -> Vec<&'static str> {
 /// The kinds of token that carry a login in progress or a factor being set up: what a
 /// password reset, a password change, disabling the account or turning a factor off must
 /// end, since each was obtained under the state that just changed.
-pub const PENDING_KINDS: [TokenType; 5] = [
+pub const PENDING_KINDS: [TokenType; 6] = [
     TokenType::PreAuth,
+    TokenType::Webauthn,
     TokenType::MfaEnforce,
     TokenType::OidcExchange,
     TokenType::EmailOtpSetup,

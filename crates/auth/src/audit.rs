@@ -42,6 +42,10 @@ pub enum Event {
     AccountDeleted,
     /// A sign-in link was mailed.
     MagicLinkRequested,
+    /// A passkey was registered.
+    PasskeyAdded,
+    /// A passkey was removed.
+    PasskeyRemoved,
 }
 
 /// How it ended.

@@ -27,6 +27,14 @@ pub enum Conflict {
     ProviderExists,
     /// A magic link cannot sign in an account whose only second factor is mailed codes.
     MagicLinkNotAllowed,
+    /// The public URL names no host a browser accepts as a passkey's relying party.
+    PasskeysUnavailable,
+    /// That passkey is registered already.
+    PasskeyExists,
+    /// The account holds [`crate::factors::passkey::MAX_PASSKEYS`] passkeys.
+    TooManyPasskeys,
+    /// The account has no passkey.
+    NoPasskey,
 }
 
 impl Conflict {
@@ -65,6 +73,13 @@ pub enum AuthError {
     /// missing.
     #[error("pending login expired")]
     PendingLoginExpired,
+    /// The passkey ceremony (its `webauthn` token and the cookie that names it) is unknown,
+    /// expired, finished, or another browser's.
+    #[error("passkey ceremony expired")]
+    CeremonyExpired,
+    /// A passkey the account does not have (by its public id).
+    #[error("no such passkey")]
+    UnknownPasskey,
     /// No live session.
     #[error("not signed in")]
     NotSignedIn,

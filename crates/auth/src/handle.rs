@@ -22,10 +22,12 @@ pub struct Auth {
     pub tokens: Tokens,
     /// The rate limiter.
     pub limiter: Limiter,
-    /// Settings and secrets.
+    /// Settings and secrets (replaced only through [`Auth::set_settings`]).
     pub settings: Arc<AuthSettings>,
     /// The session checks in flight, which concurrent checks of one session share.
     pub(crate) checks: Arc<Shared<Found>>,
+    /// The passkeys' relying party; `None` when the public URL names no host.
+    pub(crate) webauthn: Option<Arc<webauthn_rs::Webauthn>>,
 }
 
 impl Auth {
@@ -36,18 +38,38 @@ impl Auth {
         limiter: Limiter,
         settings: AuthSettings,
     ) -> Self {
+        let webauthn = relying_party(&settings);
         Auth {
             db,
             tokens,
             limiter,
             settings: Arc::new(settings),
             checks: Arc::default(),
+            webauthn,
         }
+    }
+
+    /// Replaces the settings (and with them the passkeys' relying party, which is the
+    /// public URL's).
+    pub fn set_settings(&mut self, settings: AuthSettings) {
+        self.webauthn = relying_party(&settings);
+        self.settings = Arc::new(settings);
     }
 
     /// The one purge ([`purge::purge`]).
     pub async fn purge(&self) -> Result<Purged, AuthError> {
         purge::purge(&self.db, &self.tokens, &self.limiter).await
+    }
+}
+
+/// The passkeys' relying party of `settings`, or `None` (logged) when there is none.
+fn relying_party(settings: &AuthSettings) -> Option<Arc<webauthn_rs::Webauthn>> {
+    match crate::factors::passkey::relying_party(&settings.public_url) {
+        Ok(w) => Some(Arc::new(w)),
+        Err(why) => {
+            tracing::warn!("passkeys are off: {why}");
+            None
+        }
     }
 }
 

@@ -102,17 +102,21 @@ impl Mailer {
                     chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
                     uuid::Uuid::new_v4().simple()
                 );
-                let path = dir.join(name);
+                let path = dir.join(&name);
+                // Written under a hidden name, then renamed: whoever reads the folder sees
+                // a whole mail or none.
+                let part = dir.join(format!(".{name}.part"));
                 let write = async {
                     use tokio::io::AsyncWriteExt;
                     let mut file = tokio::fs::OpenOptions::new()
                         .write(true)
                         .create_new(true)
                         .mode(0o600)
-                        .open(&path)
+                        .open(&part)
                         .await?;
                     file.write_all(&message.formatted()).await?;
-                    file.sync_all().await
+                    file.sync_all().await?;
+                    tokio::fs::rename(&part, &path).await
                 };
                 write.await.map_err(|e| MailError::Outbox(e.to_string()))?;
                 tracing::info!(path = %path.display(), "mail written to the outbox (no SMTP configured)");

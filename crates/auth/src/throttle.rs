@@ -63,6 +63,7 @@ pub fn default_policies() -> tessera_limiter::Policies {
         (EventType::MailToAddress, Policy::per_seconds(10, 60 * 60)),
         (EventType::OidcStartIp, Policy::per_seconds(50, 15 * 60)),
         (EventType::MagicLinkIp, Policy::per_seconds(10, 60 * 60)),
+        (EventType::PasskeyIp, Policy::per_seconds(50, 15 * 60)),
     ] {
         p.set(event_of(event), policy);
     }

@@ -33,6 +33,9 @@ pub enum TokenType {
     EmailChange,
     /// A sign-in link mailed to an account's address.
     MagicLink,
+    /// A WebAuthn ceremony in flight (a passkey being registered, or a sign-in with one):
+    /// the ceremony state in `data`, bound to the browser's `tessera_webauthn` cookie.
+    Webauthn,
     /// An application's own kind, `x_` and 1 to 32 of `[a-z0-9_]`: it carries a username, a
     /// challenge and data, nothing else.
     Custom(CustomKind),
@@ -96,7 +99,7 @@ pub struct UnknownTokenType;
 
 impl TokenType {
     /// The kinds Tessera itself knows, in the order DESIGN lists them.
-    pub const BUILTIN: [TokenType; 10] = [
+    pub const BUILTIN: [TokenType; 11] = [
         TokenType::PreAuth,
         TokenType::OidcState,
         TokenType::OidcExchange,
@@ -107,6 +110,7 @@ impl TokenType {
         TokenType::TotpSetup,
         TokenType::EmailChange,
         TokenType::MagicLink,
+        TokenType::Webauthn,
     ];
 
     /// The kind's stored name.
@@ -131,6 +135,7 @@ impl TokenType {
             TokenType::TotpSetup => "totp_setup",
             TokenType::EmailChange => "email_change",
             TokenType::MagicLink => "magic_link",
+            TokenType::Webauthn => "webauthn",
             TokenType::Custom(_) => return None,
         })
     }
@@ -159,6 +164,7 @@ impl TokenType {
             TokenType::TotpSetup => "tsr_ts_",
             TokenType::EmailChange => "tsr_ec_",
             TokenType::MagicLink => "tsr_ml_",
+            TokenType::Webauthn => "tsr_wa_",
             TokenType::Custom(_) => "tsr_x_",
         }
     }
@@ -171,7 +177,7 @@ impl TokenType {
             TokenType::OidcExchange => 60,
             TokenType::PasswordReset | TokenType::EmailChange => 60 * 60,
             TokenType::EmailOtpSetup | TokenType::TotpSetup => 10 * 60,
-            TokenType::Download => 5 * 60,
+            TokenType::Download | TokenType::Webauthn => 5 * 60,
             TokenType::MagicLink => 15 * 60,
             TokenType::Custom(_) => 10 * 60,
         }
@@ -252,6 +258,9 @@ pub enum EventType {
     /// A magic link asked for, per client IP.
     #[strum(serialize = "magic_link_ip")]
     MagicLinkIp,
+    /// A passkey ceremony started, per client IP (each one stores a `webauthn` row).
+    #[strum(serialize = "passkey_ip")]
+    PasskeyIp,
 }
 
 #[cfg(test)]
@@ -275,7 +284,8 @@ mod tests {
                 "mfa_enforce",
                 "totp_setup",
                 "email_change",
-                "magic_link"
+                "magic_link",
+                "webauthn"
             ]
         );
         for t in TokenType::BUILTIN {
@@ -301,7 +311,8 @@ mod tests {
                 "mfa_token_attempt",
                 "mail_to_address",
                 "oidc_start_ip",
-                "magic_link_ip"
+                "magic_link_ip",
+                "passkey_ip"
             ]
         );
         for e in EventType::iter() {

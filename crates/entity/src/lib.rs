@@ -29,6 +29,7 @@ pub mod kinds;
 pub mod new_token;
 pub mod oidc_identities;
 pub mod oidc_providers;
+pub mod passkeys;
 pub mod sessions;
 pub mod token;
 pub mod totp_usage;

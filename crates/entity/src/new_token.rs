@@ -230,6 +230,16 @@ impl AuthEphemeralToken {
         t
     }
 
+    /// A WebAuthn ceremony in flight: its state in `data` (sealed like every payload), for
+    /// `username` when the ceremony is for a known account (a registration, a second
+    /// factor), none for a passwordless sign-in.
+    pub fn new_webauthn(username: Option<Username>, data: serde_json::Value) -> Self {
+        let mut t = Self::base(TokenType::Webauthn);
+        t.username = username;
+        t.payload.data = Some(data);
+        t
+    }
+
     /// A token of an application's own kind: a username if the application wants to revoke
     /// its tokens by user; a challenge and data are added with [`Self::with_challenge`] and
     /// [`Self::with_data`].

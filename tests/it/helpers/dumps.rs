@@ -17,6 +17,7 @@ pub async fn dump_postgres(db: &TestDb) -> String {
         "auth_rate_limit_counters",
         "oidc_providers",
         "oidc_identities",
+        "passkeys",
     ];
     let mut out = String::new();
     for t in tables {

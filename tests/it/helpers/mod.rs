@@ -1,5 +1,6 @@
 //! What the end-to-end tests share, one concern per module.
 
+pub mod authenticator;
 pub mod browser;
 pub mod dumps;
 pub mod flow;

@@ -32,6 +32,10 @@ pub const OIDC: &str = "tessera_oidc";
 /// Binds an `oidc_exchange` token to the browser the callback sent it to: a token posted
 /// from anywhere else (an attacker's own login planted in a victim's page) is refused.
 pub const OIDC_EXCHANGE: &str = "tessera_oidc_exchange";
+/// Names the passkey ceremony (a `webauthn` token) this browser began.
+pub const WEBAUTHN: &str = "tessera_webauthn";
+/// The path of the cookies only `/auth` routes read.
+pub const AUTH_PATH: &str = "/auth";
 /// The path of the OIDC flow's cookies.
 pub const OIDC_PATH: &str = "/auth/oidc";
 

@@ -136,6 +136,14 @@ struct SessionRow {
     current: bool,
 }
 
+/// One passkey as the account page lists it.
+struct PasskeyRow {
+    id: String,
+    name: String,
+    created: String,
+    used: Option<String>,
+}
+
 #[derive(Template)]
 #[template(path = "account.html")]
 struct AccountPage {
@@ -147,6 +155,9 @@ struct AccountPage {
     backup_codes_remaining: u64,
     email_otp_enabled: bool,
     sessions: Vec<SessionRow>,
+    passkeys_on: bool,
+    passkeys: Vec<PasskeyRow>,
+    has_password: bool,
 }
 
 /// The page, or the error page when a template fails (it cannot: they are checked when the
@@ -271,6 +282,16 @@ pub async fn account(call: Call) -> Response {
             current: *current,
         })
         .collect();
+    let passkeys = overview
+        .passkeys
+        .iter()
+        .map(|p| PasskeyRow {
+            id: p.id.to_string(),
+            name: p.name.clone(),
+            created: when(p.created_at),
+            used: p.last_used_at.map(when),
+        })
+        .collect();
     let page = AccountPage {
         site: site(&call),
         return_to: String::new(),
@@ -280,6 +301,9 @@ pub async fn account(call: Call) -> Response {
         backup_codes_remaining: overview.totp.backup_codes_remaining,
         email_otp_enabled: overview.user.email_otp_enabled,
         sessions,
+        passkeys_on: call.auth().passkeys_on(),
+        passkeys,
+        has_password: overview.user.password_hash.is_some(),
     };
     render(StatusCode::OK, &page)
 }

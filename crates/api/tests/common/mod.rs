@@ -41,7 +41,7 @@ pub async fn app_state_on(
     settings.clock = clock;
     configure(&mut settings);
     let mut state = AppState::new(db.db.clone(), tokens, limiter, ApiKeys::parse(""));
-    state.auth.settings = Arc::new(settings);
+    state.auth.set_settings(settings);
     (state, db, outbox)
 }
 
@@ -204,7 +204,12 @@ pub async fn outbox_mails(dir: &std::path::Path, n: usize) -> Vec<String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .collect()
+            })
             .unwrap_or_default();
         files.sort();
         if files.len() >= n {

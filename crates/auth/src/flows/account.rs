@@ -40,7 +40,11 @@ impl Auth {
     /// The signed-in account, proven again by `proof`. A wrong password counts like a
     /// sign-in's (the per-username throttle, never a lock); a wrong code counts toward the
     /// lockout like every second-factor check.
-    async fn holder(&self, session: Option<&str>, proof: Proof) -> Result<users::Model, AuthError> {
+    pub(crate) async fn holder(
+        &self,
+        session: Option<&str>,
+        proof: Proof,
+    ) -> Result<users::Model, AuthError> {
         let user = sessions::session_user(&self.db, session).await?;
         match (&user.password_hash, proof.password, proof.code) {
             (Some(_), Some(given), _) => {

@@ -48,7 +48,8 @@ pub struct Pending {
 pub enum LoginOutcome {
     /// Signed in.
     Session(SignedIn),
-    /// A second factor is needed: one of `methods` (`totp`, `backup_code`, `email_otp`).
+    /// A second factor is needed: one of `methods` (`totp`, `backup_code`, `email_otp`,
+    /// `passkey`).
     SecondFactor {
         /// The pending login.
         pending: Pending,
@@ -105,7 +106,10 @@ impl Auth {
             Some(v) => t.with_data(serde_json::json!({ "via": v })),
             None => t,
         };
-        let methods = accounts::methods(user);
+        let mut methods = accounts::methods(user);
+        if crate::factors::passkey::has_passkey(&self.db, user.id).await? {
+            methods.push("passkey");
+        }
         let username = accounts::username_of(user)?;
         let challenge = Challenge::generate();
         if !methods.is_empty() || user.mfa_enforce_pending {

@@ -3,7 +3,7 @@
 //!
 //! Every step may land on a different worker: what one step hands to the next is a token
 //! in the store (`pre_auth`, `mfa_enforce`, `totp_setup`, `email_otp_setup`,
-//! `password_reset`, `email_change`, `oidc_state`, `oidc_exchange`), bound to a challenge the browser
+//! `password_reset`, `email_change`, `oidc_state`, `oidc_exchange`, `webauthn`), bound to a challenge the browser
 //! holds in an HttpOnly cookie where a script could otherwise steal it.
 
 mod account;
@@ -14,6 +14,7 @@ mod login;
 mod magic;
 pub mod oidc;
 mod overview;
+mod passkeys;
 mod reset;
 mod second_factor;
 mod totp;
@@ -25,6 +26,7 @@ pub use common::{Client, LoginOutcome, Pending, SignedIn};
 pub use email_otp::EmailOtpSetup;
 pub use oidc::{CallbackOutcome, OidcStart};
 pub use overview::{AccountOverview, SignInOptions};
+pub use passkeys::{Ceremony, PasskeyInfo};
 pub use reset::PasswordReset;
 pub use second_factor::Factor;
 pub use totp::{TotpSetup, TotpStatus};

@@ -3,8 +3,10 @@
 
 use tessera_entity::{sessions as rows, users};
 
+use super::passkeys::PasskeyInfo;
 use super::totp::TotpStatus;
 use crate::error::AuthError;
+use crate::factors::passkey;
 use crate::handle::Auth;
 use crate::{oidc, sessions};
 
@@ -17,6 +19,8 @@ pub struct SignInOptions {
     pub registration: bool,
     /// Sign-in links by mail are on.
     pub magic_links: bool,
+    /// Passkeys work here (the public URL names a host).
+    pub passkeys: bool,
 }
 
 /// A signed-in person's account as their account page shows it.
@@ -28,6 +32,8 @@ pub struct AccountOverview {
     pub totp: TotpStatus,
     /// Its live sessions, oldest first, each with whether it is the one asking.
     pub sessions: Vec<(rows::Model, bool)>,
+    /// Its passkeys, oldest first.
+    pub passkeys: Vec<PasskeyInfo>,
 }
 
 impl Auth {
@@ -42,6 +48,7 @@ impl Auth {
             providers,
             registration: self.settings.registration,
             magic_links: self.settings.magic_links,
+            passkeys: self.webauthn.is_some(),
         })
     }
 
@@ -60,10 +67,16 @@ impl Auth {
                 (s, mine)
             })
             .collect();
+        let passkeys = passkey::of_user(&self.db, user.id)
+            .await?
+            .iter()
+            .map(|k| PasskeyInfo::from(&k.row))
+            .collect();
         Ok(AccountOverview {
             user,
             totp,
             sessions,
+            passkeys,
         })
     }
 }

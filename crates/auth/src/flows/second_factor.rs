@@ -24,6 +24,14 @@ pub enum Factor {
     BackupCode(String),
     /// A mailed code.
     EmailCode(String),
+    /// A passkey's answer (the WebAuthn JSON form) to the ceremony that the
+    /// `tessera_webauthn` cookie (`ceremony`) names.
+    Passkey {
+        /// The assertion.
+        credential: serde_json::Value,
+        /// The cookie's value.
+        ceremony: Option<String>,
+    },
 }
 
 impl Auth {
@@ -49,6 +57,13 @@ impl Auth {
                 }
                 Factor::EmailCode(code) => {
                     user.email_otp_enabled && email::use_login_code(db, user.id, code).await?
+                }
+                Factor::Passkey {
+                    credential,
+                    ceremony,
+                } => {
+                    self.check_passkey_factor(&user, ceremony.as_deref(), credential.clone())
+                        .await?
                 }
             })
         };

@@ -12,7 +12,7 @@ use super::answers::{self, AuthErrors, MfaTokenRequest, SentResponse, SignIn, Si
 use super::call::Call;
 use crate::error::AppError;
 use crate::error::{BodyProblems, Problem};
-use crate::http::cookies::{self, CHALLENGE, DEVICE, SESSION};
+use crate::http::cookies::{self, CHALLENGE, DEVICE, SESSION, WEBAUTHN};
 use crate::http::extract::ApiJson;
 
 /// A new account.
@@ -83,7 +83,7 @@ pub async fn login(call: Call, ApiJson(req): ApiJson<LoginRequest>) -> SignIn {
     answers::outcome(call, outcome)
 }
 
-/// A second factor: exactly one of `code`, `backup_code`, `email_code`.
+/// A second factor: exactly one of `code`, `backup_code`, `email_code`, `passkey`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
@@ -95,18 +95,31 @@ pub struct VerifyRequest {
     pub backup_code: Option<String>,
     /// A code from `/auth/2fa/email/send`.
     pub email_code: Option<String>,
+    /// A passkey's answer (`PublicKeyCredential.toJSON()`) to the ceremony begun by
+    /// `/auth/2fa/passkey/start`, whose `tessera_webauthn` cookie goes with it.
+    #[schema(value_type = Option<Object>)]
+    pub passkey: Option<serde_json::Value>,
 }
 
 impl VerifyRequest {
     /// The one factor sent.
-    fn factor(&self) -> Result<Factor, AppError> {
-        match (&self.code, &self.backup_code, &self.email_code) {
-            (Some(c), None, None) => Ok(Factor::Totp(c.clone())),
-            (None, Some(c), None) => Ok(Factor::BackupCode(c.clone())),
-            (None, None, Some(c)) => Ok(Factor::EmailCode(c.clone())),
+    fn factor(&mut self, ceremony: Option<&str>) -> Result<Factor, AppError> {
+        match (
+            &self.code,
+            &self.backup_code,
+            &self.email_code,
+            &self.passkey,
+        ) {
+            (Some(c), None, None, None) => Ok(Factor::Totp(c.clone())),
+            (None, Some(c), None, None) => Ok(Factor::BackupCode(c.clone())),
+            (None, None, Some(c), None) => Ok(Factor::EmailCode(c.clone())),
+            (None, None, None, Some(_)) => Ok(Factor::Passkey {
+                credential: self.passkey.take().unwrap_or_default(),
+                ceremony: ceremony.map(str::to_owned),
+            }),
             _ => Err(AppError::field(
                 "code",
-                "send exactly one of `code`, `backup_code`, `email_code`",
+                "send exactly one of `code`, `backup_code`, `email_code`, `passkey`",
             )),
         }
     }
@@ -117,14 +130,19 @@ impl VerifyRequest {
     responses(SignInStep,
         (status = 401, description = "invalid_code or mfa_session_expired", body = Problem, content_type = "application/problem+json"),
         AuthErrors, BodyProblems))]
-pub async fn verify(call: Call, ApiJson(req): ApiJson<VerifyRequest>) -> SignIn {
-    let factor = req.factor()?;
+pub async fn verify(call: Call, ApiJson(mut req): ApiJson<VerifyRequest>) -> SignIn {
+    let factor = req.factor(call.cookie(WEBAUTHN))?;
+    let passkey = matches!(factor, Factor::Passkey { .. });
     let challenge = call.cookie(CHALLENGE);
     let signed_in = call
         .auth()
         .verify(&call.client, &req.mfa_token, challenge, factor)
-        .await?;
-    answers::signed_in(call, signed_in)
+        .await;
+    let call = Call {
+        jar: super::passkeys::finished_on_success(&call, passkey && signed_in.is_ok()),
+        ..call
+    };
+    answers::signed_in(call, signed_in?)
 }
 
 /// Mail a 6-digit sign-in code to the pending user.

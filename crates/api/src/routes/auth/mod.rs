@@ -8,6 +8,7 @@ pub mod email_otp;
 pub mod login;
 pub mod magic;
 pub mod oidc;
+pub mod passkeys;
 pub mod reset;
 pub mod sessions;
 pub mod totp;
@@ -28,6 +29,22 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/auth/login", post(login::login))
         .route("/auth/2fa/verify", post(login::verify))
         .route("/auth/2fa/email/send", post(login::email_send))
+        .route(
+            "/auth/2fa/passkey/start",
+            post(passkeys::second_factor_start),
+        )
+        .route("/auth/passkeys", get(passkeys::list))
+        .route(
+            "/auth/passkeys/register/start",
+            post(passkeys::register_start),
+        )
+        .route(
+            "/auth/passkeys/register/finish",
+            post(passkeys::register_finish),
+        )
+        .route("/auth/passkeys/remove", post(passkeys::remove))
+        .route("/auth/passkeys/login/start", post(passkeys::login_start))
+        .route("/auth/passkeys/login/finish", post(passkeys::login_finish))
         .route("/auth/totp/setup", post(totp::totp_setup))
         .route("/auth/totp/confirm", post(totp::totp_confirm))
         .route("/auth/totp/status", get(totp::totp_status))

@@ -247,6 +247,11 @@ fn new_token(r: IssueRequest) -> Result<AuthEphemeralToken, AppError> {
         K::OidcExchange => AuthEphemeralToken::new_oidc_exchange(username(r.username, kind)?),
         K::PasswordReset => AuthEphemeralToken::new_password_reset(username(r.username, kind)?),
         K::MagicLink => AuthEphemeralToken::new_magic_link(username(r.username, kind)?),
+        K::Webauthn => AuthEphemeralToken::new_webauthn(
+            r.username.map(|u| username(Some(u), kind)).transpose()?,
+            data.take()
+                .ok_or_else(|| AppError::field("data", format!("required for {kind}")))?,
+        ),
         K::EmailOtpSetup => AuthEphemeralToken::new_email_otp_setup(
             username(r.username, kind)?,
             required(r.code_hash, "code_hash", kind)?,
