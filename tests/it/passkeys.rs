@@ -78,6 +78,17 @@ async fn failures(db: &TestDb, user: &str) -> i64 {
     row.try_get::<i64>("", "n").unwrap()
 }
 
+/// Sets the account's lock (`until` is SQL: a time, or `NULL`).
+async fn set_lock(db: &TestDb, user: &str, until: &str) {
+    db.db
+        .execute_raw(Statement::from_string(
+            db.db.get_database_backend(),
+            format!("UPDATE users SET locked_until = {until} WHERE username = '{user}'"),
+        ))
+        .await
+        .unwrap();
+}
+
 /// A browser signed in as `user` (no second factor yet) through worker `on`.
 async fn signed_in(w: SocketAddr, user: &str, password: &str) -> Browser {
     let mut b = Browser::new();
@@ -364,6 +375,21 @@ async fn passkeys_across_workers(d: &Deployment) {
         )
         .await;
     assert_eq!(r.body["authenticated"], true, "{}", r.body);
+
+    // A locked account stays locked, whatever the passkey.
+    set_lock(&d.db, &user, "now() + interval '1 hour'").await;
+    let (options, _) = start(&mut thief, w[0], "/auth/passkeys/login/start", json!({})).await;
+    let assertion = authenticator::get(page, &options).await.unwrap();
+    let r = thief
+        .post(
+            w[1],
+            "/auth/passkeys/login/finish",
+            json!({ "credential": assertion }),
+        )
+        .await;
+    assert_eq!(r.status, 423, "{}", r.body);
+    assert_eq!(r.body["code"], "account_locked");
+    set_lock(&d.db, &user, "NULL").await;
 
     // Removed (with the password, on worker 3): it no longer signs in, nor is it offered.
     let wrong = b
