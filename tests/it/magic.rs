@@ -85,6 +85,18 @@ async fn magic_links_across_workers(w: [SocketAddr; 3], smtp: &SmtpSink) {
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(b.get(w[2], "/auth/me").await.body["username"], user);
 
+    // The third link in ten minutes goes out; the fourth is answered alike and sends
+    // nothing (`email_send`, 3 per 10 minutes per account).
+    for on in [w[1], w[2]] {
+        let r = Browser::new()
+            .post(on, "/auth/magic-link/request", ask(&email))
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    smtp.nth_to(&email, 3).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(smtp.count_to(&email), 3, "the fourth request sent nothing");
+
     // Nothing ever went to the unknown address.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(smtp.count_to(&nobody), 0);

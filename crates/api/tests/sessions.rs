@@ -194,50 +194,61 @@ async fn a_backend_introspects_a_session_with_its_service_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checks_of_one_session_at_once_never_outlive_its_end() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+    use std::time::{Duration, Instant};
     let (state, _db, _o) = app_state(|_| {}).await;
     register(&state, "ana", PW).await;
     let session = sign_in(&state, "ana", PW).await;
     let ended = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
+    let (live, gone) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
     let checkers: Vec<_> = (0..32)
         .map(|_| {
             let (state, session) = (state.clone(), session.clone());
             let (ended, stop) = (ended.clone(), stop.clone());
+            let (live, gone) = (live.clone(), gone.clone());
             tokio::spawn(async move {
-                let (mut live, mut gone) = (0u32, 0u32);
                 while !stop.load(SeqCst) {
                     let after_end = ended.load(SeqCst);
                     let a = verify(&state, "", Some(&session), None).await;
                     match a.status {
                         StatusCode::OK => {
                             assert!(!after_end, "a check begun after the sign-out saw it live");
-                            live += 1;
+                            live.fetch_add(1, SeqCst);
                         }
-                        StatusCode::UNAUTHORIZED => gone += 1,
+                        StatusCode::UNAUTHORIZED => {
+                            gone.fetch_add(1, SeqCst);
+                        }
                         s => panic!("{s}: {}", a.body),
                     }
                 }
-                (live, gone)
             })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // However slow the machine: many checks live, the sign-out, many checks after it.
+    let until = |count: Arc<AtomicU32>, above: u32| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count.load(SeqCst) <= above {
+            assert!(Instant::now() < deadline, "the checks did not go on");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    until(live.clone(), 32).await;
     let out = browser(&state)
         .with(&session)
         .post("/auth/logout", json!({}))
         .await;
     assert!(out.status.is_success(), "{}", out.body);
     ended.store(true, SeqCst);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    until(gone.clone(), gone.load(SeqCst) + 32).await;
     stop.store(true, SeqCst);
-    let (mut live, mut gone) = (0, 0);
     for c in checkers {
-        let (l, g) = c.await.unwrap();
-        live += l;
-        gone += g;
+        c.await.unwrap();
     }
-    assert!(live > 32 && gone > 32, "live {live}, gone {gone}");
+    assert!(
+        live.load(SeqCst) > 32,
+        "checks saw the session live before its end"
+    );
 }
 
 /// A browser holding two session cookies (one left by an older cookie domain, say) is the

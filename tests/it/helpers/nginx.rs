@@ -7,11 +7,28 @@ use std::time::{Duration, Instant};
 
 use super::net::free_port;
 
-/// A process killed when dropped.
+/// A process started in a process group of its own, killed with everything it started
+/// (nginx's workers, a browser's helpers) when dropped, even when a test fails.
 pub struct Killed(Child);
+
+impl Killed {
+    /// Spawns `cmd` as the leader of a new process group.
+    pub fn spawn(mut cmd: Command, what: &str) -> Killed {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        Killed(cmd.spawn().unwrap_or_else(|e| panic!("{what} starts: {e}")))
+    }
+}
 
 impl Drop for Killed {
     fn drop(&mut self) {
+        // The whole group: nginx's workers and Chromium's processes outlive their parent.
+        Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok();
         self.0.kill().ok();
         self.0.wait().ok();
     }
@@ -49,18 +66,17 @@ pub fn nginx_on(
         .into_iter()
         .find(|b| Command::new(b).arg("-v").output().is_ok())
         .expect("nginx is required for this test: apt-get install nginx-light");
-    let child = Command::new(bin)
-        .arg("-p")
+    let mut cmd = Command::new(bin);
+    cmd.arg("-p")
         .arg(prefix.path())
         .args(["-c", "nginx.conf"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx starts");
+        .stderr(Stdio::null());
+    let nginx = Killed::spawn(cmd, "nginx");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_for(addr, "nginx");
-    (Killed(child), addr, prefix)
+    (nginx, addr, prefix)
 }
 
 /// The upstream servers of `addrs`, as an nginx include file.
@@ -89,14 +105,13 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
 /// An app that answers every GET with `{path, headers}`: what it received.
 pub fn echo_app() -> (Killed, SocketAddr) {
     let port = free_port();
-    let child = Command::new("python3")
-        .args(["-c", ECHO, &port.to_string()])
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", ECHO, &port.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 runs");
+        .stderr(Stdio::null());
+    let app = Killed::spawn(cmd, "python3");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_for(addr, "the echo app");
-    (Killed(child), addr)
+    (app, addr)
 }

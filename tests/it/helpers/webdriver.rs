@@ -7,41 +7,37 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::net::free_port;
+use super::nginx::Killed;
 
-/// chromedriver, killed when dropped.
+/// chromedriver, killed when dropped with the browsers it started (its process group).
 pub struct Driver {
-    child: Child,
+    _child: Killed,
     pub url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
 }
 
 impl Driver {
     pub fn start() -> Driver {
         let port = free_port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
+        let mut cmd = Command::new("chromedriver");
+        cmd.arg(format!("--port={port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver runs (apt-get install chromium chromium-driver)");
+            .stderr(Stdio::null());
+        let child = Killed::spawn(
+            cmd,
+            "chromedriver (apt-get install chromium chromium-driver)",
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
         Driver {
-            child,
+            _child: child,
             url: format!("http://127.0.0.1:{port}"),
         }
     }
