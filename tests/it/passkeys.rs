@@ -358,6 +358,47 @@ async fn passkeys_across_workers(d: &Deployment) {
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.body["code"], "invalid_credentials", "{}", r.body);
     assert!(!thief.jar.contains_key("tessera_session"));
+    // Without the password a refusal does not count against the account: whoever learns
+    // its credential ids (a start with its name lists them) cannot lock its owner out.
+    for _ in 0..12 {
+        auth.set_count(page, &held[0], 1).await;
+        let (options, _) = start(&mut thief, w[0], "/auth/passkeys/login/start", json!({})).await;
+        let assertion = authenticator::get(page, &options).await.unwrap();
+        let r = thief
+            .post(
+                w[1],
+                "/auth/passkeys/login/finish",
+                json!({ "credential": assertion }),
+            )
+            .await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    assert_eq!(
+        failures(&d.db, &user).await,
+        before,
+        "not counted against the account"
+    );
+    // After the password it is a second-factor check, and counts like a wrong code.
+    auth.set_count(page, &held[0], 1).await;
+    let (mut p, r) = f.password(1, &user, pw).await;
+    let mfa_token = r.body["mfa_token"].as_str().unwrap().to_owned();
+    let (options, _) = start(
+        &mut p,
+        w[2],
+        "/auth/2fa/passkey/start",
+        json!({ "mfa_token": mfa_token }),
+    )
+    .await;
+    let assertion = authenticator::get(page, &options).await.unwrap();
+    let r = p
+        .post(
+            w[0],
+            "/auth/2fa/verify",
+            json!({ "mfa_token": mfa_token, "passkey": assertion }),
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.body["code"], "invalid_code", "{}", r.body);
     assert_eq!(
         failures(&d.db, &user).await,
         before + 1,

@@ -295,9 +295,9 @@ impl Auth {
     }
 
     /// Finishes a sign-in without a password: a passkey checked with user verification is
-    /// both factors, so the answer is a session. A credential of no known account counts
-    /// against the address (`login_ip`); a wrong answer for a known one counts toward
-    /// `2fa_attempt` and the lockout like any code, and a locked account stays locked.
+    /// both factors, so the answer is a session. Every finish counts against the address
+    /// (`login_ip`); a refusal never counts against the account (see below), and a locked
+    /// account stays locked.
     pub async fn passkey_login_finish(
         &self,
         client: &Client,
@@ -337,11 +337,18 @@ impl Auth {
                 webauthn.finish_discoverable_authentication_v2(&credential, state, &stored.passkey);
             self.passkey_checked(cookie, &mut stored, checked).await
         };
-        // Counted like a wrong code, answered like a wrong password: there was none.
-        match self.second_factor(&user, check).await {
-            Err(AuthError::InvalidCode) => return Err(AuthError::InvalidCredentials),
-            other => other?,
+        // Without a first factor a refusal is not counted against the account: anyone can
+        // learn a name's credential ids (the request names them), and a stranger's bad
+        // assertions must not lock the owner out or spend the owner's second-factor budget.
+        // They count per address (`login_ip`, above); a signature cannot be guessed.
+        if !check.await? {
+            metrics::counter!("tessera_logins_total", "outcome" => "failure").increment(1);
+            audit::record(Event::SignIn, Outcome::Failure, &user.username);
+            return Err(AuthError::InvalidCredentials);
         }
+        // Both factors at once: a complete sign-in, which ends the count of failures.
+        lockout::record_success(&self.db, user.id).await?;
+        throttle::clear(&self.limiter, EventType::TwoFaAttempt, &user.username).await?;
         self.signed_in(&user, client, true).await
     }
 
