@@ -338,7 +338,7 @@
       if (got.cancelled) return showError(scope, PASSKEY_NOT_USED);
       const answer = await post("/auth/passkeys/login/finish", { credential: got.credential });
       if (answer.body && answer.body.code === "invalid_credentials") {
-        return showError(scope, "That passkey does not sign in here. Use it after your password, or choose another way.");
+        return showError(scope, "That passkey does not sign in here: it is not registered, or it was not accepted. Choose another way to sign in.");
       }
       if (!answer.ok) return showError(scope, describe(answer));
       return signedIn(answer, scope);
