@@ -121,6 +121,27 @@ async fn start(b: &mut Browser, w: SocketAddr, path: &str, body: Value) -> (Valu
     (r.body["publicKey"].clone(), cookie)
 }
 
+/// A sign-in with a passkey alone: begun on `from` with `body`, the authenticator's
+/// answer finished on `to`; the request's options and the finish's answer.
+async fn passkey_sign_in(
+    b: &mut Browser,
+    page: &Page,
+    from: SocketAddr,
+    to: SocketAddr,
+    body: Value,
+) -> (Value, Answer) {
+    let (options, _) = start(b, from, "/auth/passkeys/login/start", body).await;
+    let assertion = authenticator::get(page, &options).await.unwrap();
+    let r = b
+        .post(
+            to,
+            "/auth/passkeys/login/finish",
+            json!({ "credential": assertion }),
+        )
+        .await;
+    (options, r)
+}
+
 /// `b` with the ceremony cookie `cookie` in place of its own.
 fn with_ceremony(b: &Browser, cookie: &str) -> Browser {
     let mut other = b.clone();
@@ -261,26 +282,12 @@ async fn passkeys_across_workers(d: &Deployment) {
 
     // With the username, the request names the account's passkey.
     let mut c = Browser::new();
-    let (options, _) = start(
-        &mut c,
-        w[1],
-        "/auth/passkeys/login/start",
-        json!({"username": user}),
-    )
-    .await;
+    let (options, r) = passkey_sign_in(&mut c, page, w[1], w[0], json!({"username": user})).await;
     assert_eq!(
         options["allowCredentials"].as_array().unwrap().len(),
         1,
         "{options}"
     );
-    let assertion = authenticator::get(page, &options).await.unwrap();
-    let r = c
-        .post(
-            w[0],
-            "/auth/passkeys/login/finish",
-            json!({ "credential": assertion }),
-        )
-        .await;
     assert_eq!(r.body["authenticated"], true, "{}", r.body);
     // A name without passkeys, or of no account, gets a request of the same shape: one
     // credential id, the same at every call, that no authenticator holds.
@@ -346,15 +353,7 @@ async fn passkeys_across_workers(d: &Deployment) {
     auth.set_count(page, &held[0], 1).await;
     let before = failures(&d.db, &user).await;
     let mut thief = Browser::new();
-    let (options, _) = start(&mut thief, w[1], "/auth/passkeys/login/start", json!({})).await;
-    let assertion = authenticator::get(page, &options).await.unwrap();
-    let r = thief
-        .post(
-            w[2],
-            "/auth/passkeys/login/finish",
-            json!({ "credential": assertion }),
-        )
-        .await;
+    let (_, r) = passkey_sign_in(&mut thief, page, w[1], w[2], json!({})).await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.body["code"], "invalid_credentials", "{}", r.body);
     assert!(!thief.jar.contains_key("tessera_session"));
@@ -362,15 +361,7 @@ async fn passkeys_across_workers(d: &Deployment) {
     // its credential ids (a start with its name lists them) cannot lock its owner out.
     for _ in 0..12 {
         auth.set_count(page, &held[0], 1).await;
-        let (options, _) = start(&mut thief, w[0], "/auth/passkeys/login/start", json!({})).await;
-        let assertion = authenticator::get(page, &options).await.unwrap();
-        let r = thief
-            .post(
-                w[1],
-                "/auth/passkeys/login/finish",
-                json!({ "credential": assertion }),
-            )
-            .await;
+        let (_, r) = passkey_sign_in(&mut thief, page, w[0], w[1], json!({})).await;
         assert_eq!(r.status, 401, "{}", r.body);
     }
     assert_eq!(
@@ -406,28 +397,12 @@ async fn passkeys_across_workers(d: &Deployment) {
     );
     // The real one, its counter ahead, still signs in.
     auth.set_count(page, &held[0], count + 10).await;
-    let (options, _) = start(&mut thief, w[1], "/auth/passkeys/login/start", json!({})).await;
-    let assertion = authenticator::get(page, &options).await.unwrap();
-    let r = thief
-        .post(
-            w[2],
-            "/auth/passkeys/login/finish",
-            json!({ "credential": assertion }),
-        )
-        .await;
+    let (_, r) = passkey_sign_in(&mut thief, page, w[1], w[2], json!({})).await;
     assert_eq!(r.body["authenticated"], true, "{}", r.body);
 
     // A locked account stays locked, whatever the passkey.
     set_lock(&d.db, &user, "now() + interval '1 hour'").await;
-    let (options, _) = start(&mut thief, w[0], "/auth/passkeys/login/start", json!({})).await;
-    let assertion = authenticator::get(page, &options).await.unwrap();
-    let r = thief
-        .post(
-            w[1],
-            "/auth/passkeys/login/finish",
-            json!({ "credential": assertion }),
-        )
-        .await;
+    let (_, r) = passkey_sign_in(&mut thief, page, w[0], w[1], json!({})).await;
     assert_eq!(r.status, 423, "{}", r.body);
     assert_eq!(r.body["code"], "account_locked");
     set_lock(&d.db, &user, "NULL").await;
@@ -459,15 +434,7 @@ async fn passkeys_across_workers(d: &Deployment) {
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(r.body["code"], "passkey_not_found");
     let mut late = Browser::new();
-    let (options, _) = start(&mut late, w[0], "/auth/passkeys/login/start", json!({})).await;
-    let assertion = authenticator::get(page, &options).await.unwrap();
-    let r = late
-        .post(
-            w[1],
-            "/auth/passkeys/login/finish",
-            json!({ "credential": assertion }),
-        )
-        .await;
+    let (_, r) = passkey_sign_in(&mut late, page, w[0], w[1], json!({})).await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.body["code"], "invalid_credentials");
     let (_, r) = f.password(0, &user, pw).await;

@@ -144,12 +144,17 @@ impl KeyRing {
     /// for values that must be compared but never stored in clear (used TOTP codes).
     /// HKDF's extract step is exactly HMAC(salt, input), so no second MAC crate is needed.
     pub fn mac(&self, place: &str, data: &[u8]) -> String {
+        hex(&self.mac_bytes(place, data))
+    }
+
+    /// [`KeyRing::mac`] as its 32 bytes.
+    pub fn mac_bytes(&self, place: &str, data: &[u8]) -> Vec<u8> {
         let mut input = Vec::with_capacity(place.len() + 1 + data.len());
         input.extend_from_slice(place.as_bytes());
         input.push(0);
         input.extend_from_slice(data);
         let (tag, _) = Hkdf::<Sha256>::extract(Some(&self.current.mac_key), &input);
-        hex(&tag)
+        tag.to_vec()
     }
 
     /// Opens a ciphertext made by [`KeyRing::seal`] for `place`, with whichever key it names.

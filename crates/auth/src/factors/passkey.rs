@@ -52,11 +52,7 @@ pub fn credential_key(raw: &[u8]) -> String {
 /// keyed hash of the name, so the same at every call and like a real id in form, and
 /// never one an authenticator holds.
 pub fn decoy(keys: &crate::secrets::KeyRing, name_key: &str) -> String {
-    let mac = keys.mac("passkey-decoy", name_key.as_bytes());
-    let bytes: Vec<u8> = (0..mac.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&mac[2 * i..2 * i + 2], 16).ok())
-        .collect();
-    credential_key(&bytes)
+    credential_key(&keys.mac_bytes("passkey-decoy", name_key.as_bytes()))
 }
 
 /// A stored passkey with its credential read back.
@@ -154,16 +150,23 @@ pub async fn record_use(
 ) -> Result<(), AuthError> {
     let credential = serde_json::to_string(&stored.passkey).map_err(AuthError::internal)?;
     let counter = i64::from(counter);
+    // One statement: the time always, the credential and its count only when higher.
+    let higher = || passkeys::Column::SignCount.lt(counter);
     passkeys::Entity::update_many()
         .col_expr(passkeys::Column::LastUsedAt, Expr::value(now))
+        .col_expr(
+            passkeys::Column::Credential,
+            Expr::case(higher(), Expr::value(credential))
+                .finally(Expr::col(passkeys::Column::Credential))
+                .into(),
+        )
+        .col_expr(
+            passkeys::Column::SignCount,
+            Expr::case(higher(), Expr::value(counter))
+                .finally(Expr::col(passkeys::Column::SignCount))
+                .into(),
+        )
         .filter(passkeys::Column::Id.eq(stored.row.id))
-        .exec(db)
-        .await?;
-    passkeys::Entity::update_many()
-        .col_expr(passkeys::Column::Credential, Expr::value(credential))
-        .col_expr(passkeys::Column::SignCount, Expr::value(counter))
-        .filter(passkeys::Column::Id.eq(stored.row.id))
-        .filter(passkeys::Column::SignCount.lt(counter))
         .exec(db)
         .await?;
     Ok(())
