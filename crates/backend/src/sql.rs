@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use crate::BackendError;
 
+/// A pooled server connection idle for this long is pinged before it is handed out. A busy
+/// worker reuses its connections within milliseconds and never pays for the ping; after a
+/// quiet second, one ping finds a connection that a database restart has cut.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// Opens a pool on `url` with the settings Tessera relies on: for SQLite, WAL (readers do
 /// not block the writer) and a busy timeout (writers queue instead of failing); for an
 /// in-memory SQLite database a single connection, since each connection would otherwise
@@ -20,17 +25,26 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         .min_connections(if in_memory { 1 } else { 0 })
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
-        .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(move |o| {
-            let o = o
-                .busy_timeout(Duration::from_secs(10))
-                .synchronous(SqliteSynchronous::Normal);
-            if in_memory {
-                o
-            } else {
-                o.journal_mode(SqliteJournalMode::Wal)
-            }
-        });
+        .sqlx_logging(false);
+    if url.starts_with("sqlite:") {
+        // In-process: there is no server or network that could drop a connection.
+        opts.test_before_acquire(false);
+    } else {
+        // A server restart or a dropped link leaves dead connections in the pool; only a
+        // connection that has been idle for a while is tested before use, not each one,
+        // which would cost every statement a second round trip.
+        opts.test_before_acquire_if_idle_for(PING_AFTER_IDLE);
+    }
+    opts.map_sqlx_sqlite_opts(move |o| {
+        let o = o
+            .busy_timeout(Duration::from_secs(10))
+            .synchronous(SqliteSynchronous::Normal);
+        if in_memory {
+            o
+        } else {
+            o.journal_mode(SqliteJournalMode::Wal)
+        }
+    });
     if in_memory {
         opts.idle_timeout(None::<Duration>)
             .max_lifetime(None::<Duration>);

@@ -112,6 +112,8 @@ fn own_connection(db: &DatabaseConnection) -> Option<DatabaseConnection> {
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(0)
+        // In-process: nothing can cut the connection.
+        .test_before_acquire(false)
         .idle_timeout(None)
         .max_lifetime(None)
         .acquire_timeout(shared.options().get_acquire_timeout())
