@@ -6,6 +6,9 @@ use tessera_api::config::{DatabaseArgs, KeyArgs, LimitArgs, ServeConfig};
 use tessera_auth::open;
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Single-use tokens and sliding-window rate limits shared by every worker of a web
 /// deployment.
 #[derive(Parser)]
