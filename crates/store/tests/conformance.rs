@@ -1077,3 +1077,90 @@ async fn redis_tokens_in_the_earlier_hex_form_still_work() {
             .await,
     );
 }
+
+/// On PostgreSQL, concurrent consumes go out many to a statement. In one burst of mixed
+/// requests each caller hears only of its own: a token asked for by three callers goes to
+/// one, and a wrong kind, a wrong or missing challenge, an expired or an unknown token wins
+/// nothing and burns nobody's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_mixed_consumes_answers_each_caller_its_own() {
+    use tessera_entity::{ChallengeHash, TokenHash};
+    use tessera_store::SealedToken;
+    const TOKENS: u8 = 100;
+    let db = TestDb::postgres().await;
+    let store: Arc<dyn TokenStore> = Arc::new(SqlTokenStore::new(db.db.clone()).unwrap());
+    let hash = |i: u8, salt: u8| {
+        let mut h = [7u8; 32];
+        h[0] = i;
+        h[1] = salt;
+        TokenHash(h)
+    };
+    let right = ChallengeHash([1; 32]);
+    let wrong = ChallengeHash([2; 32]);
+    let issue = |i: u8, salt: u8, ttl: Duration| SealedToken {
+        hash: hash(i, salt),
+        kind: TokenType::PreAuth,
+        username: Some(format!("u{i}")),
+        provider_id: None,
+        challenge_hash: Some(right),
+        sealed: vec![i],
+        ttl,
+    };
+    for i in 0..TOKENS {
+        store
+            .issue(issue(i, 0, Duration::from_secs(60)))
+            .await
+            .unwrap();
+        store
+            .issue(issue(i, 1, Duration::from_millis(1)))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // (token, salt, kind, challenge, whether it may win)
+    let mut requests = Vec::new();
+    for i in 0..TOKENS {
+        for _ in 0..3 {
+            requests.push((i, 0, TokenType::PreAuth, Some(right), true));
+        }
+        requests.push((i, 0, TokenType::PreAuth, Some(wrong), false));
+        requests.push((i, 0, TokenType::PreAuth, None, false));
+        requests.push((i, 0, TokenType::PasswordReset, Some(right), false));
+        requests.push((i, 1, TokenType::PreAuth, Some(right), false)); // expired
+        requests.push((i, 2, TokenType::PreAuth, Some(right), false)); // never issued
+    }
+    // Interleaved, so that a batch holds requests for many tokens at once.
+    requests.sort_by_key(|&(i, salt, ..)| (salt, i % 7, i));
+    let answers = join_all(requests.iter().map(|&(i, salt, kind, challenge, _)| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let h = hash(i, salt);
+            let lookup = Lookup {
+                kind,
+                hash: &h,
+                challenge: challenge.as_ref(),
+                consume: true,
+            };
+            store.take(lookup).await.unwrap()
+        })
+    }))
+    .await;
+    let mut wins = vec![0; usize::from(TOKENS)];
+    for (&(i, _, _, _, may_win), answer) in requests.iter().zip(answers) {
+        if let Some(record) = answer.unwrap() {
+            assert!(
+                may_win,
+                "request {i} won with the wrong kind, challenge or token"
+            );
+            assert_eq!(record.username.as_deref(), Some(format!("u{i}").as_str()));
+            assert_eq!(record.sealed, vec![i]);
+            wins[usize::from(i)] += 1;
+        }
+    }
+    assert!(
+        wins.iter().all(|&n| n == 1),
+        "one winner per token: {wins:?}"
+    );
+    db.finish().await;
+}
