@@ -22,7 +22,6 @@
 //! - [`redis`]: the backend on Redis or a Redis Cluster.
 //! - [`seal`]: the AEAD sealing of payloads.
 
-pub mod consumer;
 pub mod redis;
 pub mod seal;
 pub mod sql;

@@ -1,8 +1,7 @@
 //! The SQL backend: SQLite (the embedded default) and PostgreSQL, through sea-orm.
 //!
 //! Every operation is one statement, so its atomicity is the database's: consume is a
-//! `DELETE ... RETURNING` that matches hash, kind, challenge and expiry at once (on
-//! PostgreSQL, several consumes to one such statement: see [`crate::consumer`]). Two
+//! `DELETE ... RETURNING` that matches hash, kind, challenge and expiry at once. Two
 //! concurrent consumers of one row serialise on its row lock (PostgreSQL) or on the
 //! database write lock (SQLite); the second finds nothing to delete. Time is the database's
 //! (`now()`, SQLite's `'now'`), never the worker's.
@@ -20,7 +19,6 @@ use tessera_backend::sql::PgSync;
 use tessera_backend::writer::Writer;
 use tessera_entity::{TokenHash, TokenType};
 
-use crate::consumer::Consumer;
 use crate::{Lookup, SealedToken, StoreError, StoredRecord, TokenStore};
 
 /// One dialect's statements. Each is a single statement; the comment on each says why
@@ -131,8 +129,6 @@ pub struct SqlTokenStore {
     issue: &'static str,
     /// SQLite's writer, which batches writes into shared transactions.
     writer: Option<Writer>,
-    /// PostgreSQL's consumes, many to a statement.
-    consumer: Option<Consumer>,
 }
 
 impl SqlTokenStore {
@@ -146,14 +142,12 @@ impl SqlTokenStore {
         })?;
         // SQLite's writes queue for one writer (see `tessera_backend::writer`).
         let writer = Writer::for_sqlite(&db);
-        let consumer = Consumer::for_postgres(&db);
         Ok(SqlTokenStore {
             db,
             backend,
             sql,
             issue: sql.issue_relaxed.unwrap_or(sql.issue),
             writer,
-            consumer,
         })
     }
 
@@ -231,9 +225,6 @@ impl TokenStore for SqlTokenStore {
     }
 
     async fn take(&self, lookup: Lookup<'_>) -> Result<Option<StoredRecord>, StoreError> {
-        if let (true, Some(consumer)) = (lookup.consume, &self.consumer) {
-            return consumer.consume(lookup).await;
-        }
         let sql = if lookup.consume {
             self.sql.consume
         } else {

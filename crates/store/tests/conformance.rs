@@ -1078,10 +1078,10 @@ async fn redis_tokens_in_the_earlier_hex_form_still_work() {
     );
 }
 
-/// On PostgreSQL, concurrent consumes go out many to a statement. In one burst of mixed
-/// requests each caller hears only of its own: a token asked for by three callers goes to
-/// one, and a wrong kind, a wrong or missing challenge, an expired or an unknown token wins
-/// nothing and burns nobody's token.
+/// On PostgreSQL, in one burst of mixed concurrent consumes each caller hears only of its
+/// own request: a token asked for by three callers goes to one, and a wrong kind, a wrong
+/// or missing challenge, an expired or an unknown token wins nothing and burns nobody's
+/// token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_mixed_consumes_answers_each_caller_its_own() {
     use tessera_entity::{ChallengeHash, TokenHash};
