@@ -142,6 +142,26 @@ async fn passkey_sign_in(
     (options, r)
 }
 
+/// A passkey as the second factor of the sign-in `mfa_token` began: the ceremony started on
+/// `from`, the assertion sent to `/auth/2fa/verify` on `to`.
+async fn passkey_second_factor(
+    b: &mut Browser,
+    page: &Page,
+    from: SocketAddr,
+    to: SocketAddr,
+    mfa_token: &str,
+) -> Answer {
+    let body = json!({ "mfa_token": mfa_token });
+    let (options, _) = start(b, from, "/auth/2fa/passkey/start", body).await;
+    let assertion = authenticator::get(page, &options).await.unwrap();
+    b.post(
+        to,
+        "/auth/2fa/verify",
+        json!({ "mfa_token": mfa_token, "passkey": assertion }),
+    )
+    .await
+}
+
 /// `b` with the ceremony cookie `cookie` in place of its own.
 fn with_ceremony(b: &Browser, cookie: &str) -> Browser {
     let mut other = b.clone();
@@ -324,21 +344,7 @@ async fn passkeys_across_workers(d: &Deployment) {
         r.body
     );
     let mfa_token = r.body["mfa_token"].as_str().unwrap().to_owned();
-    let (options, _) = start(
-        &mut p,
-        w[0],
-        "/auth/2fa/passkey/start",
-        json!({"mfa_token": mfa_token}),
-    )
-    .await;
-    let assertion = authenticator::get(page, &options).await.unwrap();
-    let r = p
-        .post(
-            w[1],
-            "/auth/2fa/verify",
-            json!({"mfa_token": mfa_token, "passkey": assertion}),
-        )
-        .await;
+    let r = passkey_second_factor(&mut p, page, w[0], w[1], &mfa_token).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["authenticated"], true);
 
@@ -373,21 +379,7 @@ async fn passkeys_across_workers(d: &Deployment) {
     auth.set_count(page, &held[0], 1).await;
     let (mut p, r) = f.password(1, &user, pw).await;
     let mfa_token = r.body["mfa_token"].as_str().unwrap().to_owned();
-    let (options, _) = start(
-        &mut p,
-        w[2],
-        "/auth/2fa/passkey/start",
-        json!({ "mfa_token": mfa_token }),
-    )
-    .await;
-    let assertion = authenticator::get(page, &options).await.unwrap();
-    let r = p
-        .post(
-            w[0],
-            "/auth/2fa/verify",
-            json!({ "mfa_token": mfa_token, "passkey": assertion }),
-        )
-        .await;
+    let r = passkey_second_factor(&mut p, page, w[2], w[0], &mfa_token).await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.body["code"], "invalid_code", "{}", r.body);
     assert_eq!(
