@@ -1,14 +1,17 @@
 //! The Redis backend, for one server or a Redis Cluster.
 //!
 //! A token is one hash, `tessera:tok:{HASH}`, with a native TTL, so Redis forgets it by
-//! itself and purge has nothing to do. Consume is one Lua script on that one key: it checks
-//! kind and challenge hash and deletes in the same atomic step, so of concurrent consumers
-//! exactly one gets the record, and a wrong challenge leaves it in place. Revoke reads a
-//! per-user index set, `tessera:tok:idx:{KIND:USER}`, instead of scanning the keyspace;
-//! the index lives in another slot than the tokens, so it is maintained by separate
-//! commands. Consume leaves the token's entry in the index (one round trip, not two): a
-//! stale entry costs a few bytes until the index expires with the user's newest token,
-//! and revoke skips it.
+//! itself and purge has nothing to do; its expiry is the key's own (`PEXPIRETIME`), not a
+//! field. Consume is one Lua script on that one key: it checks kind and challenge hash and
+//! deletes in the same atomic step, so of concurrent consumers exactly one gets the record,
+//! and a wrong challenge leaves it in place. Revoke reads a per-user index,
+//! `tessera:tok:ix:{KIND:USER}`, instead of scanning the keyspace: a hash from each token
+//! hash to its expiry in seconds, small enough for Redis's compact listpack encoding. The
+//! index lives in another slot than the tokens, so it is maintained by separate commands.
+//! Consume leaves the token's entry in the index (one round trip, not two); each issue
+//! drops expired entries from a sample of the index, so the entries of a user who is
+//! issued tokens without pause stay bounded by their live tokens, and revoke skips
+//! entries whose token is gone.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -20,38 +23,50 @@ use tessera_entity::{TokenHash, TokenType};
 use crate::{Lookup, SealedToken, StoreError, StoredRecord, TokenStore};
 
 /// Stores a token with its TTL; answers {created_ms, expires_ms} by Redis's clock. Fields
-/// with nothing to say (no user, provider or challenge) are left out.
+/// with nothing to say (no user, provider or challenge) are left out, and so is the
+/// expiry: it is the key's.
 /// KEYS[1] token key; ARGV kind, username, provider, challenge hash (32 bytes), sealed,
 /// ttl_ms.
 const ISSUE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[6])
-local f = {'k', ARGV[1], 's', ARGV[5], 't', now, 'e', now + ttl}
+local f = {'k', ARGV[1], 's', ARGV[5], 't', now}
 if ARGV[2] ~= '' then f[#f + 1] = 'u'; f[#f + 1] = ARGV[2] end
 if ARGV[3] ~= '' then f[#f + 1] = 'p'; f[#f + 1] = ARGV[3] end
 if ARGV[4] ~= '' then f[#f + 1] = 'c'; f[#f + 1] = ARGV[4] end
 redis.call('HSET', KEYS[1], unpack(f))
-redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIREAT', KEYS[1], now + ttl)
 return {now, now + ttl}
 "#;
 
 /// Returns and (with ARGV[3] = '1') deletes the token if kind and challenge match.
 /// KEYS[1] token key; ARGV kind, challenge hash ('' for none), delete, and the challenge
-/// hash in hex (how tokens issued before it was kept as bytes hold it).
+/// hash in hex (how tokens issued before it was kept as bytes hold it). Tokens issued
+/// before the expiry was left to the key carry it as field `e`.
 const TAKE: &str = r#"
 local v = redis.call('HMGET', KEYS[1], 'k', 'c', 'u', 'p', 's', 'e', 't')
 local c = v[2] or ''
 if not v[1] or v[1] ~= ARGV[1] or (c ~= ARGV[2] and c ~= ARGV[4]) then return false end
+local e = v[6] or redis.call('PEXPIRETIME', KEYS[1])
 if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
-return {v[3] or '', v[4] or '', v[5], v[6], v[7]}
+return {v[3] or '', v[4] or '', v[5], e, v[7]}
 "#;
 
-/// Adds a token to a user's index and keeps the index alive as long as its newest token.
-/// KEYS[1] index key; ARGV token hash (32 bytes), ttl_ms.
+/// Adds a token to a user's index with its expiry (unix seconds, rounded up) and keeps the
+/// index alive as long as its newest token. Before that it drops the expired entries among
+/// up to 16 random ones: all of a small index, and of a large one enough that expired
+/// entries stay a small share of it. KEYS[1] index key; ARGV token hash (32 bytes), ttl_ms.
 const INDEX: &str = r#"
-redis.call('SADD', KEYS[1], ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
+local expires = math.ceil((now + ttl) / 1000)
+local sample = redis.call('HRANDFIELD', KEYS[1], 16, 'WITHVALUES')
+for i = 1, #sample, 2 do
+  if tonumber(sample[i + 1]) * 1000 <= now then redis.call('HDEL', KEYS[1], sample[i]) end
+end
+redis.call('HSET', KEYS[1], ARGV[1], expires)
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1
 "#;
@@ -89,12 +104,14 @@ impl RedisTokenStore {
         format!("{}{{{}}}", self.prefix, hash.to_hex())
     }
 
-    fn index_key(&self, kind: TokenType, username: &str) -> String {
+    /// The user's index of tokens of `kind`: `ix:` for the hash kept now, `idx:` for the set
+    /// that versions before it kept (still read by revoke for the tokens those issued).
+    fn index_key(&self, which: &str, kind: TokenType, username: &str) -> String {
         let user = username
             .replace('%', "%25")
             .replace('{', "%7B")
             .replace('}', "%7D");
-        format!("{}idx:{{{}:{}}}", self.prefix, kind.as_ref(), user)
+        format!("{}{which}:{{{}:{}}}", self.prefix, kind.as_ref(), user)
     }
 
     async fn run_take(&self, lookup: Lookup<'_>) -> Result<Option<StoredRecord>, StoreError> {
@@ -141,7 +158,7 @@ impl TokenStore for RedisTokenStore {
         // Index first: a token that exists is always revocable.
         if let Some(user) = &t.username {
             self.index
-                .key(self.index_key(t.kind, user))
+                .key(self.index_key("ix", t.kind, user))
                 .arg(t.hash.as_bytes())
                 .arg(ttl_ms)
                 .invoke_async::<i64>(&mut conn)
@@ -169,15 +186,25 @@ impl TokenStore for RedisTokenStore {
 
     async fn revoke(&self, kind: TokenType, username: &str) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
-        let index = self.index_key(kind, username);
-        // Entries are the token hashes' 32 bytes (or, indexed before that, their hex).
-        let entries: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+        let index = self.index_key("ix", kind, username);
+        let legacy = self.index_key("idx", kind, username);
+        // Entries are the token hashes' 32 bytes (or, in the set of earlier versions, also
+        // their hex).
+        let (entries, legacy_entries): (Vec<Vec<u8>>, Vec<Vec<u8>>) = redis::pipe()
+            .cmd("HKEYS")
             .arg(&index)
+            .cmd("SMEMBERS")
+            .arg(&legacy)
             .query_async(&mut conn)
             .await
             .map_err(map_err)?;
         let mut revoked = Vec::new();
-        for entry in &entries {
+        let mut revoked_legacy = Vec::new();
+        for (entry, is_legacy) in entries
+            .iter()
+            .map(|e| (e, false))
+            .chain(legacy_entries.iter().map(|e| (e, true)))
+        {
             let h = match entry.len() {
                 32 => hex(entry),
                 _ => String::from_utf8_lossy(entry).into_owned(),
@@ -198,23 +225,36 @@ impl TokenStore for RedisTokenStore {
                     .await
                     .map_err(map_err)?;
                 if n == 1 {
-                    revoked.push(entry);
+                    if is_legacy {
+                        revoked_legacy.push(entry);
+                    } else {
+                        revoked.push(entry);
+                    }
                 }
             }
         }
         // Only the tokens deleted above leave the index. An entry whose token is not there
         // may belong to a token being issued right now (issue indexes first), so it stays
         // for the next revoke, like every entry added while this one ran; the stale ones
-        // go when the index expires with the user's newest token.
+        // go as later issues sample the index, or when it expires with the user's newest
+        // token.
         if !revoked.is_empty() {
-            let _: i64 = redis::cmd("SREM")
+            let _: i64 = redis::cmd("HDEL")
                 .arg(&index)
                 .arg(&revoked)
                 .query_async(&mut conn)
                 .await
                 .map_err(map_err)?;
         }
-        Ok(revoked.len() as u64)
+        if !revoked_legacy.is_empty() {
+            let _: i64 = redis::cmd("SREM")
+                .arg(&legacy)
+                .arg(&revoked_legacy)
+                .query_async(&mut conn)
+                .await
+                .map_err(map_err)?;
+        }
+        Ok((revoked.len() + revoked_legacy.len()) as u64)
     }
 
     async fn claim(&self, hash: &TokenHash, ttl_ms: i64) -> Result<bool, StoreError> {

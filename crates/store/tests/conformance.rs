@@ -992,10 +992,12 @@ async fn a_relaxed_issue_commits_without_waiting_and_only_it() {
     db.finish().await;
 }
 
-/// Tokens a Redis store holds from before challenge hashes and index entries were kept as
-/// bytes (as hex then) are still consumed with their challenge and revoked by their user.
+/// Tokens a Redis store holds from earlier versions are still consumed with their
+/// challenge, carry their expiry, and are revoked by their user: challenge hashes kept in
+/// hex, the expiry kept as field `e`, and index entries (the token hash in hex or as bytes)
+/// kept in a set under `idx:`.
 #[tokio::test]
-async fn redis_tokens_in_the_earlier_hex_form_still_work() {
+async fn redis_tokens_in_earlier_forms_still_work() {
     let url = require_redis();
     let conn = RedisConnection::connect(&url)
         .await
@@ -1006,7 +1008,9 @@ async fn redis_tokens_in_the_earlier_hex_form_still_work() {
     let challenge = Challenge::generate();
     let mut c = conn.clone();
     let mut old_form = Vec::new();
-    for _ in 0..2 {
+    let expires_field = 4_000_000_000_000i64;
+    let legacy_index = format!("{prefix}idx:{{pre_auth:olga}}");
+    for i in 0..3 {
         let t = tokens
             .issue(AuthEphemeralToken::new_pre_auth(
                 user("olga"),
@@ -1015,37 +1019,51 @@ async fn redis_tokens_in_the_earlier_hex_form_still_work() {
             .await
             .unwrap();
         let key = store.token_key(&t.token.hash());
-        // Rewrite it as the earlier form held it: the challenge hash in hex, and the index
-        // entry the token hash in hex.
+        // Rewrite it as earlier versions held it.
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         let _: () = ::redis::cmd("HSET")
             .arg(&key)
             .arg("c")
             .arg(hex(&challenge.hash().0))
+            .arg("e")
+            .arg(expires_field)
             .query_async(&mut c)
             .await
             .unwrap();
         let index: Vec<String> = ::redis::cmd("KEYS")
-            .arg(format!("{prefix}idx:*"))
+            .arg(format!("{prefix}ix:*"))
             .query_async(&mut c)
             .await
             .unwrap();
-        assert_eq!(index.len(), 1, "{index:?}");
+        assert_eq!(index, [format!("{prefix}ix:{{pre_auth:olga}}")]);
         let raw = t.token.hash().as_bytes().to_vec();
-        let _: () = ::redis::cmd("SREM")
+        let _: () = ::redis::cmd("HDEL")
             .arg(&index[0])
-            .arg(raw)
+            .arg(&raw)
             .query_async(&mut c)
             .await
             .unwrap();
+        let entry = if i == 0 {
+            t.token.hash().to_hex().into_bytes()
+        } else {
+            raw
+        };
         let _: () = ::redis::cmd("SADD")
-            .arg(&index[0])
-            .arg(t.token.hash().to_hex())
+            .arg(&legacy_index)
+            .arg(entry)
             .query_async(&mut c)
             .await
             .unwrap();
         old_form.push(t);
     }
+    // One of today's form beside them.
+    let new_form = tokens
+        .issue(AuthEphemeralToken::new_pre_auth(
+            user("olga"),
+            Some(challenge.clone()),
+        ))
+        .await
+        .unwrap();
     assert_invalid(
         tokens
             .consume(TokenType::PreAuth, old_form[0].token.expose(), None)
@@ -1060,22 +1078,21 @@ async fn redis_tokens_in_the_earlier_hex_form_still_work() {
         .await
         .unwrap();
     assert_eq!(got.username.as_deref(), Some("olga"));
+    assert_eq!(got.expires_at.timestamp_millis(), expires_field);
     assert_eq!(
         tokens
             .revoke(TokenType::PreAuth, &user("olga"))
             .await
             .unwrap(),
-        1
+        3
     );
-    assert_invalid(
-        tokens
-            .consume(
-                TokenType::PreAuth,
-                old_form[1].token.expose(),
-                Some(&challenge),
-            )
-            .await,
-    );
+    for t in old_form.iter().skip(1).chain([&new_form]) {
+        assert_invalid(
+            tokens
+                .consume(TokenType::PreAuth, t.token.expose(), Some(&challenge))
+                .await,
+        );
+    }
 }
 
 /// On PostgreSQL, in one burst of mixed concurrent consumes each caller hears only of its
