@@ -22,6 +22,7 @@ mod m20261128_000009_add_username_keys;
 mod m20261128_000010_add_session_activity;
 mod m20261128_000011_widen_token_type;
 mod m20261129_000012_create_passkeys;
+mod m20261129_000013_rate_limit_function_in_one_row;
 
 use sea_orm_migration::sea_orm::{DatabaseConnection, Statement};
 
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000010_add_session_activity::Migration),
             Box::new(m20261128_000011_widen_token_type::Migration),
             Box::new(m20261129_000012_create_passkeys::Migration),
+            Box::new(m20261129_000013_rate_limit_function_in_one_row::Migration),
         ]
     }
 }

@@ -4,6 +4,7 @@
 
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
+use tessera_backend::direct::Direct;
 use tessera_backend::redis::RedisConnection;
 pub use tessera_backend::sql::PgSync;
 use tessera_backend::writer::Writer;
@@ -111,15 +112,23 @@ pub async fn stores(
             )
         }
         None => {
-            // On SQLite the store and the limiter share one writer.
+            // On SQLite the store and the limiter share one writer; on PostgreSQL one pool
+            // for their single statements.
             let writer = Writer::for_sqlite(&db);
+            let direct = Direct::for_postgres(&db);
             (
                 Arc::new(
                     SqlTokenStore::new(db.clone())?
                         .with_sync(sync)
-                        .with_writer(writer.clone()),
+                        .with_writer(writer.clone())
+                        .with_direct(direct.clone()),
                 ),
-                Arc::new(SqlLimiter::new(db)?.with_sync(sync).with_writer(writer)),
+                Arc::new(
+                    SqlLimiter::new(db)?
+                        .with_sync(sync)
+                        .with_writer(writer)
+                        .with_direct(direct),
+                ),
             )
         }
     };

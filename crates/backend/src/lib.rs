@@ -14,7 +14,10 @@
 //! - [`redis`]: [`redis::RedisConnection`], one server or a Cluster.
 //! - [`writer`]: SQLite's single writer, which batches the stores' writes into shared
 //!   transactions.
+//! - [`direct`]: PostgreSQL's pool for the stores' single statements, which gives
+//!   connections back without a round trip.
 
+pub mod direct;
 pub mod redis;
 pub mod sql;
 pub mod writer;

@@ -8,9 +8,9 @@
 //! `BEGIN IMMEDIATE`, which takes the database's write lock before reading.
 //!
 //! On PostgreSQL the sliding log (the default algorithm, and the one the login flows hit)
-//! does all of that in one round trip: the migrations install `tessera_rate_limit_log`, a
-//! PL/pgSQL function that locks, reads the clock and the window's events, and records when
-//! the hit fits. Rust still derives the decision from what it read.
+//! does all of that in one round trip: the migrations install `tessera_rate_limit_window`,
+//! a PL/pgSQL function that locks, reads the clock and the window's events, records when
+//! the hit fits and answers one row. Rust still derives the decision from what it read.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,6 +19,7 @@ use sea_orm::{
     IsolationLevel, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 
+use tessera_backend::direct::Direct;
 use tessera_backend::sql::PgSync;
 use tessera_backend::writer::Writer;
 
@@ -110,6 +111,8 @@ pub struct SqlLimiter {
     relaxed: bool,
     /// SQLite's writer, which batches hits into shared transactions.
     writer: Option<Writer>,
+    /// PostgreSQL's pool for single statements (see `tessera_backend::direct`).
+    direct: Option<Direct>,
 }
 
 impl SqlLimiter {
@@ -127,6 +130,7 @@ impl SqlLimiter {
         };
         // SQLite's writes queue for one writer (see `tessera_backend::writer`).
         let writer = Writer::for_sqlite(&db);
+        let direct = Direct::for_postgres(&db);
         Ok(SqlLimiter {
             db,
             backend,
@@ -134,7 +138,17 @@ impl SqlLimiter {
             clock: Clock::Store,
             relaxed: backend == DbBackend::Postgres,
             writer,
+            direct,
         })
+    }
+
+    /// The same limiter with its one-statement PostgreSQL hits going through `direct`,
+    /// shared with the token store.
+    pub fn with_direct(mut self, direct: Option<Direct>) -> Self {
+        if self.backend == DbBackend::Postgres && direct.is_some() {
+            self.direct = direct;
+        }
+        self
     }
 
     /// The same limiter with its SQLite writes going through `writer`, shared with the
@@ -202,44 +216,49 @@ impl SqlLimiter {
     /// A sliding-log decision on PostgreSQL in one round trip (see the module's doc).
     async fn log_in_one_trip(&self, hit: Hit<'_>) -> Result<Decision, LimiterError> {
         const SYNC: &str =
-            "SELECT now_ms, occurred_ms FROM tessera_rate_limit_log($1, $2, $3, $4, $5, $6, $7)";
+            "SELECT now_ms, events FROM tessera_rate_limit_window($1, $2, $3, $4, $5, $6, $7)";
         // The same call in a transaction whose commit does not wait for the flush.
         const RELAXED: &str = "WITH relax AS (SELECT set_config('synchronous_commit', 'off', true)) \
-             SELECT l.now_ms, l.occurred_ms \
-             FROM relax, tessera_rate_limit_log($1, $2, $3, $4, $5, $6, $7) AS l";
+             SELECT w.now_ms, w.events \
+             FROM relax, tessera_rate_limit_window($1, $2, $3, $4, $5, $6, $7) AS w";
         let sql = if self.relaxed && hit.record {
             RELAXED
         } else {
             SYNC
         };
-        let rows = self
-            .db
-            .query_all_raw(self.stmt(
-                sql,
-                vec![
-                    hit.event.as_str().into(),
-                    hit.key.into(),
-                    i64::from(hit.policy.limit.get()).into(),
-                    hit.policy.window_ms().into(),
-                    i64::from(hit.cost).into(),
-                    self.clock.manual_ms().into(),
-                    hit.record.into(),
-                ],
-            ))
-            .await
-            .map_err(map_err)?;
-        let mut now = None;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            now = Some(row.try_get::<i64>("", "now_ms").map_err(map_err)?);
-            if let Some(t) = row
-                .try_get::<Option<i64>>("", "occurred_ms")
-                .map_err(map_err)?
-            {
-                events.push(t);
-            }
+        let stmt = self.stmt(
+            sql,
+            vec![
+                hit.event.as_str().into(),
+                hit.key.into(),
+                i64::from(hit.policy.limit.get()).into(),
+                hit.policy.window_ms().into(),
+                i64::from(hit.cost).into(),
+                self.clock.manual_ms().into(),
+                hit.record.into(),
+            ],
+        );
+        let row = match &self.direct {
+            Some(d) => d.query_one(&stmt).await,
+            None => self.db.query_one_raw(stmt).await,
         }
-        let now = now.ok_or_else(|| LimiterError::Backend("no row from the limiter".into()))?;
+        .map_err(map_err)?
+        .ok_or_else(|| LimiterError::Backend("no row from the limiter".into()))?;
+        let now: i64 = row.try_get("", "now_ms").map_err(map_err)?;
+        let listed: Option<String> = row.try_get("", "events").map_err(map_err)?;
+        let events = listed
+            .as_deref()
+            .map(|l| {
+                l.split(',')
+                    .map(|t| {
+                        t.parse::<i64>().map_err(|_| {
+                            LimiterError::Backend(format!("bad event time {t:?} from the limiter"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
         Ok(sliding_log(now, hit.policy, &events, hit.cost, hit.record))
     }
 

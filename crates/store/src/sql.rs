@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, Value,
 };
+use tessera_backend::direct::Direct;
 use tessera_backend::sql::PgSync;
 use tessera_backend::writer::Writer;
 use tessera_entity::{TokenHash, TokenType};
@@ -129,6 +130,8 @@ pub struct SqlTokenStore {
     issue: &'static str,
     /// SQLite's writer, which batches writes into shared transactions.
     writer: Option<Writer>,
+    /// PostgreSQL's pool for single statements (see `tessera_backend::direct`).
+    direct: Option<Direct>,
 }
 
 impl SqlTokenStore {
@@ -142,13 +145,33 @@ impl SqlTokenStore {
         })?;
         // SQLite's writes queue for one writer (see `tessera_backend::writer`).
         let writer = Writer::for_sqlite(&db);
+        let direct = Direct::for_postgres(&db);
         Ok(SqlTokenStore {
             db,
             backend,
             sql,
             issue: sql.issue_relaxed.unwrap_or(sql.issue),
             writer,
+            direct,
         })
+    }
+
+    /// The same store with its PostgreSQL statements going through `direct`, shared with
+    /// the limiter.
+    pub fn with_direct(mut self, direct: Option<Direct>) -> Self {
+        if self.backend == DbBackend::Postgres && direct.is_some() {
+            self.direct = direct;
+        }
+        self
+    }
+
+    /// A statement that answers at most one row, on PostgreSQL's direct pool when there
+    /// is one.
+    async fn query_one(&self, stmt: Statement) -> Result<Option<QueryResult>, StoreError> {
+        match &self.direct {
+            Some(d) => d.query_one(&stmt).await.map_err(map_err),
+            None => self.db.query_one_raw(stmt).await.map_err(map_err),
+        }
     }
 
     /// The same store with its SQLite writes going through `writer`, shared with the
@@ -167,7 +190,7 @@ impl SqlTokenStore {
                 .run(move |txn| Box::pin(async move { txn.query_one_raw(stmt).await }))
                 .await
                 .map_err(map_err),
-            None => self.db.query_one_raw(stmt).await.map_err(map_err),
+            None => self.query_one(stmt).await,
         }
     }
 
@@ -241,7 +264,7 @@ impl TokenStore for SqlTokenStore {
         let row = if lookup.consume {
             self.write_one(stmt).await?
         } else {
-            self.db.query_one_raw(stmt).await.map_err(map_err)?
+            self.query_one(stmt).await?
         };
         row.map(|r| record(lookup.kind, &r)).transpose()
     }
