@@ -9,7 +9,8 @@
 //! by the first caller after a quiet second, as on the main pool), and one whose statement
 //! was cancelled halfway (a dropped request) or broke the link is closed instead of reused.
 //!
-//! Its size is the main pool's (`TESSERA_DB_MAX_CONNECTIONS`), opened as needed.
+//! Its size is the main pool's (`TESSERA_DB_MAX_CONNECTIONS`); connections are opened as
+//! needed and closed when broken or, on their next reuse, after 30 minutes.
 
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -23,6 +24,11 @@ use crate::sql::PING_AFTER_IDLE;
 
 /// How long a caller waits for a connection, as on the main pool.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection older than this is closed when it comes up for reuse (sqlx's pool's
+/// default), so that a server-side setting or a proxy's rebalancing reaches every
+/// connection in time.
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
 /// A pool of PostgreSQL connections for single statements; clones share it.
 #[derive(Clone)]
@@ -61,6 +67,9 @@ impl managed::Manager for Manager {
     async fn recycle(&self, conn: &mut Conn, metrics: &Metrics) -> RecycleResult<sqlx::Error> {
         if !conn.clean {
             return Err(RecycleError::message("its last statement did not finish"));
+        }
+        if metrics.age() >= MAX_LIFETIME {
+            return Err(RecycleError::message("it has reached its maximum lifetime"));
         }
         if metrics.last_used() >= PING_AFTER_IDLE {
             conn.raw.ping().await?;
