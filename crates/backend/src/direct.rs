@@ -15,7 +15,9 @@
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
 use sea_orm::sqlx::{self, AssertSqlSafe, Connection};
-use sea_orm::{DatabaseConnection, DbBackend, DbErr, QueryResult, RuntimeErr, Statement};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, RuntimeErr, Statement,
+};
 use sea_query_sqlx::SqlxValues;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,7 +102,7 @@ impl Direct {
     }
 
     /// Runs `stmt` and answers its first row, if any.
-    pub async fn query_one(&self, stmt: &Statement) -> Result<Option<QueryResult>, DbErr> {
+    pub async fn query_one(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
         let mut conn = self.conn().await?;
         conn.clean = false;
         let result = query(stmt).fetch_optional(&mut conn.raw).await;
@@ -122,9 +124,22 @@ impl Direct {
     }
 }
 
-fn query(stmt: &Statement) -> sqlx::query::Query<'_, sqlx::Postgres, SqlxValues> {
-    let values = stmt.values.clone().unwrap_or(sea_orm::Values(Vec::new()));
-    sqlx::query_with(AssertSqlSafe(stmt.sql.as_str()), SqlxValues(values))
+/// Runs `stmt` on `direct` when there is one, on `db`'s pool otherwise: the one choice the
+/// token store and the limiter both make for their single statements.
+pub async fn query_one(
+    direct: Option<&Direct>,
+    db: &DatabaseConnection,
+    stmt: Statement,
+) -> Result<Option<QueryResult>, DbErr> {
+    match direct {
+        Some(d) => d.query_one(stmt).await,
+        None => db.query_one_raw(stmt).await,
+    }
+}
+
+fn query(stmt: Statement) -> sqlx::query::Query<'static, sqlx::Postgres, SqlxValues> {
+    let values = stmt.values.unwrap_or(sea_orm::Values(Vec::new()));
+    sqlx::query_with(AssertSqlSafe(stmt.sql), SqlxValues(values))
 }
 
 /// Whether an error leaves the connection unfit for the next statement (a statement the

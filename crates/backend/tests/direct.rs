@@ -28,13 +28,13 @@ async fn a_statement_cancelled_halfway_does_not_reach_the_next_caller() {
         "SELECT 1::bigint AS v FROM pg_sleep(3)",
     );
     assert!(
-        timeout(Duration::from_millis(200), direct.query_one(&slow))
+        timeout(Duration::from_millis(200), direct.query_one(slow))
             .await
             .is_err(),
         "the slow statement is cut off"
     );
     let fast = Statement::from_string(DbBackend::Postgres, "SELECT 2::bigint AS v");
-    let row = timeout(Duration::from_secs(2), direct.query_one(&fast))
+    let row = timeout(Duration::from_secs(2), direct.query_one(fast))
         .await
         .expect("the next caller does not wait for the cancelled statement")
         .unwrap();
@@ -49,9 +49,9 @@ async fn a_refused_statement_leaves_the_connection_usable() {
     let db = TestDb::postgres().await;
     let direct = one_connection(&db).await;
     let bad = Statement::from_string(DbBackend::Postgres, "SELECT 1 / 0 AS v");
-    assert!(direct.query_one(&bad).await.is_err());
+    assert!(direct.query_one(bad).await.is_err());
     let ok = Statement::from_string(DbBackend::Postgres, "SELECT 7::bigint AS v");
-    assert_eq!(value(direct.query_one(&ok).await.unwrap()), 7);
+    assert_eq!(value(direct.query_one(ok).await.unwrap()), 7);
     db.finish().await;
 }
 
@@ -72,10 +72,10 @@ async fn concurrent_callers_each_get_their_own_answer() {
                 );
                 // Every tenth caller gives up early, as a dropped request would.
                 if i % 10 == 0 {
-                    let _ = timeout(Duration::from_micros(50), direct.query_one(&stmt)).await;
+                    let _ = timeout(Duration::from_micros(50), direct.query_one(stmt)).await;
                     return;
                 }
-                assert_eq!(value(direct.query_one(&stmt).await.unwrap()), i);
+                assert_eq!(value(direct.query_one(stmt).await.unwrap()), i);
             })
         })
         .collect();

@@ -19,7 +19,7 @@ use sea_orm::{
     IsolationLevel, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 
-use tessera_backend::direct::Direct;
+use tessera_backend::direct::{self, Direct};
 use tessera_backend::sql::PgSync;
 use tessera_backend::writer::Writer;
 
@@ -238,12 +238,10 @@ impl SqlLimiter {
                 hit.record.into(),
             ],
         );
-        let row = match &self.direct {
-            Some(d) => d.query_one(&stmt).await,
-            None => self.db.query_one_raw(stmt).await,
-        }
-        .map_err(map_err)?
-        .ok_or_else(|| LimiterError::Backend("no row from the limiter".into()))?;
+        let row = direct::query_one(self.direct.as_ref(), &self.db, stmt)
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| LimiterError::Backend("no row from the limiter".into()))?;
         let now: i64 = row.try_get("", "now_ms").map_err(map_err)?;
         let listed: Option<String> = row.try_get("", "events").map_err(map_err)?;
         let events = listed

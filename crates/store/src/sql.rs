@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, Value,
 };
-use tessera_backend::direct::Direct;
+use tessera_backend::direct::{self, Direct};
 use tessera_backend::sql::PgSync;
 use tessera_backend::writer::Writer;
 use tessera_entity::{TokenHash, TokenType};
@@ -168,10 +168,9 @@ impl SqlTokenStore {
     /// A statement that answers at most one row, on PostgreSQL's direct pool when there
     /// is one.
     async fn query_one(&self, stmt: Statement) -> Result<Option<QueryResult>, StoreError> {
-        match &self.direct {
-            Some(d) => d.query_one(&stmt).await.map_err(map_err),
-            None => self.db.query_one_raw(stmt).await.map_err(map_err),
-        }
+        direct::query_one(self.direct.as_ref(), &self.db, stmt)
+            .await
+            .map_err(map_err)
     }
 
     /// The same store with its SQLite writes going through `writer`, shared with the
