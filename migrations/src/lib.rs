@@ -24,7 +24,16 @@ mod m20261128_000011_widen_token_type;
 mod m20261129_000012_create_passkeys;
 mod m20261129_000013_rate_limit_function_in_one_row;
 
-use sea_orm_migration::sea_orm::{DatabaseConnection, Statement};
+use sea_orm_migration::sea_orm::{DatabaseConnection, DbBackend, Statement};
+
+/// Runs `sql` when the database is PostgreSQL, and nothing otherwise: the migrations that
+/// install or drop PostgreSQL functions, which SQLite has no need of.
+pub(crate) async fn on_postgres(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+    if manager.get_database_backend() == DbBackend::Postgres {
+        manager.get_connection().execute_unprepared(sql).await?;
+    }
+    Ok(())
+}
 
 /// Every migration of this build, oldest first.
 pub struct Migrator;

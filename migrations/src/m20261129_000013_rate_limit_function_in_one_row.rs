@@ -1,5 +1,4 @@
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
 
 /// The sliding-log decision on PostgreSQL answered in one row.
 ///
@@ -54,16 +53,10 @@ const DROP: &str = "DROP FUNCTION IF EXISTS tessera_rate_limit_window(text, text
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(CREATE).await?;
-        }
-        Ok(())
+        crate::on_postgres(manager, CREATE).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(DROP).await?;
-        }
-        Ok(())
+        crate::on_postgres(manager, DROP).await
     }
 }
