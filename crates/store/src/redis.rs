@@ -198,63 +198,53 @@ impl TokenStore for RedisTokenStore {
             .query_async(&mut conn)
             .await
             .map_err(map_err)?;
-        let mut revoked = Vec::new();
-        let mut revoked_legacy = Vec::new();
-        for (entry, is_legacy) in entries
-            .iter()
-            .map(|e| (e, false))
-            .chain(legacy_entries.iter().map(|e| (e, true)))
+        let mut total = 0;
+        // Each index with the command that removes its entries.
+        for (index, remove, entries) in
+            [(&index, "HDEL", entries), (&legacy, "SREM", legacy_entries)]
         {
-            let h = match entry.len() {
-                32 => hex(entry),
-                _ => String::from_utf8_lossy(entry).into_owned(),
-            };
-            // Token keys live in other slots: one DEL each, checking the kind so that an
-            // index can never delete a token of another kind.
-            let key = format!("{}{{{h}}}", self.prefix);
-            let stored_kind: Option<String> = redis::cmd("HGET")
-                .arg(&key)
-                .arg("k")
-                .query_async(&mut conn)
-                .await
-                .map_err(map_err)?;
-            if stored_kind.as_deref() == Some(kind.as_ref()) {
-                let n: u64 = redis::cmd("DEL")
+            let mut revoked = Vec::new();
+            for entry in &entries {
+                let h = match entry.len() {
+                    32 => hex(entry),
+                    _ => String::from_utf8_lossy(entry).into_owned(),
+                };
+                // Token keys live in other slots: one DEL each, checking the kind so that an
+                // index can never delete a token of another kind.
+                let key = format!("{}{{{h}}}", self.prefix);
+                let stored_kind: Option<String> = redis::cmd("HGET")
                     .arg(&key)
+                    .arg("k")
                     .query_async(&mut conn)
                     .await
                     .map_err(map_err)?;
-                if n == 1 {
-                    if is_legacy {
-                        revoked_legacy.push(entry);
-                    } else {
+                if stored_kind.as_deref() == Some(kind.as_ref()) {
+                    let n: u64 = redis::cmd("DEL")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(map_err)?;
+                    if n == 1 {
                         revoked.push(entry);
                     }
                 }
             }
+            // Only the tokens deleted above leave the index. An entry whose token is not
+            // there may belong to a token being issued right now (issue indexes first), so
+            // it stays for the next revoke, like every entry added while this one ran; the
+            // stale ones go as later issues sample the index, or when it expires with the
+            // user's newest token.
+            if !revoked.is_empty() {
+                let _: i64 = redis::cmd(remove)
+                    .arg(index)
+                    .arg(&revoked)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(map_err)?;
+            }
+            total += revoked.len() as u64;
         }
-        // Only the tokens deleted above leave the index. An entry whose token is not there
-        // may belong to a token being issued right now (issue indexes first), so it stays
-        // for the next revoke, like every entry added while this one ran; the stale ones
-        // go as later issues sample the index, or when it expires with the user's newest
-        // token.
-        if !revoked.is_empty() {
-            let _: i64 = redis::cmd("HDEL")
-                .arg(&index)
-                .arg(&revoked)
-                .query_async(&mut conn)
-                .await
-                .map_err(map_err)?;
-        }
-        if !revoked_legacy.is_empty() {
-            let _: i64 = redis::cmd("SREM")
-                .arg(&legacy)
-                .arg(&revoked_legacy)
-                .query_async(&mut conn)
-                .await
-                .map_err(map_err)?;
-        }
-        Ok((revoked.len() + revoked_legacy.len()) as u64)
+        Ok(total)
     }
 
     async fn claim(&self, hash: &TokenHash, ttl_ms: i64) -> Result<bool, StoreError> {
