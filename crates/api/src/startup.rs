@@ -217,7 +217,7 @@ async fn serve(
     Ok(())
 }
 
-/// Purges every `every`, on every worker.
+/// Purges every `every`, on one worker at a time (see [`tessera_auth::purge`]).
 async fn purge_loop(state: AppState, every: Duration, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -227,9 +227,10 @@ async fn purge_loop(state: AppState, every: Duration, mut stop: watch::Receiver<
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
-        match state.auth.purge().await {
-            Ok(p) if p == Purged::default() => {}
-            Ok(p) => tracing::info!(
+        match state.auth.purge_in_background().await {
+            Ok(None) => {}
+            Ok(Some(p)) if p == Purged::default() => {}
+            Ok(Some(p)) => tracing::info!(
                 tokens = p.tokens,
                 events = p.events,
                 login_rows = p.login_rows,

@@ -56,9 +56,15 @@ impl Auth {
         self.settings = Arc::new(settings);
     }
 
-    /// The one purge ([`purge::purge`]).
+    /// The one purge ([`purge::purge`]), at full speed.
     pub async fn purge(&self) -> Result<Purged, AuthError> {
         purge::purge(&self.db, &self.tokens, &self.limiter).await
+    }
+
+    /// The background purge ([`purge::purge_in_background`]): paced, `None` while another
+    /// worker's is running.
+    pub async fn purge_in_background(&self) -> Result<Option<Purged>, AuthError> {
+        purge::purge_in_background(&self.db, &self.tokens, &self.limiter).await
     }
 }
 

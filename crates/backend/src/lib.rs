@@ -16,8 +16,10 @@
 //!   transactions.
 //! - [`direct`]: PostgreSQL's pool for the stores' single statements, which gives
 //!   connections back without a round trip.
+//! - [`pace`]: how a purge spreads its batches out.
 
 pub mod direct;
+pub mod pace;
 pub mod redis;
 pub mod sql;
 pub mod writer;

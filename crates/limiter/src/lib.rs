@@ -35,6 +35,7 @@ pub mod sql;
 
 use async_trait::async_trait;
 use std::sync::Arc;
+use tessera_backend::pace::Pace;
 
 pub use clock::{Clock, ManualClock};
 pub use decision::Decision;
@@ -106,8 +107,10 @@ pub struct Hit<'a> {
 ///   [`Algorithm::SlidingLog`]). Without `record` it answers what the hit would get now,
 ///   and writes nothing.
 /// - [`reset`](LimiterStore::reset) forgets every event of `(event, key)`.
-/// - [`purge`](LimiterStore::purge) removes events older than `longest_window_ms` (SQL);
-///   stores whose keys expire by themselves answer 0.
+/// - [`purge`](LimiterStore::purge) removes one batch of at most about `batch` events older
+///   than `longest_window_ms` (SQL), and with the last (short) batch the stale counters;
+///   [`Limiter::purge`] repeats it until a batch comes back short. Stores whose keys expire
+///   by themselves answer 0.
 ///
 /// Time is the store's own clock, or the backend's [`Clock::Manual`] in tests.
 #[async_trait]
@@ -118,7 +121,7 @@ pub trait LimiterStore: Send + Sync + 'static {
     /// Forgets the key's events.
     async fn reset(&self, event: &Event, key: &str) -> Result<(), LimiterError>;
 
-    /// Removes stale events; answers how many.
+    /// Removes one batch of stale events; answers how many.
     async fn purge(&self, longest_window_ms: i64, batch: u32) -> Result<u64, LimiterError>;
 
     /// Answers `Ok` when the store is reachable.
@@ -196,8 +199,9 @@ impl Limiter {
         self.store.reset(event, key).await
     }
 
-    /// Removes events older than the longest window of any policy.
-    pub async fn purge(&self, batch: u32) -> Result<u64, LimiterError> {
+    /// Removes events older than the longest window of any policy, `batch` at a time,
+    /// pausing between batches as `pace` says.
+    pub async fn purge(&self, batch: u32, pace: Pace) -> Result<u64, LimiterError> {
         let longest = self
             .policies
             .iter()
@@ -206,7 +210,17 @@ impl Limiter {
             .map(Policy::window_ms)
             .max()
             .unwrap_or(0);
-        self.store.purge(longest, batch.max(1)).await
+        let batch = batch.max(1);
+        let mut total = 0;
+        loop {
+            let started = std::time::Instant::now();
+            let n = self.store.purge(longest, batch).await?;
+            total += n;
+            if n < u64::from(batch) {
+                return Ok(total);
+            }
+            pace.after(started.elapsed()).await;
+        }
     }
 
     /// Answers `Ok` when the store is reachable.

@@ -393,31 +393,24 @@ impl LimiterStore for SqlLimiter {
     async fn purge(&self, longest_window_ms: i64, batch: u32) -> Result<u64, LimiterError> {
         let now = self.now(&self.db).await?;
         let before = self.ts(now - longest_window_ms);
-        let mut total = 0;
-        loop {
-            let n = self
-                .db
+        let n = self
+            .db
+            .execute_raw(self.stmt(self.sql.purge_events, vec![before, i64::from(batch).into()]))
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        if n < u64::from(batch) {
+            // The last batch: the counters too. A counter matters for two windows after
+            // its start.
+            self.db
                 .execute_raw(self.stmt(
-                    self.sql.purge_events,
-                    vec![before.clone(), i64::from(batch).into()],
+                    self.sql.purge_counters,
+                    vec![(now - 2 * longest_window_ms).into()],
                 ))
                 .await
-                .map_err(map_err)?
-                .rows_affected();
-            total += n;
-            if n < u64::from(batch) {
-                break;
-            }
+                .map_err(map_err)?;
         }
-        // A counter matters for two windows after its start.
-        self.db
-            .execute_raw(self.stmt(
-                self.sql.purge_counters,
-                vec![(now - 2 * longest_window_ms).into()],
-            ))
-            .await
-            .map_err(map_err)?;
-        Ok(total)
+        Ok(n)
     }
 
     async fn ping(&self) -> Result<(), LimiterError> {

@@ -7,6 +7,7 @@ use futures::future::join_all;
 use proptest::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_backend::pace::Pace;
 use tessera_limiter::redis::RedisConnection;
 use tessera_limiter::{
     Clock, Decision, Event, Limiter, LimiterError, LimiterStore, ManualClock, MemoryLimiter,
@@ -346,12 +347,12 @@ mod cases {
             l.hit(&ev("long"), "k", 1).await.unwrap();
         }
         h.clock.advance(ms(50_000));
-        let purged = l.purge(2).await.unwrap();
+        let purged = l.purge(2, Pace::FULL).await.unwrap();
         // Nothing is older than the longest window yet.
         assert_eq!(purged, 0);
         assert_eq!(l.peek(&ev("long"), "k").await.unwrap().remaining, 2);
         h.clock.advance(ms(50_000));
-        let purged = l.purge(2).await.unwrap();
+        let purged = l.purge(2, Pace::share(2)).await.unwrap();
         // Stores whose keys expire by themselves purge nothing; the others purge all six.
         assert!(purged == 6 || purged == 0, "{purged}");
         assert_eq!(l.peek(&ev("long"), "k").await.unwrap().remaining, 5);

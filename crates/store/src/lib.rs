@@ -124,8 +124,9 @@ pub struct Lookup<'a> {
 ///   challenge) matches nothing and leaves the record in place.
 /// - [`peek`](TokenStore::peek) answers like consume without removing anything.
 /// - [`revoke`](TokenStore::revoke) removes every record of a kind for a user.
-/// - [`purge`](TokenStore::purge) removes expired records in batches of at most `batch`
-///   rows, each batch its own short statement, and is safe to run on every worker at once.
+/// - [`purge`](TokenStore::purge) removes one batch of at most `batch` expired records in
+///   one short statement, and is safe to run on every worker at once; [`Tokens::purge`]
+///   repeats it until a batch comes back short.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
     /// Stores a new record and answers its expiry.
@@ -143,7 +144,8 @@ pub trait TokenStore: Send + Sync + 'static {
     /// has expired may be made again.
     async fn claim(&self, hash: &TokenHash, ttl_ms: i64) -> Result<bool, StoreError>;
 
-    /// Removes expired records, `batch` at a time; answers how many.
+    /// Removes at most about `batch` expired records; answers how many (fewer than `batch`
+    /// when no more are left).
     async fn purge(&self, batch: u32) -> Result<u64, StoreError>;
 
     /// Answers `Ok` when the store is reachable.

@@ -296,20 +296,13 @@ impl TokenStore for SqlTokenStore {
     }
 
     async fn purge(&self, batch: u32) -> Result<u64, StoreError> {
-        let mut total = 0;
-        loop {
-            let stmt = self.stmt(self.sql.purge, vec![i64::from(batch).into()]);
-            let n = self
-                .db
-                .execute_raw(stmt)
-                .await
-                .map_err(map_err)?
-                .rows_affected();
-            total += n;
-            if n < u64::from(batch) {
-                return Ok(total);
-            }
-        }
+        let stmt = self.stmt(self.sql.purge, vec![i64::from(batch).into()]);
+        Ok(self
+            .db
+            .execute_raw(stmt)
+            .await
+            .map_err(map_err)?
+            .rows_affected())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

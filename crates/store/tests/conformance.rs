@@ -7,6 +7,7 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tessera_backend::pace::Pace;
 use tessera_backend::redis::RedisConnection;
 use tessera_backend::sql::PgSync;
 use tessera_entity::{AuthEphemeralToken, Challenge, Token, TokenType, Username};
@@ -669,11 +670,17 @@ mod cases {
             );
         }
         tokio::time::sleep(short + Duration::from_millis(150)).await;
-        // Batches of 2: the purge loops until a batch comes back short. Redis has expired
-        // them by itself.
-        let purged = h.tokens.clone().with_purge_batch(2).purge().await.unwrap();
+        // Batches of 2, paced: the purge loops until a batch comes back short. Redis has
+        // expired them by itself.
+        let purged = h
+            .tokens
+            .clone()
+            .with_purge_batch(2)
+            .purge(Pace::share(3))
+            .await
+            .unwrap();
         assert_eq!(purged, if h.purges() { 5 } else { 0 });
-        assert_eq!(h.tokens.purge().await.unwrap(), 0);
+        assert_eq!(h.tokens.purge(Pace::FULL).await.unwrap(), 0);
         for t in &live {
             h.tokens
                 .consume(TokenType::OidcExchange, t.token.expose(), None)
@@ -693,7 +700,7 @@ mod cases {
         tokio::time::sleep(short + Duration::from_millis(150)).await;
         let purgers = (0..6).map(|_| {
             let t = h.tokens.clone().with_purge_batch(5);
-            tokio::spawn(async move { t.purge().await.unwrap() })
+            tokio::spawn(async move { t.purge(Pace::FULL).await.unwrap() })
         });
         let total: u64 = join_all(purgers)
             .await
