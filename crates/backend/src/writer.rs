@@ -1,37 +1,48 @@
-//! SQLite's writer: one task through which the token store's and the limiter's writes pass,
-//! many to a transaction.
+//! SQLite's writer: one thread, with a connection of its own, through which the token
+//! store's and the limiter's writes pass, many to a transaction.
 //!
 //! SQLite lets one connection write at a time. Left to a pool, concurrent writers collide
 //! on the database lock and wait in SQLite's busy handler, which sleeps; and every
 //! autocommit statement writes the pages it changed to the log on its own. Here writes
-//! queue instead: the task takes every job waiting, runs them one after another in one
+//! queue instead: the thread takes every job waiting, runs them one after another in one
 //! `BEGIN IMMEDIATE` transaction, commits once, and only then tells each caller its result,
 //! so no caller hears of a write that did not commit. A batch is as large as the queue was
 //! (at most [`MAX_BATCH`]): under no load a job runs alone, at once.
+//!
+//! The thread owns its connection (rusqlite) and runs each job's statements itself, so a
+//! batch costs two hand-offs between threads (the jobs in, the answers out) whatever its
+//! statements. Through the pool's driver, which runs each statement on a thread of its own
+//! and answers over a channel, every statement cost two, and on two cores the switches
+//! between threads were most of the time a write took.
 //!
 //! Each job must leave nothing half-done when it fails: its last statement is its only
 //! write (a consume's `DELETE ... RETURNING`, a hit's `INSERT`), so a failing job writes
 //! nothing and its batch still commits.
 
-use futures::future::BoxFuture;
-use sea_orm::{
-    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode,
-    SqlxSqliteConnector, TransactionOptions, TransactionTrait,
-};
+use chrono::{DateTime, NaiveDateTime, Utc};
+pub use rusqlite::Connection;
+use rusqlite::OpenFlags;
+pub use rusqlite::types::Value as SqlValue;
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// The most jobs one transaction takes.
 pub const MAX_BATCH: usize = 64;
 
+/// How long a write waits for another process's lock on the database (as the pool does).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What a job tells its caller once the batch's commit is known.
 type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
 
-/// A job: runs on the batch's transaction (or is told the transaction could not begin),
-/// and answers how to deliver its result after the commit.
-type Job =
-    Box<dyn for<'a> FnOnce(Option<&'a DatabaseTransaction>) -> BoxFuture<'a, Deliver> + Send>;
+/// A job: runs on the batch's connection, inside its transaction (or is told why the
+/// transaction could not begin), and answers how to deliver its result after the commit.
+type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> Deliver + Send>;
 
-/// A handle on the writer task; clones share it. The task ends when the last handle goes.
+/// A handle on the writer thread; clones share it. The thread ends when the last handle
+/// goes.
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::UnboundedSender<Job>,
@@ -43,24 +54,120 @@ impl std::fmt::Debug for Writer {
     }
 }
 
+/// A row a write returned: its columns by name.
+#[derive(Debug)]
+pub struct Row(Vec<(String, SqlValue)>);
+
+impl Row {
+    fn get(&self, column: &str) -> Result<&SqlValue, DbErr> {
+        self.0
+            .iter()
+            .find(|(name, _)| name == column)
+            .map(|(_, v)| v)
+            .ok_or_else(|| DbErr::Custom(format!("no column {column:?} in the row")))
+    }
+
+    /// A text column, `None` when NULL.
+    pub fn text(&self, column: &str) -> Result<Option<String>, DbErr> {
+        match self.get(column)? {
+            SqlValue::Null => Ok(None),
+            SqlValue::Text(t) => Ok(Some(t.clone())),
+            other => Err(mismatch(column, "text", other)),
+        }
+    }
+
+    /// A blob column, `None` when NULL.
+    pub fn blob(&self, column: &str) -> Result<Option<Vec<u8>>, DbErr> {
+        match self.get(column)? {
+            SqlValue::Null => Ok(None),
+            SqlValue::Blob(b) => Ok(Some(b.clone())),
+            other => Err(mismatch(column, "blob", other)),
+        }
+    }
+
+    /// An integer column.
+    pub fn int(&self, column: &str) -> Result<i64, DbErr> {
+        match self.get(column)? {
+            SqlValue::Integer(i) => Ok(*i),
+            other => Err(mismatch(column, "integer", other)),
+        }
+    }
+
+    /// A timestamp column, kept as SQLite's UTC text (`YYYY-MM-DD HH:MM:SS.SSS`).
+    pub fn time(&self, column: &str) -> Result<DateTime<Utc>, DbErr> {
+        let text = self
+            .text(column)?
+            .ok_or_else(|| DbErr::Custom(format!("column {column:?} is NULL")))?;
+        parse_time(&text)
+    }
+}
+
+/// SQLite's UTC text timestamp (`YYYY-MM-DD HH:MM:SS.SSS`, the fraction optional).
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, DbErr> {
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .map(|t| t.and_utc())
+        .map_err(|e| DbErr::Custom(format!("bad timestamp {text:?}: {e}")))
+}
+
+fn mismatch(column: &str, wanted: &str, got: &SqlValue) -> DbErr {
+    DbErr::Custom(format!(
+        "column {column:?}: expected {wanted}, found {:?}",
+        got.data_type()
+    ))
+}
+
+/// A statement's values as SQLite binds them.
+fn bind(values: Vec<Value>) -> Result<Vec<SqlValue>, DbErr> {
+    values
+        .into_iter()
+        .map(|v| {
+            Ok(match v {
+                Value::String(s) => s.map_or(SqlValue::Null, SqlValue::Text),
+                Value::Bytes(b) => b.map_or(SqlValue::Null, SqlValue::Blob),
+                Value::BigInt(i) => i.map_or(SqlValue::Null, SqlValue::Integer),
+                Value::Int(i) => i.map_or(SqlValue::Null, |i| SqlValue::Integer(i.into())),
+                Value::Bool(b) => b.map_or(SqlValue::Null, |b| SqlValue::Integer(b.into())),
+                Value::Double(d) => d.map_or(SqlValue::Null, SqlValue::Real),
+                other => {
+                    return Err(DbErr::Custom(format!(
+                        "the SQLite writer binds no {other:?}"
+                    )));
+                }
+            })
+        })
+        .collect()
+}
+
+fn sql_err(e: rusqlite::Error) -> DbErr {
+    DbErr::Custom(format!("SQLite: {e}"))
+}
+
 impl Writer {
-    /// Starts the writer task for `db`'s database, on a connection of its own (its page
-    /// cache stays warm, since no other connection writes the pages it reads), or on `db`'s
-    /// pool when that pool is the database's only connection (an in-memory database).
-    /// Must be called within a Tokio runtime.
-    pub fn start(db: DatabaseConnection) -> Self {
-        let db = own_connection(&db).unwrap_or(db);
+    /// Starts the writer thread on the SQLite database file at `path` (which must exist),
+    /// with the settings of Tessera's pools: WAL, `synchronous=NORMAL`, a busy timeout.
+    pub fn open(path: &Path) -> Self {
+        let path = path.to_owned();
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(db, queue));
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run(&path, queue))
+            // Without its thread, the writer answers every job that it has stopped.
+            .ok();
         Writer { jobs }
     }
 
-    /// A writer for `db` when it is SQLite and a Tokio runtime is there to run the task;
-    /// `None` otherwise (writes then go to the pool).
+    /// A writer for `db` when it is a SQLite database in a file; `None` otherwise (writes
+    /// then go to the pool: on PostgreSQL, or on an in-memory database, whose one
+    /// connection no other could share).
     pub fn for_sqlite(db: &DatabaseConnection) -> Option<Self> {
-        (db.get_database_backend() == DbBackend::Sqlite
-            && tokio::runtime::Handle::try_current().is_ok())
-        .then(|| Writer::start(db.clone()))
+        if db.get_database_backend() != DbBackend::Sqlite {
+            return None;
+        }
+        let pool = db.get_sqlite_connection_pool();
+        if pool.options().get_max_connections() < 2 {
+            return None;
+        }
+        Some(Writer::open(pool.connect_options().get_filename()))
     }
 
     /// Runs `f` in the writer's next transaction and answers its result once that
@@ -68,25 +175,23 @@ impl Writer {
     pub async fn run<T, F>(&self, f: F) -> Result<T, DbErr>
     where
         T: Send + 'static,
-        F: for<'a> FnOnce(&'a DatabaseTransaction) -> BoxFuture<'a, Result<T, DbErr>>
-            + Send
-            + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbErr> + Send + 'static,
     {
         let (answer, result) = oneshot::channel::<Result<T, DbErr>>();
-        let job: Job = Box::new(move |txn| {
-            Box::pin(async move {
-                let outcome = match txn {
-                    Some(txn) => f(txn).await,
-                    None => Err(DbErr::Custom("the transaction did not begin".into())),
+        let job: Job = Box::new(move |conn| {
+            let outcome = match conn {
+                Ok(conn) => f(conn),
+                Err(why) => Err(DbErr::Custom(format!(
+                    "the transaction did not begin: {why}"
+                ))),
+            };
+            Box::new(move |commit: Result<(), String>| {
+                let r = match (outcome, commit) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(e)) => Err(DbErr::Custom(format!("commit failed: {e}"))),
                 };
-                Box::new(move |commit: Result<(), String>| {
-                    let r = match (outcome, commit) {
-                        (Ok(v), Ok(())) => Ok(v),
-                        (Err(e), _) => Err(e),
-                        (Ok(_), Err(e)) => Err(DbErr::Custom(format!("commit failed: {e}"))),
-                    };
-                    answer.send(r).ok();
-                }) as Deliver
+                answer.send(r).ok();
             })
         });
         self.jobs
@@ -96,54 +201,109 @@ impl Writer {
             .await
             .map_err(|_| DbErr::Custom("the SQLite writer has stopped".into()))?
     }
+
+    /// One statement with `values`, in the next transaction: the first row it returns.
+    pub async fn query_one(
+        &self,
+        sql: &'static str,
+        values: Vec<Value>,
+    ) -> Result<Option<Row>, DbErr> {
+        self.run(move |c| query_one(c, sql, values)).await
+    }
+
+    /// One statement with `values`, in the next transaction: how many rows it changed.
+    pub async fn execute(&self, sql: &'static str, values: Vec<Value>) -> Result<u64, DbErr> {
+        self.run(move |c| execute(c, sql, values)).await
+    }
 }
 
-/// A pool of one connection to the database of `db`, with its settings, opened on first
-/// use; `None` unless `db` is a SQLite pool of several connections (a file).
-fn own_connection(db: &DatabaseConnection) -> Option<DatabaseConnection> {
-    use sea_orm::sqlx::sqlite::SqlitePoolOptions;
-    if db.get_database_backend() != DbBackend::Sqlite {
-        return None;
-    }
-    let shared = db.get_sqlite_connection_pool();
-    if shared.options().get_max_connections() < 2 {
-        return None;
-    }
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .min_connections(0)
-        // In-process: nothing can cut the connection.
-        .test_before_acquire(false)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .acquire_timeout(shared.options().get_acquire_timeout())
-        .connect_lazy_with((*shared.connect_options()).clone());
-    Some(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
-}
-
-async fn run(db: DatabaseConnection, mut queue: mpsc::UnboundedReceiver<Job>) {
-    let options = TransactionOptions {
-        isolation_level: None,
-        access_mode: None,
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+/// `sql` with `values` on `c`: the first row it returns, its columns by name.
+pub fn query_one(c: &Connection, sql: &str, values: Vec<Value>) -> Result<Option<Row>, DbErr> {
+    let values = bind(values)?;
+    let mut stmt = c.prepare_cached(sql).map_err(sql_err)?;
+    let names: Vec<String> = stmt.column_names().iter().map(|n| n.to_string()).collect();
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(values))
+        .map_err(sql_err)?;
+    let row = match rows.next().map_err(sql_err)? {
+        None => None,
+        Some(r) => Some(Row(names
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| Ok((n, r.get::<_, SqlValue>(i)?)))
+            .collect::<Result<_, rusqlite::Error>>()
+            .map_err(sql_err)?)),
     };
+    // Run the statement to its end (a DELETE ... RETURNING deletes as it steps).
+    while rows.next().map_err(sql_err)?.is_some() {}
+    Ok(row)
+}
+
+/// `sql` with `values` on `c`: every row's first column.
+pub fn query_column(c: &Connection, sql: &str, values: Vec<Value>) -> Result<Vec<SqlValue>, DbErr> {
+    let values = bind(values)?;
+    let mut stmt = c.prepare_cached(sql).map_err(sql_err)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(values), |r| {
+            r.get::<_, SqlValue>(0)
+        })
+        .map_err(sql_err)?;
+    rows.collect::<Result<_, _>>().map_err(sql_err)
+}
+
+/// `sql` with `values` on `c`: how many rows it changed.
+pub fn execute(c: &Connection, sql: &str, values: Vec<Value>) -> Result<u64, DbErr> {
+    let values = bind(values)?;
+    let mut stmt = c.prepare_cached(sql).map_err(sql_err)?;
+    stmt.execute(rusqlite::params_from_iter(values))
+        .map(|n| n as u64)
+        .map_err(sql_err)
+}
+
+fn open_connection(path: &PathBuf) -> Result<Connection, rusqlite::Error> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    c.busy_timeout(BUSY_TIMEOUT)?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.set_prepared_statement_cache_capacity(32);
+    Ok(c)
+}
+
+fn run(path: &PathBuf, mut queue: mpsc::UnboundedReceiver<Job>) {
+    let conn = open_connection(path).map_err(|e| format!("cannot open {}: {e}", path.display()));
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match db.begin_with_options(options).await {
-            Ok(txn) => {
-                let mut delivers = Vec::with_capacity(batch.len());
-                for job in batch.drain(..) {
-                    delivers.push(job(Some(&txn)).await);
-                }
-                let commit = txn.commit().await.map_err(|e| e.to_string());
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let began = match &conn {
+            Ok(c) => c
+                .execute_batch("BEGIN IMMEDIATE")
+                .map(|()| c)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.clone()),
+        };
+        match began {
+            Ok(c) => {
+                let delivers: Vec<Deliver> = batch.drain(..).map(|job| job(Ok(c))).collect();
+                let commit = c.execute_batch("COMMIT").map_err(|e| {
+                    c.execute_batch("ROLLBACK").ok();
+                    e.to_string()
+                });
                 for deliver in delivers {
                     deliver(commit.clone());
                 }
             }
             Err(e) => {
-                let e = e.to_string();
                 for job in batch.drain(..) {
-                    (job(None).await)(Err(e.clone()));
+                    job(Err(&e))(Err(e.clone()));
                 }
             }
         }
@@ -155,14 +315,6 @@ mod tests {
     use super::*;
     use sea_orm::{ConnectionTrait, Statement};
 
-    fn insert(n: i64) -> Statement {
-        Statement::from_sql_and_values(
-            DbBackend::Sqlite,
-            "INSERT INTO t (n) VALUES (?1)",
-            [n.into()],
-        )
-    }
-
     /// 200 callers at once: each hears its own result, the failing ones fail alone, and what
     /// succeeded is there.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,16 +325,15 @@ mod tests {
         db.execute_unprepared("CREATE TABLE t (n INTEGER PRIMARY KEY)")
             .await
             .unwrap();
-        let writer = Writer::start(db.clone());
+        let writer = Writer::for_sqlite(&db).expect("a file has a writer");
         let calls = (0..200i64).map(|i| {
             let writer = writer.clone();
             tokio::spawn(async move {
                 // Every tenth caller inserts a number another caller also inserts.
                 let n = if i % 10 == 9 { i - 1 } else { i };
                 writer
-                    .run(move |txn| Box::pin(async move { txn.execute_raw(insert(n)).await }))
+                    .execute("INSERT INTO t (n) VALUES (?1)", vec![n.into()])
                     .await
-                    .map(|r| r.rows_affected())
             })
         });
         let results = futures::future::join_all(calls).await;
@@ -201,5 +352,41 @@ mod tests {
             .unwrap();
         assert_eq!(rows, ok as i64);
         assert_eq!(rows, 180, "{failed} failed");
+    }
+
+    #[tokio::test]
+    async fn rows_come_back_by_name_and_an_in_memory_database_has_no_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("w.db").display());
+        let db = crate::sql::connect(&url, 4).await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (n INTEGER, s TEXT, b BLOB, at TEXT)")
+            .await
+            .unwrap();
+        let writer = Writer::for_sqlite(&db).unwrap();
+        let row = writer
+            .query_one(
+                "INSERT INTO t VALUES (?1, ?2, ?3, strftime('%Y-%m-%d %H:%M:%f', '2026-01-02 03:04:05.678')) \
+                 RETURNING n, s, b, at",
+                vec![7i64.into(), Option::<String>::None.into(), vec![1u8, 2].into()],
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.int("n").unwrap(), 7);
+        assert_eq!(row.text("s").unwrap(), None);
+        assert_eq!(row.blob("b").unwrap(), Some(vec![1, 2]));
+        assert_eq!(
+            row.time("at").unwrap(),
+            "2026-01-02T03:04:05.678Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert!(row.int("s").is_err() && row.text("missing").is_err());
+        let none = writer
+            .query_one("DELETE FROM t WHERE n = ?1 RETURNING n", vec![8i64.into()])
+            .await
+            .unwrap();
+        assert!(none.is_none());
+
+        let memory = crate::sql::connect("sqlite::memory:", 4).await.unwrap();
+        assert!(Writer::for_sqlite(&memory).is_none());
     }
 }

@@ -21,7 +21,7 @@ use sea_orm::{
 
 use tessera_backend::direct::{self, Direct};
 use tessera_backend::sql::PgSync;
-use tessera_backend::writer::Writer;
+use tessera_backend::writer::{self, Connection, SqlValue, Writer};
 
 use crate::algorithm::{CounterState, sliding_counter, sliding_log};
 use crate::{Algorithm, Clock, Decision, Event, Hit, LimiterError, LimiterStore, Policy};
@@ -335,6 +335,75 @@ impl SqlLimiter {
             }
         }
     }
+
+    /// [`Self::decide_on`] on SQLite's writer thread, in its transaction (which holds the
+    /// database's write lock).
+    fn decide_on_writer(&self, c: &Connection, hit: Hit<'_>) -> Result<Decision, LimiterError> {
+        let now = self
+            .clock
+            .manual_ms()
+            .unwrap_or_else(|| Utc::now().timestamp_millis());
+        let ev = || Value::from(hit.event.as_str());
+        let k = || Value::from(hit.key);
+        match hit.policy.algorithm {
+            Algorithm::SlidingLog => {
+                let times = writer::query_column(
+                    c,
+                    self.sql.events,
+                    vec![ev(), k(), self.ts(now - hit.policy.window_ms())],
+                )
+                .map_err(map_err)?;
+                let events = times
+                    .iter()
+                    .map(|t| match t {
+                        SqlValue::Text(t) => writer::parse_time(t).map(|t| t.timestamp_millis()),
+                        other => Err(DbErr::Custom(format!("an event time of {other:?}"))),
+                    })
+                    .collect::<Result<Vec<i64>, _>>()
+                    .map_err(map_err)?;
+                let d = sliding_log(now, hit.policy, &events, hit.cost, hit.record);
+                if d.allowed && hit.record {
+                    writer::execute(
+                        c,
+                        self.sql.record,
+                        vec![ev(), k(), self.ts(now), i64::from(hit.cost).into()],
+                    )
+                    .map_err(map_err)?;
+                }
+                Ok(d)
+            }
+            Algorithm::SlidingWindowCounter => {
+                let row =
+                    writer::query_one(c, self.sql.counter, vec![ev(), k()]).map_err(map_err)?;
+                let prior = row
+                    .map(|r| -> Result<CounterState, DbErr> {
+                        Ok(CounterState {
+                            window_start: r.int("window_start")?,
+                            prev: r.int("prev_count")? as u64,
+                            cur: r.int("cur_count")? as u64,
+                        })
+                    })
+                    .transpose()
+                    .map_err(map_err)?;
+                let (d, next) = sliding_counter(now, hit.policy, prior, hit.cost, hit.record);
+                if hit.record && Some(next) != prior {
+                    writer::execute(
+                        c,
+                        self.sql.store_counter,
+                        vec![
+                            ev(),
+                            k(),
+                            next.window_start.into(),
+                            (next.prev as i64).into(),
+                            (next.cur as i64).into(),
+                        ],
+                    )
+                    .map_err(map_err)?;
+                }
+                Ok(d)
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -352,17 +421,15 @@ impl LimiterStore for SqlLimiter {
             let (event, key, policy, cost) =
                 (hit.event.clone(), hit.key.to_owned(), *hit.policy, hit.cost);
             return writer
-                .run(move |txn| {
-                    Box::pin(async move {
-                        let hit = Hit {
-                            event: &event,
-                            key: &key,
-                            policy: &policy,
-                            cost,
-                            record: true,
-                        };
-                        Ok(limiter.decide_on(txn, hit).await)
-                    })
+                .run(move |c| {
+                    let hit = Hit {
+                        event: &event,
+                        key: &key,
+                        policy: &policy,
+                        cost,
+                        record: true,
+                    };
+                    Ok(limiter.decide_on_writer(c, hit))
                 })
                 .await
                 .map_err(map_err)?;

@@ -17,7 +17,7 @@ use sea_orm::{
 };
 use tessera_backend::direct::{self, Direct};
 use tessera_backend::sql::PgSync;
-use tessera_backend::writer::Writer;
+use tessera_backend::writer::{Row, Writer};
 use tessera_entity::{TokenHash, TokenType};
 
 use crate::{Lookup, SealedToken, StoreError, StoredRecord, TokenStore};
@@ -182,17 +182,6 @@ impl SqlTokenStore {
         self
     }
 
-    /// A write that answers at most one row, through the writer when there is one.
-    async fn write_one(&self, stmt: Statement) -> Result<Option<QueryResult>, StoreError> {
-        match &self.writer {
-            Some(w) => w
-                .run(move |txn| Box::pin(async move { txn.query_one_raw(stmt).await }))
-                .await
-                .map_err(map_err),
-            None => self.query_one(stmt).await,
-        }
-    }
-
     /// Which writes wait for the flush on PostgreSQL ([`PgSync::Relaxed`] unless told).
     pub fn with_sync(mut self, sync: PgSync) -> Self {
         self.issue = match sync {
@@ -212,6 +201,18 @@ impl SqlTokenStore {
     }
 }
 
+/// The record in a row SQLite's writer returned.
+fn sqlite_record(kind: TokenType, row: &Row) -> Result<StoredRecord, StoreError> {
+    Ok(StoredRecord {
+        kind,
+        username: row.text("username").map_err(map_err)?,
+        provider_id: row.text("provider_id").map_err(map_err)?,
+        sealed: row.blob("sealed").map_err(map_err)?.unwrap_or_default(),
+        expires_at: row.time("expires_at").map_err(map_err)?,
+        created_at: row.time("created_at").map_err(map_err)?,
+    })
+}
+
 fn record(kind: TokenType, row: &QueryResult) -> Result<StoredRecord, StoreError> {
     Ok(StoredRecord {
         kind,
@@ -227,22 +228,24 @@ fn record(kind: TokenType, row: &QueryResult) -> Result<StoredRecord, StoreError
 impl TokenStore for SqlTokenStore {
     async fn issue(&self, t: SealedToken) -> Result<DateTime<Utc>, StoreError> {
         let ttl_ms = i64::try_from(t.ttl.as_millis()).unwrap_or(i64::MAX);
-        let stmt = self.stmt(
-            self.issue,
-            vec![
-                t.hash.as_bytes().to_vec().into(),
-                t.kind.as_ref().into(),
-                t.username.into(),
-                t.provider_id.into(),
-                t.challenge_hash.map(|c| c.0.to_vec()).into(),
-                t.sealed.into(),
-                ttl_ms.into(),
-            ],
-        );
+        let values = vec![
+            t.hash.as_bytes().to_vec().into(),
+            t.kind.as_ref().into(),
+            t.username.into(),
+            t.provider_id.into(),
+            t.challenge_hash.map(|c| c.0.to_vec()).into(),
+            t.sealed.into(),
+            ttl_ms.into(),
+        ];
+        let no_row = || StoreError::Backend("INSERT ... RETURNING returned no row".into());
+        if let Some(w) = &self.writer {
+            let row = w.query_one(self.issue, values).await.map_err(map_err)?;
+            return row.ok_or_else(no_row)?.time("expires_at").map_err(map_err);
+        }
         let row = self
-            .write_one(stmt)
+            .query_one(self.stmt(self.issue, values))
             .await?
-            .ok_or_else(|| StoreError::Backend("INSERT ... RETURNING returned no row".into()))?;
+            .ok_or_else(no_row)?;
         row.try_get("", "expires_at").map_err(map_err)
     }
 
@@ -252,19 +255,16 @@ impl TokenStore for SqlTokenStore {
         } else {
             self.sql.peek
         };
-        let stmt = self.stmt(
-            sql,
-            vec![
-                lookup.hash.as_bytes().to_vec().into(),
-                lookup.kind.as_ref().into(),
-                lookup.challenge.map(|c| c.0.to_vec()).into(),
-            ],
-        );
-        let row = if lookup.consume {
-            self.write_one(stmt).await?
-        } else {
-            self.query_one(stmt).await?
-        };
+        let values = vec![
+            lookup.hash.as_bytes().to_vec().into(),
+            lookup.kind.as_ref().into(),
+            lookup.challenge.map(|c| c.0.to_vec()).into(),
+        ];
+        if let (true, Some(w)) = (lookup.consume, &self.writer) {
+            let row = w.query_one(sql, values).await.map_err(map_err)?;
+            return row.map(|r| sqlite_record(lookup.kind, &r)).transpose();
+        }
+        let row = self.query_one(self.stmt(sql, values)).await?;
         row.map(|r| record(lookup.kind, &r)).transpose()
     }
 
@@ -274,21 +274,23 @@ impl TokenStore for SqlTokenStore {
             Vec::<u8>::new().into(),
             ttl_ms.into(),
         ];
-        let stmt = self.stmt(self.sql.claim, values);
-        Ok(self.write_one(stmt).await?.is_some())
+        if let Some(w) = &self.writer {
+            let row = w.query_one(self.sql.claim, values).await.map_err(map_err)?;
+            return Ok(row.is_some());
+        }
+        Ok(self
+            .query_one(self.stmt(self.sql.claim, values))
+            .await?
+            .is_some())
     }
 
     async fn revoke(&self, kind: TokenType, username: &str) -> Result<u64, StoreError> {
-        let stmt = self.stmt(self.sql.revoke, vec![kind.as_ref().into(), username.into()]);
+        let values = vec![kind.as_ref().into(), username.into()];
         match &self.writer {
-            Some(w) => w
-                .run(move |txn| Box::pin(async move { txn.execute_raw(stmt).await }))
-                .await
-                .map(|r| r.rows_affected())
-                .map_err(map_err),
+            Some(w) => w.execute(self.sql.revoke, values).await.map_err(map_err),
             None => Ok(self
                 .db
-                .execute_raw(stmt)
+                .execute_raw(self.stmt(self.sql.revoke, values))
                 .await
                 .map_err(map_err)?
                 .rows_affected()),
