@@ -23,7 +23,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 pub use rusqlite::Connection;
 use rusqlite::OpenFlags;
 pub use rusqlite::types::Value as SqlValue;
-use sea_orm::{DatabaseConnection, DbBackend, DbErr, Value};
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, RuntimeErr, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -142,6 +142,13 @@ fn sql_err(e: rusqlite::Error) -> DbErr {
     DbErr::Custom(format!("SQLite: {e}"))
 }
 
+/// The database could not take the write at all (the file would not open, its lock stayed
+/// taken past the busy timeout, the commit failed): "unavailable, try again"
+/// ([`crate::sql::is_unreachable`]), and nothing was written.
+fn unavailable(why: impl std::fmt::Display) -> DbErr {
+    DbErr::Conn(RuntimeErr::Internal(format!("SQLite writer: {why}")))
+}
+
 impl Writer {
     /// Starts the writer thread on the SQLite database file at `path` (which must exist),
     /// with the settings of Tessera's pools: WAL, `synchronous=NORMAL`, a busy timeout.
@@ -181,7 +188,7 @@ impl Writer {
         let job: Job = Box::new(move |conn| {
             let outcome = match conn {
                 Ok(conn) => f(conn),
-                Err(why) => Err(DbErr::Custom(format!(
+                Err(why) => Err(unavailable(format_args!(
                     "the transaction did not begin: {why}"
                 ))),
             };
@@ -189,17 +196,15 @@ impl Writer {
                 let r = match (outcome, commit) {
                     (Ok(v), Ok(())) => Ok(v),
                     (Err(e), _) => Err(e),
-                    (Ok(_), Err(e)) => Err(DbErr::Custom(format!("commit failed: {e}"))),
+                    (Ok(_), Err(e)) => Err(unavailable(format_args!("commit failed: {e}"))),
                 };
                 answer.send(r).ok();
             })
         });
         self.jobs
             .send(job)
-            .map_err(|_| DbErr::Custom("the SQLite writer has stopped".into()))?;
-        result
-            .await
-            .map_err(|_| DbErr::Custom("the SQLite writer has stopped".into()))?
+            .map_err(|_| unavailable("it has stopped"))?;
+        result.await.map_err(|_| unavailable("the job was lost"))?
     }
 
     /// One statement with `values`, in the next transaction: the first row it returns.
@@ -292,7 +297,14 @@ fn run(path: &PathBuf, mut queue: mpsc::UnboundedReceiver<Job>) {
         };
         match began {
             Ok(c) => {
-                let delivers: Vec<Deliver> = batch.drain(..).map(|job| job(Ok(c))).collect();
+                // A job that panics loses its own answer (its caller hears so), not the
+                // batch's nor the thread.
+                let delivers: Vec<Deliver> = batch
+                    .drain(..)
+                    .filter_map(|job| {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Ok(c)))).ok()
+                    })
+                    .collect();
                 let commit = c.execute_batch("COMMIT").map_err(|e| {
                     c.execute_batch("ROLLBACK").ok();
                     e.to_string()
@@ -385,6 +397,17 @@ mod tests {
             .await
             .unwrap();
         assert!(none.is_none());
+
+        // A job that panics fails alone; the writer goes on.
+        let lost = writer
+            .run(|_| -> Result<(), DbErr> { panic!("a job's bug") })
+            .await;
+        assert!(crate::sql::is_unreachable(&lost.unwrap_err()));
+        let n = writer
+            .execute("DELETE FROM t WHERE n = ?1", vec![7i64.into()])
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
 
         let memory = crate::sql::connect("sqlite::memory:", 4).await.unwrap();
         assert!(Writer::for_sqlite(&memory).is_none());
