@@ -211,16 +211,8 @@ impl Limiter {
             .max()
             .unwrap_or(0);
         let batch = batch.max(1);
-        let mut total = 0;
-        loop {
-            let started = std::time::Instant::now();
-            let n = self.store.purge(longest, batch).await?;
-            total += n;
-            if n < u64::from(batch) {
-                return Ok(total);
-            }
-            pace.after(started.elapsed()).await;
-        }
+        pace.batches(batch, || self.store.purge(longest, batch))
+            .await
     }
 
     /// Answers `Ok` when the store is reachable.

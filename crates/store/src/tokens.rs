@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
 use tessera_backend::pace::Pace;
 use tessera_entity::{
     AuthEphemeralToken, Challenge, Payload, Token, TokenHash, TokenType, Username,
@@ -284,16 +283,8 @@ impl Tokens {
 
     /// Removes expired tokens in bounded batches, pausing between them as `pace` says.
     pub async fn purge(&self, pace: Pace) -> Result<u64, StoreError> {
-        let mut total = 0;
-        loop {
-            let started = Instant::now();
-            let n = self.store.purge(self.purge_batch).await?;
-            total += n;
-            if n < u64::from(self.purge_batch) {
-                return Ok(total);
-            }
-            pace.after(started.elapsed()).await;
-        }
+        pace.batches(self.purge_batch, || self.store.purge(self.purge_batch))
+            .await
     }
 
     /// Answers `Ok` when the store is reachable.
