@@ -100,6 +100,15 @@ const SQLITE: Statements = Statements {
     reset_counters: "DELETE FROM auth_rate_limit_counters WHERE event_type = ?1 AND key = ?2",
 };
 
+/// What a hit read: the events in its window (sliding log) or the key's counter.
+enum Found {
+    Events(Vec<i64>),
+    Counter(Option<CounterState>),
+}
+
+/// A statement and its values.
+type Sql = (&'static str, Vec<Value>);
+
 /// Rate limits in `auth_rate_limit_events` / `auth_rate_limit_counters`.
 #[derive(Clone)]
 pub struct SqlLimiter {
@@ -265,75 +274,87 @@ impl SqlLimiter {
         self.backend == DbBackend::Postgres && policy.algorithm == Algorithm::SlidingLog
     }
 
+    /// The statement that reads what `hit` is decided on: the events in its window (sliding
+    /// log) or the key's counter.
+    fn read_for(&self, hit: &Hit<'_>, now: i64) -> Sql {
+        let (ev, k) = (Value::from(hit.event.as_str()), Value::from(hit.key));
+        match hit.policy.algorithm {
+            Algorithm::SlidingLog => (
+                self.sql.events,
+                vec![ev, k, self.ts(now - hit.policy.window_ms())],
+            ),
+            Algorithm::SlidingWindowCounter => (self.sql.counter, vec![ev, k]),
+        }
+    }
+
+    /// The decision on what [`Self::read_for`] found, and the write that records it, if any.
+    fn settle(&self, hit: &Hit<'_>, now: i64, found: Found) -> (Decision, Option<Sql>) {
+        let (ev, k) = (Value::from(hit.event.as_str()), Value::from(hit.key));
+        match found {
+            Found::Events(events) => {
+                let d = sliding_log(now, hit.policy, &events, hit.cost, hit.record);
+                let write = (d.allowed && hit.record).then(|| {
+                    let values = vec![ev, k, self.ts(now), i64::from(hit.cost).into()];
+                    (self.sql.record, values)
+                });
+                (d, write)
+            }
+            Found::Counter(prior) => {
+                let (d, next) = sliding_counter(now, hit.policy, prior, hit.cost, hit.record);
+                let write = (hit.record && Some(next) != prior).then(|| {
+                    let values = vec![
+                        ev,
+                        k,
+                        next.window_start.into(),
+                        (next.prev as i64).into(),
+                        (next.cur as i64).into(),
+                    ];
+                    (self.sql.store_counter, values)
+                });
+                (d, write)
+            }
+        }
+    }
+
     async fn decide_on(
         &self,
         c: &impl ConnectionTrait,
         hit: Hit<'_>,
     ) -> Result<Decision, LimiterError> {
         let now = self.now(c).await?;
-        let ev = || Value::from(hit.event.as_str());
-        let k = || Value::from(hit.key);
-        match hit.policy.algorithm {
+        let (sql, values) = self.read_for(&hit, now);
+        let read = self.stmt(sql, values);
+        let found = match hit.policy.algorithm {
             Algorithm::SlidingLog => {
-                let rows = c
-                    .query_all_raw(self.stmt(
-                        self.sql.events,
-                        vec![ev(), k(), self.ts(now - hit.policy.window_ms())],
-                    ))
-                    .await
-                    .map_err(map_err)?;
+                let rows = c.query_all_raw(read).await.map_err(map_err)?;
                 let events = rows
                     .iter()
                     .map(|r| {
                         r.try_get::<DateTime<Utc>>("", "occurred_at")
                             .map(|t| t.timestamp_millis())
                     })
-                    .collect::<Result<Vec<i64>, _>>()
-                    .map_err(map_err)?;
-                let d = sliding_log(now, hit.policy, &events, hit.cost, hit.record);
-                if d.allowed && hit.record {
-                    c.execute_raw(self.stmt(
-                        self.sql.record,
-                        vec![ev(), k(), self.ts(now), i64::from(hit.cost).into()],
-                    ))
-                    .await
-                    .map_err(map_err)?;
-                }
-                Ok(d)
+                    .collect::<Result<Vec<i64>, _>>();
+                Found::Events(events.map_err(map_err)?)
             }
             Algorithm::SlidingWindowCounter => {
-                let row = c
-                    .query_one_raw(self.stmt(self.sql.counter, vec![ev(), k()]))
-                    .await
-                    .map_err(map_err)?;
-                let prior = row
-                    .map(|r| -> Result<CounterState, DbErr> {
-                        Ok(CounterState {
-                            window_start: r.try_get("", "window_start")?,
-                            prev: r.try_get::<i64>("", "prev_count")? as u64,
-                            cur: r.try_get::<i64>("", "cur_count")? as u64,
-                        })
+                let row = c.query_one_raw(read).await.map_err(map_err)?;
+                let prior = row.map(|r| -> Result<CounterState, DbErr> {
+                    Ok(CounterState {
+                        window_start: r.try_get("", "window_start")?,
+                        prev: r.try_get::<i64>("", "prev_count")? as u64,
+                        cur: r.try_get::<i64>("", "cur_count")? as u64,
                     })
-                    .transpose()
-                    .map_err(map_err)?;
-                let (d, next) = sliding_counter(now, hit.policy, prior, hit.cost, hit.record);
-                if hit.record && Some(next) != prior {
-                    c.execute_raw(self.stmt(
-                        self.sql.store_counter,
-                        vec![
-                            ev(),
-                            k(),
-                            next.window_start.into(),
-                            (next.prev as i64).into(),
-                            (next.cur as i64).into(),
-                        ],
-                    ))
-                    .await
-                    .map_err(map_err)?;
-                }
-                Ok(d)
+                });
+                Found::Counter(prior.transpose().map_err(map_err)?)
             }
+        };
+        let (d, write) = self.settle(&hit, now, found);
+        if let Some((sql, values)) = write {
+            c.execute_raw(self.stmt(sql, values))
+                .await
+                .map_err(map_err)?;
         }
+        Ok(d)
     }
 
     /// [`Self::decide_on`] on SQLite's writer thread, in its transaction (which holds the
@@ -343,66 +364,36 @@ impl SqlLimiter {
             .clock
             .manual_ms()
             .unwrap_or_else(|| Utc::now().timestamp_millis());
-        let ev = || Value::from(hit.event.as_str());
-        let k = || Value::from(hit.key);
-        match hit.policy.algorithm {
+        let (sql, values) = self.read_for(&hit, now);
+        let found = match hit.policy.algorithm {
             Algorithm::SlidingLog => {
-                let times = writer::query_column(
-                    c,
-                    self.sql.events,
-                    vec![ev(), k(), self.ts(now - hit.policy.window_ms())],
-                )
-                .map_err(map_err)?;
+                let times = writer::query_column(c, sql, values).map_err(map_err)?;
                 let events = times
                     .iter()
                     .map(|t| match t {
                         SqlValue::Text(t) => writer::parse_time(t).map(|t| t.timestamp_millis()),
                         other => Err(DbErr::Custom(format!("an event time of {other:?}"))),
                     })
-                    .collect::<Result<Vec<i64>, _>>()
-                    .map_err(map_err)?;
-                let d = sliding_log(now, hit.policy, &events, hit.cost, hit.record);
-                if d.allowed && hit.record {
-                    writer::execute(
-                        c,
-                        self.sql.record,
-                        vec![ev(), k(), self.ts(now), i64::from(hit.cost).into()],
-                    )
-                    .map_err(map_err)?;
-                }
-                Ok(d)
+                    .collect::<Result<Vec<i64>, _>>();
+                Found::Events(events.map_err(map_err)?)
             }
             Algorithm::SlidingWindowCounter => {
-                let row =
-                    writer::query_one(c, self.sql.counter, vec![ev(), k()]).map_err(map_err)?;
-                let prior = row
-                    .map(|r| -> Result<CounterState, DbErr> {
-                        Ok(CounterState {
-                            window_start: r.int("window_start")?,
-                            prev: r.int("prev_count")? as u64,
-                            cur: r.int("cur_count")? as u64,
-                        })
+                let row = writer::query_one(c, sql, values).map_err(map_err)?;
+                let prior = row.map(|r| -> Result<CounterState, DbErr> {
+                    Ok(CounterState {
+                        window_start: r.int("window_start")?,
+                        prev: r.int("prev_count")? as u64,
+                        cur: r.int("cur_count")? as u64,
                     })
-                    .transpose()
-                    .map_err(map_err)?;
-                let (d, next) = sliding_counter(now, hit.policy, prior, hit.cost, hit.record);
-                if hit.record && Some(next) != prior {
-                    writer::execute(
-                        c,
-                        self.sql.store_counter,
-                        vec![
-                            ev(),
-                            k(),
-                            next.window_start.into(),
-                            (next.prev as i64).into(),
-                            (next.cur as i64).into(),
-                        ],
-                    )
-                    .map_err(map_err)?;
-                }
-                Ok(d)
+                });
+                Found::Counter(prior.transpose().map_err(map_err)?)
             }
+        };
+        let (d, write) = self.settle(&hit, now, found);
+        if let Some((sql, values)) = write {
+            writer::execute(c, sql, values).map_err(map_err)?;
         }
+        Ok(d)
     }
 }
 
