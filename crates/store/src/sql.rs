@@ -199,29 +199,62 @@ impl SqlTokenStore {
     fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
         Statement::from_sql_and_values(self.backend, sql, values)
     }
+
+    /// A write that answers at most one row, through the writer when there is one.
+    async fn write_one(
+        &self,
+        sql: &'static str,
+        values: Vec<Value>,
+    ) -> Result<Option<Written>, StoreError> {
+        Ok(match &self.writer {
+            Some(w) => w
+                .query_one(sql, values)
+                .await
+                .map_err(map_err)?
+                .map(Written::Writer),
+            None => self
+                .query_one(self.stmt(sql, values))
+                .await?
+                .map(Written::Pool),
+        })
+    }
 }
 
-/// The record in a row SQLite's writer returned.
-fn sqlite_record(kind: TokenType, row: &Row) -> Result<StoredRecord, StoreError> {
-    Ok(StoredRecord {
-        kind,
-        username: row.text("username").map_err(map_err)?,
-        provider_id: row.text("provider_id").map_err(map_err)?,
-        sealed: row.blob("sealed").map_err(map_err)?.unwrap_or_default(),
-        expires_at: row.time("expires_at").map_err(map_err)?,
-        created_at: row.time("created_at").map_err(map_err)?,
-    })
+/// A row a statement returned: from SQLite's writer, or from the pool.
+enum Written {
+    Writer(Row),
+    Pool(QueryResult),
 }
 
-fn record(kind: TokenType, row: &QueryResult) -> Result<StoredRecord, StoreError> {
-    Ok(StoredRecord {
-        kind,
-        username: row.try_get("", "username").map_err(map_err)?,
-        provider_id: row.try_get("", "provider_id").map_err(map_err)?,
-        sealed: row.try_get("", "sealed").map_err(map_err)?,
-        expires_at: row.try_get("", "expires_at").map_err(map_err)?,
-        created_at: row.try_get("", "created_at").map_err(map_err)?,
-    })
+impl Written {
+    fn expires_at(&self) -> Result<DateTime<Utc>, StoreError> {
+        match self {
+            Written::Writer(row) => row.time("expires_at"),
+            Written::Pool(row) => row.try_get("", "expires_at"),
+        }
+        .map_err(map_err)
+    }
+
+    fn record(&self, kind: TokenType) -> Result<StoredRecord, StoreError> {
+        Ok(match self {
+            Written::Writer(row) => StoredRecord {
+                kind,
+                username: row.text("username").map_err(map_err)?,
+                provider_id: row.text("provider_id").map_err(map_err)?,
+                sealed: row.blob("sealed").map_err(map_err)?.unwrap_or_default(),
+                expires_at: row.time("expires_at").map_err(map_err)?,
+                created_at: row.time("created_at").map_err(map_err)?,
+            },
+            Written::Pool(row) => StoredRecord {
+                kind,
+                username: row.try_get("", "username").map_err(map_err)?,
+                provider_id: row.try_get("", "provider_id").map_err(map_err)?,
+                sealed: row.try_get("", "sealed").map_err(map_err)?,
+                expires_at: row.try_get("", "expires_at").map_err(map_err)?,
+                created_at: row.try_get("", "created_at").map_err(map_err)?,
+            },
+        })
+    }
 }
 
 #[async_trait]
@@ -237,16 +270,11 @@ impl TokenStore for SqlTokenStore {
             t.sealed.into(),
             ttl_ms.into(),
         ];
-        let no_row = || StoreError::Backend("INSERT ... RETURNING returned no row".into());
-        if let Some(w) = &self.writer {
-            let row = w.query_one(self.issue, values).await.map_err(map_err)?;
-            return row.ok_or_else(no_row)?.time("expires_at").map_err(map_err);
-        }
         let row = self
-            .query_one(self.stmt(self.issue, values))
+            .write_one(self.issue, values)
             .await?
-            .ok_or_else(no_row)?;
-        row.try_get("", "expires_at").map_err(map_err)
+            .ok_or_else(|| StoreError::Backend("INSERT ... RETURNING returned no row".into()))?;
+        row.expires_at()
     }
 
     async fn take(&self, lookup: Lookup<'_>) -> Result<Option<StoredRecord>, StoreError> {
@@ -260,12 +288,14 @@ impl TokenStore for SqlTokenStore {
             lookup.kind.as_ref().into(),
             lookup.challenge.map(|c| c.0.to_vec()).into(),
         ];
-        if let (true, Some(w)) = (lookup.consume, &self.writer) {
-            let row = w.query_one(sql, values).await.map_err(map_err)?;
-            return row.map(|r| sqlite_record(lookup.kind, &r)).transpose();
-        }
-        let row = self.query_one(self.stmt(sql, values)).await?;
-        row.map(|r| record(lookup.kind, &r)).transpose()
+        let row = if lookup.consume {
+            self.write_one(sql, values).await?
+        } else {
+            self.query_one(self.stmt(sql, values))
+                .await?
+                .map(Written::Pool)
+        };
+        row.map(|r| r.record(lookup.kind)).transpose()
     }
 
     async fn claim(&self, hash: &TokenHash, ttl_ms: i64) -> Result<bool, StoreError> {
@@ -274,14 +304,7 @@ impl TokenStore for SqlTokenStore {
             Vec::<u8>::new().into(),
             ttl_ms.into(),
         ];
-        if let Some(w) = &self.writer {
-            let row = w.query_one(self.sql.claim, values).await.map_err(map_err)?;
-            return Ok(row.is_some());
-        }
-        Ok(self
-            .query_one(self.stmt(self.sql.claim, values))
-            .await?
-            .is_some())
+        Ok(self.write_one(self.sql.claim, values).await?.is_some())
     }
 
     async fn revoke(&self, kind: TokenType, username: &str) -> Result<u64, StoreError> {
