@@ -327,17 +327,21 @@ mod tests {
     use super::*;
     use sea_orm::{ConnectionTrait, Statement};
 
+    /// A SQLite file in a fresh directory with the table `ddl` makes, and its writer.
+    async fn file_with(ddl: &str) -> (tempfile::TempDir, DatabaseConnection, Writer) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("w.db").display());
+        let db = crate::sql::connect(&url, 4).await.unwrap();
+        db.execute_unprepared(ddl).await.unwrap();
+        let writer = Writer::for_sqlite(&db).expect("a file has a writer");
+        (dir, db, writer)
+    }
+
     /// 200 callers at once: each hears its own result, the failing ones fail alone, and what
     /// succeeded is there.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_jobs_each_get_their_result_and_a_failure_stays_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("w.db").display());
-        let db = crate::sql::connect(&url, 4).await.unwrap();
-        db.execute_unprepared("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-            .await
-            .unwrap();
-        let writer = Writer::for_sqlite(&db).expect("a file has a writer");
+        let (_dir, db, writer) = file_with("CREATE TABLE t (n INTEGER PRIMARY KEY)").await;
         let calls = (0..200i64).map(|i| {
             let writer = writer.clone();
             tokio::spawn(async move {
@@ -368,13 +372,8 @@ mod tests {
 
     #[tokio::test]
     async fn rows_come_back_by_name_and_an_in_memory_database_has_no_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("w.db").display());
-        let db = crate::sql::connect(&url, 4).await.unwrap();
-        db.execute_unprepared("CREATE TABLE t (n INTEGER, s TEXT, b BLOB, at TEXT)")
-            .await
-            .unwrap();
-        let writer = Writer::for_sqlite(&db).unwrap();
+        let (_dir, _db, writer) =
+            file_with("CREATE TABLE t (n INTEGER, s TEXT, b BLOB, at TEXT)").await;
         let row = writer
             .query_one(
                 "INSERT INTO t VALUES (?1, ?2, ?3, strftime('%Y-%m-%d %H:%M:%f', '2026-01-02 03:04:05.678')) \
