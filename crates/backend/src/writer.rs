@@ -278,9 +278,14 @@ fn open_connection(path: &PathBuf) -> Result<Connection, rusqlite::Error> {
 }
 
 fn run(path: &PathBuf, mut queue: mpsc::UnboundedReceiver<Job>) {
-    let conn = open_connection(path).map_err(|e| format!("cannot open {}: {e}", path.display()));
+    // Opened with the first job: a writer replaced by a shared one before it wrote (as the
+    // stores' own are at start-up) never opens a connection.
+    let mut conn = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
+        let conn = conn.get_or_insert_with(|| {
+            open_connection(path).map_err(|e| format!("cannot open {}: {e}", path.display()))
+        });
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
