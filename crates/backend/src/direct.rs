@@ -13,7 +13,7 @@
 //! needed and closed when broken or, on their next reuse, after 30 minutes.
 
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
+use sea_orm::sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection};
 use sea_orm::sqlx::{self, AssertSqlSafe, Connection};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, RuntimeErr, Statement,
@@ -101,6 +101,11 @@ impl Direct {
         Some(Direct { pool })
     }
 
+    /// How many connections the pool may open.
+    pub fn max_size(&self) -> usize {
+        self.pool.status().max_size
+    }
+
     /// Runs `stmt` and answers its first row, if any.
     pub async fn query_one(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
         let mut conn = self.conn().await?;
@@ -109,6 +114,22 @@ impl Direct {
         conn.clean = !result.as_ref().is_err_and(breaks_connection);
         result
             .map(|row| row.map(QueryResult::from))
+            .map_err(query_err)
+    }
+
+    /// Runs `sql` with `args` (sqlx's own binds, arrays among them) and answers every
+    /// row.
+    pub async fn fetch_all(
+        &self,
+        sql: &'static str,
+        args: PgArguments,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        let mut conn = self.conn().await?;
+        conn.clean = false;
+        let result = sqlx::query_with(sql, args).fetch_all(&mut conn.raw).await;
+        conn.clean = !result.as_ref().is_err_and(breaks_connection);
+        result
+            .map(|rows| rows.into_iter().map(QueryResult::from).collect())
             .map_err(query_err)
     }
 

@@ -18,10 +18,12 @@
 //!
 //! - [`TokenStore`]: the contract a backend implements, on hashes and sealed bytes.
 //! - [`Tokens`]: the front every caller uses: generates, hashes, seals and opens.
-//! - [`sql`]: the backend on SQLite and PostgreSQL (sea-orm).
+//! - [`sql`]: the backend on SQLite and PostgreSQL (sea-orm); on PostgreSQL its consumes
+//!   are gathered into shared statements under load (`gather`).
 //! - [`redis`]: the backend on Redis or a Redis Cluster.
 //! - [`seal`]: the AEAD sealing of payloads.
 
+mod gather;
 pub mod redis;
 pub mod seal;
 pub mod sql;

@@ -3,7 +3,8 @@
 //! Every operation is one statement, so its atomicity is the database's: consume is a
 //! `DELETE ... RETURNING` that matches hash, kind, challenge and expiry at once. Two
 //! concurrent consumers of one row serialise on its row lock (PostgreSQL) or on the
-//! database write lock (SQLite); the second finds nothing to delete. Time is the database's
+//! database write lock (SQLite); the second finds nothing to delete. On PostgreSQL, consumes
+//! that arrive together share one such statement (`gather`). Time is the database's
 //! (`now()`, SQLite's `'now'`), never the worker's.
 //!
 //! SQLite keeps timestamps as UTC text in one fixed-width format,
@@ -20,6 +21,7 @@ use tessera_backend::sql::PgSync;
 use tessera_backend::writer::{Row, Writer};
 use tessera_entity::{TokenHash, TokenType};
 
+use crate::gather::Gather;
 use crate::{Lookup, SealedToken, StoreError, StoredRecord, TokenStore};
 
 /// One dialect's statements. Each is a single statement; the comment on each says why
@@ -132,6 +134,9 @@ pub struct SqlTokenStore {
     writer: Option<Writer>,
     /// PostgreSQL's pool for single statements (see `tessera_backend::direct`).
     direct: Option<Direct>,
+    /// PostgreSQL's consumes, gathered into shared statements on `direct` (see
+    /// [`crate::gather`]).
+    gather: Option<Gather>,
 }
 
 impl SqlTokenStore {
@@ -152,6 +157,7 @@ impl SqlTokenStore {
             sql,
             issue: sql.issue_relaxed.unwrap_or(sql.issue),
             writer,
+            gather: direct.clone().map(Gather::new),
             direct,
         })
     }
@@ -160,6 +166,7 @@ impl SqlTokenStore {
     /// the limiter.
     pub fn with_direct(mut self, direct: Option<Direct>) -> Self {
         if self.backend == DbBackend::Postgres && direct.is_some() {
+            self.gather = direct.clone().map(Gather::new);
             self.direct = direct;
         }
         self
@@ -288,7 +295,19 @@ impl TokenStore for SqlTokenStore {
             lookup.kind.as_ref().into(),
             lookup.challenge.map(|c| c.0.to_vec()).into(),
         ];
-        let row = if lookup.consume {
+        let row = if let (true, Some(gather)) = (lookup.consume, &self.gather) {
+            let alone = self.stmt(sql, values);
+            gather
+                .consume(
+                    lookup.hash.as_bytes().to_vec(),
+                    lookup.kind.as_ref(),
+                    lookup.challenge.map(|c| c.0.to_vec()),
+                    alone,
+                )
+                .await
+                .map_err(map_err)?
+                .map(Written::Pool)
+        } else if lookup.consume {
             self.write_one(sql, values).await?
         } else {
             self.query_one(self.stmt(sql, values))

@@ -1,0 +1,368 @@
+//! Consumes on PostgreSQL, gathered into shared statements.
+//!
+//! A consume is one `DELETE ... RETURNING`; what it costs beyond the index lookup is the
+//! round trip: a write and a read on the worker, a wake-up of the server's backend, and for
+//! a real token a commit that waits for the flush. Under load many consumes are waiting at
+//! once, so they are sent together: the consumes that arrive while the statements before
+//! them run are taken as one batch and deleted by one statement,
+//!
+//! ```sql
+//! DELETE FROM auth_ephemeral_tokens t
+//! USING unnest($1::bytea[], $2::text[], $3::bytea[]) WITH ORDINALITY AS r(...)
+//! WHERE t.token_hash = r.hash AND ... RETURNING r.n, ...
+//! ```
+//!
+//! with the same match per token as the single statement (hash, kind, challenge, expiry),
+//! one round trip and one commit for the batch, at most [`MAX_LANES`] statements in flight.
+//! A consume that finds a lane free and nobody waiting goes out at once, from its own
+//! task, as the single statement: nothing waits for company, and a quiet worker's consume
+//! costs what it did before.
+//!
+//! What stays true:
+//!
+//! - **Exactly once.** A row is deleted once by one statement, and `RETURNING` names it
+//!   once, with the number of the consume that matched it: two consumes of one token in
+//!   one batch get it once between them; in two batches (or on two workers), the row lock
+//!   makes the second find nothing, as before.
+//! - **No consume pays for another's.** Rows are locked in hash order, the same in every
+//!   batch. If a batch still fails for a reason of its own (a deadlock with a transaction
+//!   elsewhere, say, or anything the server refuses), nothing of it was deleted, and each of
+//!   its consumes is run again alone, so that one consume's failure is its own. A server
+//!   that cannot be reached fails the batch, as it would each of them.
+//! - **A consume given up is not run.** A request dropped before its batch is sent (the
+//!   client went away) is left out of it, so its token stays unspent; one dropped after is
+//!   as a dropped single statement: the token may be spent.
+//! - **Durability as before.** The statement commits synchronously (a consume lost in a
+//!   crash would let its token be used twice); a batch's consumes share the commit.
+
+use sea_orm::sqlx::postgres::PgArguments;
+use sea_orm::sqlx::{Arguments, Error as SqlxError};
+use sea_orm::{DbErr, QueryResult, RuntimeErr, Statement};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use tessera_backend::direct::Direct;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// At most this many consumes per statement.
+const MAX_BATCH: usize = 64;
+
+/// At most this many batches in flight at once, however large the pool: more would only
+/// make each batch smaller.
+const MAX_LANES: usize = 4;
+
+/// The consume of many tokens in one statement; `n` is the consume's number in the batch,
+/// from 1.
+const CONSUME_MANY: &str = "DELETE FROM auth_ephemeral_tokens t \
+     USING unnest($1::bytea[], $2::text[], $3::bytea[]) WITH ORDINALITY AS r(hash, kind, challenge, n) \
+     WHERE t.token_hash = r.hash AND t.token_type = r.kind \
+     AND t.challenge_hash IS NOT DISTINCT FROM r.challenge AND t.expires_at > now() \
+     RETURNING r.n, t.username, t.provider_id, t.sealed, t.expires_at, t.created_at";
+
+/// One consume waiting for its batch.
+struct Job {
+    hash: Vec<u8>,
+    kind: String,
+    challenge: Option<Vec<u8>>,
+    /// The single statement, run when the batch fails.
+    alone: Statement,
+    reply: oneshot::Sender<Result<Option<QueryResult>, DbErr>>,
+}
+
+/// Gathers consumes into batches on `direct`. Clones share the queue; its task starts
+/// with the first consume that has to wait, on the runtime of the caller, and ends when the
+/// last clone is dropped.
+#[derive(Clone)]
+pub(crate) struct Gather {
+    direct: Direct,
+    /// One permit per statement in flight, lone or batched.
+    lanes: Arc<Semaphore>,
+    /// Consumes queued and not yet taken into a batch.
+    waiting: Arc<AtomicUsize>,
+    queue: Arc<OnceLock<mpsc::UnboundedSender<Job>>>,
+}
+
+impl Gather {
+    pub(crate) fn new(direct: Direct) -> Self {
+        let lanes = direct.max_size().clamp(1, MAX_LANES);
+        Gather {
+            direct,
+            lanes: Arc::new(Semaphore::new(lanes)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            queue: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Consumes the token `hash` of `kind` with `challenge`, as `alone` would: the record's
+    /// row, or `None`.
+    pub(crate) async fn consume(
+        &self,
+        hash: Vec<u8>,
+        kind: &str,
+        challenge: Option<Vec<u8>>,
+        alone: Statement,
+    ) -> Result<Option<QueryResult>, DbErr> {
+        // A lane free and nobody waiting: out at once, from this task, alone.
+        if self.waiting.load(Ordering::Acquire) == 0
+            && let Ok(_lane) = self.lanes.try_acquire()
+        {
+            return self.direct.query_one(alone).await;
+        }
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let runner = Runner {
+                direct: self.direct.clone(),
+                lanes: self.lanes.clone(),
+                waiting: self.waiting.clone(),
+            };
+            tokio::spawn(runner.run(rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            hash,
+            kind: kind.to_owned(),
+            challenge,
+            alone,
+            reply,
+        };
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        if queue.send(job).is_err() {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(gone());
+        }
+        answer.await.unwrap_or_else(|_| Err(gone()))
+    }
+}
+
+/// The queue's task is gone: its runtime shut down.
+fn gone() -> DbErr {
+    DbErr::Conn(RuntimeErr::Internal(
+        "the consume queue has stopped".to_owned(),
+    ))
+}
+
+/// The queue's task: takes what is queued as one batch whenever a lane is free, until
+/// every sender is gone.
+struct Runner {
+    direct: Direct,
+    lanes: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Runner {
+    async fn run(self, mut queue: mpsc::UnboundedReceiver<Job>) {
+        while let Some(first) = queue.recv().await {
+            let Ok(lane) = self.lanes.clone().acquire_owned().await else {
+                break;
+            };
+            // Everything that queued while the lanes were busy goes in this batch.
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.waiting.fetch_sub(jobs.len(), Ordering::AcqRel);
+            let direct = self.direct.clone();
+            tokio::spawn(async move {
+                consume_all(&direct, jobs).await;
+                drop(lane);
+            });
+        }
+    }
+}
+
+async fn consume_all(direct: &Direct, mut jobs: Vec<Job>) {
+    jobs.retain(|job| !job.reply.is_closed());
+    if jobs.len() == 1 {
+        let job = jobs.pop().expect("one job");
+        let row = direct.query_one(job.alone).await;
+        let _ = job.reply.send(row);
+        return;
+    }
+    if jobs.is_empty() {
+        return;
+    }
+    // One lock order for every batch.
+    jobs.sort_by(|a, b| a.hash.cmp(&b.hash));
+    let result = match arguments(&jobs) {
+        Ok(args) => direct.fetch_all(CONSUME_MANY, args).await,
+        Err(e) => Err(DbErr::Query(RuntimeErr::SqlxError(Arc::new(
+            SqlxError::Encode(e),
+        )))),
+    };
+    match result.and_then(|rows| by_job(rows, jobs.len())) {
+        Ok(rows) => {
+            for (job, row) in jobs.into_iter().zip(rows) {
+                let _ = job.reply.send(Ok(row));
+            }
+        }
+        Err(e) if tessera_backend::sql::is_unreachable(&e) => {
+            for job in jobs {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+        }
+        Err(e) => {
+            // Nothing of the batch was deleted: each consume runs alone.
+            tracing::warn!(error = %e, consumes = jobs.len(), "a batch of consumes failed; running each alone");
+            for job in jobs {
+                let row = direct.query_one(job.alone).await;
+                let _ = job.reply.send(row);
+            }
+        }
+    }
+}
+
+fn arguments(jobs: &[Job]) -> Result<PgArguments, sea_orm::sqlx::error::BoxDynError> {
+    let mut args = PgArguments::default();
+    args.add(jobs.iter().map(|j| j.hash.clone()).collect::<Vec<_>>())?;
+    args.add(jobs.iter().map(|j| j.kind.clone()).collect::<Vec<_>>())?;
+    args.add(jobs.iter().map(|j| j.challenge.clone()).collect::<Vec<_>>())?;
+    Ok(args)
+}
+
+/// The returned rows in the jobs' order: each row names its job by number.
+fn by_job(rows: Vec<QueryResult>, jobs: usize) -> Result<Vec<Option<QueryResult>>, DbErr> {
+    let mut found: Vec<Option<QueryResult>> = (0..jobs).map(|_| None).collect();
+    for row in rows {
+        let n: i64 = row.try_get("", "n")?;
+        let slot = usize::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| found.get_mut(i))
+            .ok_or_else(|| DbErr::Custom(format!("a batch of consumes answered row {n}")))?;
+        *slot = Some(row);
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SealedToken, SqlTokenStore, TokenStore};
+    use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait, Value};
+    use std::time::Duration;
+    use tessera_entity::{TokenHash, TokenType};
+    use tessera_testkit::TestDb;
+
+    type Answer = oneshot::Receiver<Result<Option<QueryResult>, DbErr>>;
+
+    fn hash(first: u8) -> [u8; 32] {
+        let mut h = [9u8; 32];
+        h[0] = first;
+        h
+    }
+
+    async fn issue(db: &TestDb, h: [u8; 32]) {
+        let store = SqlTokenStore::new(db.db.clone()).unwrap();
+        store
+            .issue(SealedToken {
+                hash: TokenHash(h),
+                kind: TokenType::PasswordReset,
+                username: Some("ana".into()),
+                provider_id: None,
+                challenge_hash: None,
+                sealed: vec![h[0]],
+                ttl: Duration::from_secs(60),
+            })
+            .await
+            .unwrap();
+    }
+
+    fn job(h: [u8; 32]) -> (Job, Answer) {
+        let kind = TokenType::PasswordReset.as_ref().to_owned();
+        let values: Vec<Value> = vec![
+            h.to_vec().into(),
+            kind.clone().into(),
+            Option::<Vec<u8>>::None.into(),
+        ];
+        let sql = crate::sql::statements(DbBackend::Postgres).unwrap().consume;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            hash: h.to_vec(),
+            kind,
+            challenge: None,
+            alone: Statement::from_sql_and_values(DbBackend::Postgres, sql, values),
+            reply,
+        };
+        (job, answer)
+    }
+
+    fn by_hash(h: [u8; 32]) -> Statement {
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "DELETE FROM auth_ephemeral_tokens WHERE token_hash = $1",
+            [h.to_vec().into()],
+        )
+    }
+
+    fn sealed(row: QueryResult) -> Vec<u8> {
+        row.try_get("", "sealed").unwrap()
+    }
+
+    /// A batch whose statement the server aborts (here a deadlock with a transaction that
+    /// holds one of its rows and then asks for another) deletes nothing, and each of its
+    /// consumes then runs alone and gets its own token.
+    #[tokio::test]
+    async fn a_batch_that_fails_answers_each_consume_alone() {
+        let db = TestDb::postgres().await;
+        let (x, y) = (hash(1), hash(2));
+        issue(&db, x).await;
+        issue(&db, y).await;
+        let direct = Direct::for_postgres(&db.db).unwrap();
+
+        // Another transaction holds y; the batch deletes x (first in hash order) and waits
+        // for y.
+        let other = db.db.begin().await.unwrap();
+        other
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT 1 AS one FROM auth_ephemeral_tokens WHERE token_hash = $1 FOR UPDATE",
+                [y.to_vec().into()],
+            ))
+            .await
+            .unwrap();
+        let (jx, ax) = job(x);
+        let (jy, ay) = job(y);
+        let batch = tokio::spawn(async move { consume_all(&direct, vec![jy, jx]).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Now it asks for x: a deadlock, which the batch's backend (waiting longest) finds
+        // and answers by aborting the batch, so this delete goes through.
+        let deleted = other.execute_raw(by_hash(x)).await.unwrap();
+        assert_eq!(deleted.rows_affected(), 1, "the batch was the one aborted");
+        other.rollback().await.unwrap();
+
+        batch.await.unwrap();
+        assert_eq!(sealed(ax.await.unwrap().unwrap().unwrap()), vec![1]);
+        assert_eq!(sealed(ay.await.unwrap().unwrap().unwrap()), vec![2]);
+        assert_eq!(db.count("auth_ephemeral_tokens").await, 0);
+        db.finish().await;
+    }
+
+    /// A consume whose caller went away before its batch was sent is left out of it: its
+    /// token stays unspent, and the others in the batch are answered.
+    #[tokio::test]
+    async fn a_consume_given_up_is_not_run() {
+        let db = TestDb::postgres().await;
+        let (x, y, z) = (hash(1), hash(2), hash(3));
+        for h in [x, y, z] {
+            issue(&db, h).await;
+        }
+        let direct = Direct::for_postgres(&db.db).unwrap();
+        let (jx, ax) = job(x);
+        let (jy, ay) = job(y);
+        let (jz, az) = job(z);
+        drop(ay);
+        consume_all(&direct, vec![jx, jy, jz]).await;
+        assert_eq!(sealed(ax.await.unwrap().unwrap().unwrap()), vec![1]);
+        assert_eq!(sealed(az.await.unwrap().unwrap().unwrap()), vec![3]);
+        assert_eq!(db.count("auth_ephemeral_tokens").await, 1);
+        assert_eq!(
+            db.db.execute_raw(by_hash(y)).await.unwrap().rows_affected(),
+            1,
+            "the given-up token is still there"
+        );
+        db.finish().await;
+    }
+}
