@@ -37,11 +37,14 @@
 
 use sea_orm::sqlx::postgres::PgArguments;
 use sea_orm::sqlx::{Arguments, Error as SqlxError};
-use sea_orm::{DbErr, QueryResult, RuntimeErr, Statement};
+use sea_orm::{DbBackend, DbErr, QueryResult, RuntimeErr, Statement};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use tessera_backend::direct::Direct;
+use tessera_entity::TokenType;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::Lookup;
 
 /// At most this many consumes per statement.
 const MAX_BATCH: usize = 64;
@@ -61,11 +64,29 @@ const CONSUME_MANY: &str = "DELETE FROM auth_ephemeral_tokens t \
 /// One consume waiting for its batch.
 struct Job {
     hash: Vec<u8>,
-    kind: String,
+    kind: TokenType,
     challenge: Option<Vec<u8>>,
-    /// The single statement, run when the batch fails.
-    alone: Statement,
     reply: oneshot::Sender<Result<Option<QueryResult>, DbErr>>,
+}
+
+impl Job {
+    /// The consume as the single statement, run when its batch fails.
+    fn alone(&self) -> Statement {
+        consume_one(
+            self.hash.clone(),
+            self.kind.as_ref(),
+            self.challenge.clone(),
+        )
+    }
+}
+
+/// The token store's single consume statement on PostgreSQL.
+fn consume_one(hash: Vec<u8>, kind: &str, challenge: Option<Vec<u8>>) -> Statement {
+    Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        crate::sql::POSTGRES.consume,
+        [hash.into(), kind.into(), challenge.into()],
+    )
 }
 
 /// Gathers consumes into batches on `direct`. Clones share the queue; its task starts
@@ -92,20 +113,19 @@ impl Gather {
         }
     }
 
-    /// Consumes the token `hash` of `kind` with `challenge`, as `alone` would: the record's
+    /// Consumes the token `lookup` names, as the single statement would: the record's
     /// row, or `None`.
-    pub(crate) async fn consume(
-        &self,
-        hash: Vec<u8>,
-        kind: &str,
-        challenge: Option<Vec<u8>>,
-        alone: Statement,
-    ) -> Result<Option<QueryResult>, DbErr> {
+    pub(crate) async fn consume(&self, lookup: &Lookup<'_>) -> Result<Option<QueryResult>, DbErr> {
+        let hash = lookup.hash.as_bytes().to_vec();
+        let challenge = lookup.challenge.map(|c| c.0.to_vec());
         // A lane free and nobody waiting: out at once, from this task, alone.
         if self.waiting.load(Ordering::Acquire) == 0
             && let Ok(_lane) = self.lanes.try_acquire()
         {
-            return self.direct.query_one(alone).await;
+            return self
+                .direct
+                .query_one(consume_one(hash, lookup.kind.as_ref(), challenge))
+                .await;
         }
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -120,9 +140,8 @@ impl Gather {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             hash,
-            kind: kind.to_owned(),
+            kind: lookup.kind,
             challenge,
-            alone,
             reply,
         };
         self.waiting.fetch_add(1, Ordering::AcqRel);
@@ -177,7 +196,7 @@ async fn consume_all(direct: &Direct, mut jobs: Vec<Job>) {
     jobs.retain(|job| !job.reply.is_closed());
     if jobs.len() == 1 {
         let job = jobs.pop().expect("one job");
-        let row = direct.query_one(job.alone).await;
+        let row = direct.query_one(job.alone()).await;
         let _ = job.reply.send(row);
         return;
     }
@@ -207,7 +226,7 @@ async fn consume_all(direct: &Direct, mut jobs: Vec<Job>) {
             // Nothing of the batch was deleted: each consume runs alone.
             tracing::warn!(error = %e, consumes = jobs.len(), "a batch of consumes failed; running each alone");
             for job in jobs {
-                let row = direct.query_one(job.alone).await;
+                let row = direct.query_one(job.alone()).await;
                 let _ = job.reply.send(row);
             }
         }
@@ -217,7 +236,7 @@ async fn consume_all(direct: &Direct, mut jobs: Vec<Job>) {
 fn arguments(jobs: &[Job]) -> Result<PgArguments, sea_orm::sqlx::error::BoxDynError> {
     let mut args = PgArguments::default();
     args.add(jobs.iter().map(|j| j.hash.clone()).collect::<Vec<_>>())?;
-    args.add(jobs.iter().map(|j| j.kind.clone()).collect::<Vec<_>>())?;
+    args.add(jobs.iter().map(|j| j.kind.as_ref()).collect::<Vec<&str>>())?;
     args.add(jobs.iter().map(|j| j.challenge.clone()).collect::<Vec<_>>())?;
     Ok(args)
 }
@@ -241,9 +260,9 @@ fn by_job(rows: Vec<QueryResult>, jobs: usize) -> Result<Vec<Option<QueryResult>
 mod tests {
     use super::*;
     use crate::{SealedToken, SqlTokenStore, TokenStore};
-    use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait, Value};
+    use sea_orm::{ConnectionTrait, TransactionTrait};
     use std::time::Duration;
-    use tessera_entity::{TokenHash, TokenType};
+    use tessera_entity::TokenHash;
     use tessera_testkit::TestDb;
 
     type Answer = oneshot::Receiver<Result<Option<QueryResult>, DbErr>>;
@@ -271,19 +290,11 @@ mod tests {
     }
 
     fn job(h: [u8; 32]) -> (Job, Answer) {
-        let kind = TokenType::PasswordReset.as_ref().to_owned();
-        let values: Vec<Value> = vec![
-            h.to_vec().into(),
-            kind.clone().into(),
-            Option::<Vec<u8>>::None.into(),
-        ];
-        let sql = crate::sql::statements(DbBackend::Postgres).unwrap().consume;
         let (reply, answer) = oneshot::channel();
         let job = Job {
             hash: h.to_vec(),
-            kind,
+            kind: TokenType::PasswordReset,
             challenge: None,
-            alone: Statement::from_sql_and_values(DbBackend::Postgres, sql, values),
             reply,
         };
         (job, answer)

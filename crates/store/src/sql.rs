@@ -56,7 +56,7 @@ pub fn statements(backend: DbBackend) -> Option<&'static Statements> {
     }
 }
 
-const POSTGRES: Statements = Statements {
+pub(crate) const POSTGRES: Statements = Statements {
     issue: "INSERT INTO auth_ephemeral_tokens \
             (token_hash, token_type, username, provider_id, challenge_hash, sealed, expires_at, created_at) \
             VALUES ($1, $2, $3, $4, $5, $6, now() + $7::float8 * interval '1 millisecond', now()) \
@@ -290,24 +290,18 @@ impl TokenStore for SqlTokenStore {
         } else {
             self.sql.peek
         };
+        if let (true, Some(gather)) = (lookup.consume, &self.gather) {
+            let row = gather.consume(&lookup).await.map_err(map_err)?;
+            return row
+                .map(|r| Written::Pool(r).record(lookup.kind))
+                .transpose();
+        }
         let values = vec![
             lookup.hash.as_bytes().to_vec().into(),
             lookup.kind.as_ref().into(),
             lookup.challenge.map(|c| c.0.to_vec()).into(),
         ];
-        let row = if let (true, Some(gather)) = (lookup.consume, &self.gather) {
-            let alone = self.stmt(sql, values);
-            gather
-                .consume(
-                    lookup.hash.as_bytes().to_vec(),
-                    lookup.kind.as_ref(),
-                    lookup.challenge.map(|c| c.0.to_vec()),
-                    alone,
-                )
-                .await
-                .map_err(map_err)?
-                .map(Written::Pool)
-        } else if lookup.consume {
+        let row = if lookup.consume {
             self.write_one(sql, values).await?
         } else {
             self.query_one(self.stmt(sql, values))
