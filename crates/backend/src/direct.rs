@@ -108,13 +108,10 @@ impl Direct {
 
     /// Runs `stmt` and answers its first row, if any.
     pub async fn query_one(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        let mut conn = self.conn().await?;
-        conn.clean = false;
-        let result = query(stmt).fetch_optional(&mut conn.raw).await;
-        conn.clean = !result.as_ref().is_err_and(breaks_connection);
-        result
-            .map(|row| row.map(QueryResult::from))
-            .map_err(query_err)
+        let row = self
+            .on_conn(async |c| query(stmt).fetch_optional(c).await)
+            .await?;
+        Ok(row.map(QueryResult::from))
     }
 
     /// Runs `sql` with `args` (sqlx's own binds, arrays among them) and answers every
@@ -124,13 +121,23 @@ impl Direct {
         sql: &'static str,
         args: PgArguments,
     ) -> Result<Vec<QueryResult>, DbErr> {
+        let rows = self
+            .on_conn(async |c| sqlx::query_with(sql, args).fetch_all(c).await)
+            .await?;
+        Ok(rows.into_iter().map(QueryResult::from).collect())
+    }
+
+    /// Runs `run` on a pooled connection; one that `run` left unfit for the next statement
+    /// (cut off halfway, or broken) is closed instead of reused.
+    async fn on_conn<T>(
+        &self,
+        run: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, DbErr> {
         let mut conn = self.conn().await?;
         conn.clean = false;
-        let result = sqlx::query_with(sql, args).fetch_all(&mut conn.raw).await;
+        let result = run(&mut conn.raw).await;
         conn.clean = !result.as_ref().is_err_and(breaks_connection);
-        result
-            .map(|rows| rows.into_iter().map(QueryResult::from).collect())
-            .map_err(query_err)
+        result.map_err(query_err)
     }
 
     async fn conn(&self) -> Result<Object<Manager>, DbErr> {
