@@ -16,9 +16,12 @@
 //!   transactions.
 //! - [`direct`]: PostgreSQL's pool for the stores' single statements, which gives
 //!   connections back without a round trip.
+//! - [`gather`]: lanes of statements in flight, and the jobs that wait for one and go out
+//!   together.
 //! - [`pace`]: how a purge spreads its batches out.
 
 pub mod direct;
+pub mod gather;
 pub mod pace;
 pub mod redis;
 pub mod sql;

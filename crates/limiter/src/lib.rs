@@ -23,11 +23,13 @@
 //! - [`policy`]: [`Policy`], [`Algorithm`], [`Policies`] with Tessera's defaults, [`Event`].
 //! - [`decision`]: [`Decision`] and its rendering as `RateLimit` headers.
 //! - [`algorithm`]: the two algorithms as pure functions, shared by memory and SQL.
-//! - [`memory`], [`sql`], [`redis`]: the backends.
+//! - [`memory`], [`sql`], [`redis`]: the backends; on PostgreSQL, hits that wait together
+//!   share a statement (`gather`).
 
 pub mod algorithm;
 pub mod clock;
 pub mod decision;
+mod gather;
 pub mod memory;
 pub mod policy;
 pub mod redis;

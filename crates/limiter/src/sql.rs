@@ -19,11 +19,12 @@ use sea_orm::{
     IsolationLevel, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 
-use tessera_backend::direct::{self, Direct};
+use tessera_backend::direct::Direct;
 use tessera_backend::sql::PgSync;
 use tessera_backend::writer::{self, Connection, SqlValue, Writer};
 
 use crate::algorithm::{CounterState, sliding_counter, sliding_log};
+use crate::gather::{Call, Gather, Window};
 use crate::{Algorithm, Clock, Decision, Event, Hit, LimiterError, LimiterStore, Policy};
 
 /// One dialect's statements.
@@ -120,8 +121,9 @@ pub struct SqlLimiter {
     relaxed: bool,
     /// SQLite's writer, which batches hits into shared transactions.
     writer: Option<Writer>,
-    /// PostgreSQL's pool for single statements (see `tessera_backend::direct`).
-    direct: Option<Direct>,
+    /// PostgreSQL's sliding-log hits, on the pool for single statements (see
+    /// `tessera_backend::direct`), gathered into shared statements under load.
+    gather: Option<Gather>,
 }
 
 impl SqlLimiter {
@@ -147,7 +149,7 @@ impl SqlLimiter {
             clock: Clock::Store,
             relaxed: backend == DbBackend::Postgres,
             writer,
-            direct,
+            gather: direct.map(Gather::new),
         })
     }
 
@@ -155,7 +157,7 @@ impl SqlLimiter {
     /// shared with the token store.
     pub fn with_direct(mut self, direct: Option<Direct>) -> Self {
         if self.backend == DbBackend::Postgres && direct.is_some() {
-            self.direct = direct;
+            self.gather = direct.map(Gather::new);
         }
         self
     }
@@ -222,38 +224,30 @@ impl SqlLimiter {
         self.db.begin_with_options(options).await.map_err(map_err)
     }
 
-    /// A sliding-log decision on PostgreSQL in one round trip (see the module's doc).
+    /// A sliding-log decision on PostgreSQL in one round trip (see the module's doc),
+    /// gathered with others under load ([`crate::gather`]).
     async fn log_in_one_trip(&self, hit: Hit<'_>) -> Result<Decision, LimiterError> {
-        const SYNC: &str =
-            "SELECT now_ms, events FROM tessera_rate_limit_window($1, $2, $3, $4, $5, $6, $7)";
-        // The same call in a transaction whose commit does not wait for the flush.
-        const RELAXED: &str = "WITH relax AS (SELECT set_config('synchronous_commit', 'off', true)) \
-             SELECT w.now_ms, w.events \
-             FROM relax, tessera_rate_limit_window($1, $2, $3, $4, $5, $6, $7) AS w";
-        let sql = if self.relaxed && hit.record {
-            RELAXED
-        } else {
-            SYNC
+        let call = Call {
+            event: hit.event.as_str().to_owned(),
+            key: hit.key.to_owned(),
+            limit: i64::from(hit.policy.limit.get()),
+            window_ms: hit.policy.window_ms(),
+            cost: i64::from(hit.cost),
+            at_ms: self.clock.manual_ms(),
+            record: hit.record,
+            relaxed: self.relaxed,
         };
-        let stmt = self.stmt(
-            sql,
-            vec![
-                hit.event.as_str().into(),
-                hit.key.into(),
-                i64::from(hit.policy.limit.get()).into(),
-                hit.policy.window_ms().into(),
-                i64::from(hit.cost).into(),
-                self.clock.manual_ms().into(),
-                hit.record.into(),
-            ],
-        );
-        let row = direct::query_one(self.direct.as_ref(), &self.db, stmt)
-            .await
-            .map_err(map_err)?
-            .ok_or_else(|| LimiterError::Backend("no row from the limiter".into()))?;
-        let now: i64 = row.try_get("", "now_ms").map_err(map_err)?;
-        let listed: Option<String> = row.try_get("", "events").map_err(map_err)?;
-        let events = listed
+        let window = match &self.gather {
+            Some(gather) => gather.window(call).await,
+            None => self
+                .db
+                .query_one_raw(call.alone())
+                .await
+                .and_then(Window::read),
+        }
+        .map_err(map_err)?;
+        let events = window
+            .events
             .as_deref()
             .map(|l| {
                 l.split(',')
@@ -266,7 +260,13 @@ impl SqlLimiter {
             })
             .transpose()?
             .unwrap_or_default();
-        Ok(sliding_log(now, hit.policy, &events, hit.cost, hit.record))
+        Ok(sliding_log(
+            window.now_ms,
+            hit.policy,
+            &events,
+            hit.cost,
+            hit.record,
+        ))
     }
 
     /// Whether this hit goes through [`Self::log_in_one_trip`].

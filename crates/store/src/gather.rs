@@ -35,14 +35,13 @@
 //! - **Durability as before.** The statement commits synchronously (a consume lost in a
 //!   crash would let its token be used twice); a batch's consumes share the commit.
 
+use sea_orm::sqlx::Arguments;
 use sea_orm::sqlx::postgres::PgArguments;
-use sea_orm::sqlx::{Arguments, Error as SqlxError};
 use sea_orm::{DbBackend, DbErr, QueryResult, RuntimeErr, Statement};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use tessera_backend::direct::Direct;
+use tessera_backend::gather::{self, Lanes};
 use tessera_entity::TokenType;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::Lookup;
 
@@ -89,28 +88,25 @@ fn consume_one(hash: Vec<u8>, kind: &str, challenge: Option<Vec<u8>>) -> Stateme
     )
 }
 
-/// Gathers consumes into batches on `direct`. Clones share the queue; its task starts
-/// with the first consume that has to wait, on the runtime of the caller, and ends when the
-/// last clone is dropped.
+/// Gathers consumes into batches on `direct` (see [`tessera_backend::gather`]).
 #[derive(Clone)]
 pub(crate) struct Gather {
     direct: Direct,
-    /// One permit per statement in flight, lone or batched.
-    lanes: Arc<Semaphore>,
-    /// Consumes queued and not yet taken into a batch.
-    waiting: Arc<AtomicUsize>,
-    queue: Arc<OnceLock<mpsc::UnboundedSender<Job>>>,
+    lanes: Lanes<Job>,
 }
 
 impl Gather {
     pub(crate) fn new(direct: Direct) -> Self {
-        let lanes = direct.max_size().clamp(1, MAX_LANES);
-        Gather {
-            direct,
-            lanes: Arc::new(Semaphore::new(lanes)),
-            waiting: Arc::new(AtomicUsize::new(0)),
-            queue: Arc::new(OnceLock::new()),
-        }
+        let batch_on = direct.clone();
+        let lanes = Lanes::new(
+            direct.max_size().min(MAX_LANES),
+            MAX_BATCH,
+            move |jobs: Vec<Job>| {
+                let direct = batch_on.clone();
+                Box::pin(async move { consume_all(&direct, jobs).await })
+            },
+        );
+        Gather { direct, lanes }
     }
 
     /// Consumes the token `lookup` names, as the single statement would: the record's
@@ -119,24 +115,12 @@ impl Gather {
         let hash = lookup.hash.as_bytes().to_vec();
         let challenge = lookup.challenge.map(|c| c.0.to_vec());
         // A lane free and nobody waiting: out at once, from this task, alone.
-        if self.waiting.load(Ordering::Acquire) == 0
-            && let Ok(_lane) = self.lanes.try_acquire()
-        {
+        if let Some(_lane) = self.lanes.now() {
             return self
                 .direct
                 .query_one(consume_one(hash, lookup.kind.as_ref(), challenge))
                 .await;
         }
-        let queue = self.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let runner = Runner {
-                direct: self.direct.clone(),
-                lanes: self.lanes.clone(),
-                waiting: self.waiting.clone(),
-            };
-            tokio::spawn(runner.run(rx));
-            tx
-        });
         let (reply, answer) = oneshot::channel();
         let job = Job {
             hash,
@@ -144,9 +128,7 @@ impl Gather {
             challenge,
             reply,
         };
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        if queue.send(job).is_err() {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        if self.lanes.queue(job).is_err() {
             return Err(gone());
         }
         answer.await.unwrap_or_else(|_| Err(gone()))
@@ -158,38 +140,6 @@ fn gone() -> DbErr {
     DbErr::Conn(RuntimeErr::Internal(
         "the consume queue has stopped".to_owned(),
     ))
-}
-
-/// The queue's task: takes what is queued as one batch whenever a lane is free, until
-/// every sender is gone.
-struct Runner {
-    direct: Direct,
-    lanes: Arc<Semaphore>,
-    waiting: Arc<AtomicUsize>,
-}
-
-impl Runner {
-    async fn run(self, mut queue: mpsc::UnboundedReceiver<Job>) {
-        while let Some(first) = queue.recv().await {
-            let Ok(lane) = self.lanes.clone().acquire_owned().await else {
-                break;
-            };
-            // Everything that queued while the lanes were busy goes in this batch.
-            let mut jobs = vec![first];
-            while jobs.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-            self.waiting.fetch_sub(jobs.len(), Ordering::AcqRel);
-            let direct = self.direct.clone();
-            tokio::spawn(async move {
-                consume_all(&direct, jobs).await;
-                drop(lane);
-            });
-        }
-    }
 }
 
 async fn consume_all(direct: &Direct, mut jobs: Vec<Job>) {
@@ -207,11 +157,9 @@ async fn consume_all(direct: &Direct, mut jobs: Vec<Job>) {
     jobs.sort_by(|a, b| a.hash.cmp(&b.hash));
     let result = match arguments(&jobs) {
         Ok(args) => direct.fetch_all(CONSUME_MANY, args).await,
-        Err(e) => Err(DbErr::Query(RuntimeErr::SqlxError(Arc::new(
-            SqlxError::Encode(e),
-        )))),
+        Err(e) => Err(gather::encode_error(e)),
     };
-    match result.and_then(|rows| by_job(rows, jobs.len())) {
+    match result.and_then(|rows| gather::by_number(rows, jobs.len())) {
         Ok(rows) => {
             for (job, row) in jobs.into_iter().zip(rows) {
                 let _ = job.reply.send(Ok(row));
@@ -239,21 +187,6 @@ fn arguments(jobs: &[Job]) -> Result<PgArguments, sea_orm::sqlx::error::BoxDynEr
     args.add(jobs.iter().map(|j| j.kind.as_ref()).collect::<Vec<&str>>())?;
     args.add(jobs.iter().map(|j| j.challenge.clone()).collect::<Vec<_>>())?;
     Ok(args)
-}
-
-/// The returned rows in the jobs' order: each row names its job by number.
-fn by_job(rows: Vec<QueryResult>, jobs: usize) -> Result<Vec<Option<QueryResult>>, DbErr> {
-    let mut found: Vec<Option<QueryResult>> = (0..jobs).map(|_| None).collect();
-    for row in rows {
-        let n: i64 = row.try_get("", "n")?;
-        let slot = usize::try_from(n)
-            .ok()
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|i| found.get_mut(i))
-            .ok_or_else(|| DbErr::Custom(format!("a batch of consumes answered row {n}")))?;
-        *slot = Some(row);
-    }
-    Ok(found)
 }
 
 #[cfg(test)]
