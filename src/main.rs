@@ -306,8 +306,16 @@ async fn open_with_tokens(
     Ok((db, tokens))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(config) = &cli.command {
+        runtime.worker_threads(config.runtime_threads());
+    }
+    runtime.enable_all().build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -320,7 +328,7 @@ async fn main() -> anyhow::Result<()> {
             .init(),
         Ok(other) => anyhow::bail!("TESSERA_LOG_FORMAT is `text` or `json`, not `{other}`"),
     }
-    match Cli::parse().command {
+    match cli.command {
         Command::Serve(config) => {
             let app = Application::build(*config).await?;
             app.run_until_stopped(shutdown_signal()).await?;

@@ -317,9 +317,27 @@ pub struct ServeConfig {
     /// Rows one purge statement deletes at most, so that a purge never holds long locks.
     #[arg(long, env = "TESSERA_PURGE_BATCH", default_value_t = tessera_store::DEFAULT_PURGE_BATCH)]
     pub purge_batch: u32,
+
+    /// Threads that run requests (1 to 1024); by default half the CPUs the process may
+    /// use, at least one (see [`ServeConfig::runtime_threads`]). Hashing runs on threads of
+    /// its own either way.
+    #[arg(long, env = "TESSERA_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 }
 
 impl ServeConfig {
+    /// How many threads run requests: `--worker-threads`, or half the CPUs the process may
+    /// use, at least one. A worker shares its machine with its proxy, its database or
+    /// Redis and the argon2 hashing threads; a request that is woken on another runtime
+    /// thread than the one it last ran on costs a context switch, and on a machine where
+    /// every core is busy that costs more than the second thread brings.
+    pub fn runtime_threads(&self) -> usize {
+        self.worker_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            usize::from,
+        )
+    }
+
     /// The address to bind: --bind with --port applied.
     pub fn listen_addr(&self) -> SocketAddr {
         let mut addr = self.bind;
