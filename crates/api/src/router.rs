@@ -33,15 +33,20 @@ pub fn router(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(move |req: &Request<_>| {
-                    let id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    let client = proxies
-                        .client_ip(req)
-                        .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, client_ip = %client)
+                    // The fields are worked out only when the span is logged.
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        request_id = %req
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-"),
+                        client_ip = %proxies
+                            .client_ip(req)
+                            .map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+                    )
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )

@@ -14,6 +14,7 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use tessera_entity::hex;
 
 const VERSION: u8 = 1;
 const KEY_ID_LEN: usize = 8;
@@ -89,10 +90,6 @@ impl fmt::Debug for KeyRing {
             .field("previous", &self.previous.len())
             .finish()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl KeyRing {

@@ -38,4 +38,4 @@ pub mod users;
 pub use account::{AccountName, InvalidAccountName};
 pub use kinds::{CustomKind, EventType, TokenType, UnknownTokenType};
 pub use new_token::{AuthEphemeralToken, InvalidUsername, Payload, Username};
-pub use token::{Challenge, ChallengeHash, Token, TokenHash};
+pub use token::{Challenge, ChallengeHash, Token, TokenHash, hex};

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use redis::{RedisError, Script};
 use std::sync::Arc;
 use tessera_backend::redis::RedisConnection;
-use tessera_entity::{TokenHash, TokenType};
+use tessera_entity::{TokenHash, TokenType, hex};
 
 use crate::{Lookup, SealedToken, StoreError, StoredRecord, TokenStore};
 
@@ -144,10 +144,6 @@ impl RedisTokenStore {
 fn ms_to_time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(ms)
         .ok_or_else(|| StoreError::Backend(format!("bad timestamp {ms} in Redis")))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[async_trait]
