@@ -3,7 +3,9 @@
 //! A store's single statement on PostgreSQL costs, beyond its own work, a round trip: a
 //! write and a read on the worker, a wake-up of the server's backend, a commit. Under load
 //! many of them wait at once, so the stores send those that wait as one statement over
-//! arrays (`unnest(...) WITH ORDINALITY`): [`Lanes`] is the part they share.
+//! arrays (`unnest(...) WITH ORDINALITY`). A store describes its kind of request
+//! ([`Batched`]: the single statement, the batch statement, the answer) and sends each
+//! through a [`Gather`], which does the rest; [`Lanes`] is the queue under it.
 //!
 //! A store keeps at most a few statements at the server at once, one per lane. A call that
 //! finds a lane free and nobody queued takes it ([`Lanes::now`]) and sends its single
@@ -18,8 +20,11 @@ use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
 use sea_orm::sqlx::error::BoxDynError;
-use sea_orm::{DbErr, QueryResult, RuntimeErr};
-use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
+use sea_orm::sqlx::postgres::PgArguments;
+use sea_orm::{DbErr, QueryResult, RuntimeErr, Statement};
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot};
+
+use crate::direct::Direct;
 
 /// What runs a batch of jobs.
 type RunBatch<J> = Arc<dyn Fn(Vec<J>) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -129,9 +134,150 @@ impl<J: Send + 'static> Runner<J> {
     }
 }
 
+/// A kind of request that [`Gather`] sends alone or in batches: its single statement, its
+/// batch statement over arrays, and how a row becomes its answer.
+pub trait Batched: Send + Sync + 'static {
+    /// One request.
+    type Job: Send + 'static;
+    /// What its caller gets.
+    type Answer: Send + 'static;
+    /// What the requests are called in logs and errors ("consume", "hit").
+    const NAME: &'static str;
+
+    /// The request as a statement of its own.
+    fn alone(job: Self::Job) -> Statement;
+
+    /// The order requests go into a batch in (their rows' lock order, say); by default
+    /// the order they came in.
+    fn lock_order(_a: &Self::Job, _b: &Self::Job) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+
+    /// The statement for many requests and its arrays. Each row it answers names its
+    /// request by its place in `jobs`, from 1, as column `n` (`WITH ORDINALITY`). When the
+    /// statement fails, it changed nothing.
+    fn many(jobs: &[&Self::Job]) -> (&'static str, Result<PgArguments, BoxDynError>);
+
+    /// The answer from the row a request's statement, alone or batched, gave it.
+    fn answer(row: Option<QueryResult>) -> Result<Self::Answer, DbErr>;
+}
+
+/// A request waiting for its batch, with the channel its answer goes back on.
+pub struct Queued<B: Batched> {
+    job: B::Job,
+    reply: oneshot::Sender<Result<B::Answer, DbErr>>,
+}
+
+impl<B: Batched> Queued<B> {
+    /// `job` queued, and where its answer arrives.
+    pub fn new(job: B::Job) -> (Self, oneshot::Receiver<Result<B::Answer, DbErr>>) {
+        let (reply, answer) = oneshot::channel();
+        (Queued { job, reply }, answer)
+    }
+}
+
+/// Requests of kind `B` on `direct`: alone when a lane is free and nobody waits, else
+/// gathered into batches. Clones share the lanes and the queue.
+pub struct Gather<B: Batched> {
+    direct: Direct,
+    lanes: Lanes<Queued<B>>,
+}
+
+impl<B: Batched> Clone for Gather<B> {
+    fn clone(&self) -> Self {
+        Gather {
+            direct: self.direct.clone(),
+            lanes: self.lanes.clone(),
+        }
+    }
+}
+
+impl<B: Batched> Gather<B> {
+    /// At most `max_lanes` statements in flight (fewer if the pool is smaller), at most
+    /// `max_batch` requests per statement.
+    pub fn new(direct: Direct, max_lanes: usize, max_batch: usize) -> Self {
+        let batch_on = direct.clone();
+        let lanes = Lanes::new(
+            direct.max_size().min(max_lanes),
+            max_batch,
+            move |jobs: Vec<Queued<B>>| {
+                let direct = batch_on.clone();
+                Box::pin(async move { run_batch(&direct, jobs).await })
+            },
+        );
+        Gather { direct, lanes }
+    }
+
+    /// Runs `job`, alone or in a batch, and answers as its single statement would.
+    pub async fn run(&self, job: B::Job) -> Result<B::Answer, DbErr> {
+        // A lane free and nobody waiting: out at once, from this task, alone.
+        if let Some(_lane) = self.lanes.now() {
+            return alone::<B>(&self.direct, job).await;
+        }
+        let (queued, answer) = Queued::new(job);
+        if self.lanes.queue(queued).is_err() {
+            return Err(gone::<B>());
+        }
+        answer.await.unwrap_or_else(|_| Err(gone::<B>()))
+    }
+}
+
+/// The queue's task is gone: its runtime shut down.
+fn gone<B: Batched>() -> DbErr {
+    DbErr::Conn(RuntimeErr::Internal(format!(
+        "the {} queue has stopped",
+        B::NAME
+    )))
+}
+
+async fn alone<B: Batched>(direct: &Direct, job: B::Job) -> Result<B::Answer, DbErr> {
+    B::answer(direct.query_one(B::alone(job)).await?)
+}
+
+/// Runs `jobs` as one statement and answers each; those whose caller went away are left
+/// out. A batch the server refuses changed nothing, so each of its requests then runs
+/// alone and its failure stays its own; a server that cannot be reached fails them all, as
+/// it would each.
+pub async fn run_batch<B: Batched>(direct: &Direct, mut queued: Vec<Queued<B>>) {
+    queued.retain(|q| !q.reply.is_closed());
+    if queued.len() <= 1 {
+        if let Some(q) = queued.pop() {
+            let _ = q.reply.send(alone::<B>(direct, q.job).await);
+        }
+        return;
+    }
+    // A stable sort: requests the order does not tell apart keep their arrival order.
+    queued.sort_by(|a, b| B::lock_order(&a.job, &b.job));
+    let (sql, args) = B::many(&queued.iter().map(|q| &q.job).collect::<Vec<_>>());
+    let result = match args {
+        Ok(args) => direct.fetch_all(sql, args).await,
+        Err(e) => Err(DbErr::Query(RuntimeErr::SqlxError(Arc::new(
+            sea_orm::sqlx::Error::Encode(e),
+        )))),
+    };
+    match result.and_then(|rows| by_number(rows, queued.len())) {
+        Ok(rows) => {
+            for (q, row) in queued.into_iter().zip(rows) {
+                let _ = q.reply.send(B::answer(row));
+            }
+        }
+        Err(e) if crate::sql::is_unreachable(&e) => {
+            for q in queued {
+                let _ = q.reply.send(Err(e.clone()));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, requests = queued.len(), kind = B::NAME, "a batch failed; running each of its requests alone");
+            for q in queued {
+                let _ = q.reply.send(alone::<B>(direct, q.job).await);
+            }
+        }
+    }
+}
+
 /// A batch's rows in the order of its jobs: each row names its job by its number in the
 /// batch (the `n` of `WITH ORDINALITY`, from 1); a job no row named gets `None`.
-pub fn by_number(rows: Vec<QueryResult>, jobs: usize) -> Result<Vec<Option<QueryResult>>, DbErr> {
+fn by_number(rows: Vec<QueryResult>, jobs: usize) -> Result<Vec<Option<QueryResult>>, DbErr> {
     let mut found: Vec<Option<QueryResult>> = (0..jobs).map(|_| None).collect();
     for row in rows {
         let n: i64 = row.try_get("", "n")?;
@@ -143,13 +289,6 @@ pub fn by_number(rows: Vec<QueryResult>, jobs: usize) -> Result<Vec<Option<Query
         *slot = Some(row);
     }
     Ok(found)
-}
-
-/// A batch's arrays could not be encoded.
-pub fn encode_error(e: BoxDynError) -> DbErr {
-    DbErr::Query(RuntimeErr::SqlxError(Arc::new(
-        sea_orm::sqlx::Error::Encode(e),
-    )))
 }
 
 #[cfg(test)]

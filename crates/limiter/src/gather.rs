@@ -32,11 +32,11 @@
 //!   the flush when every hit in it that records may ([`tessera_backend::sql::PgSync`]).
 
 use sea_orm::sqlx::Arguments;
+use sea_orm::sqlx::error::BoxDynError;
 use sea_orm::sqlx::postgres::PgArguments;
-use sea_orm::{DbBackend, DbErr, QueryResult, RuntimeErr, Statement};
+use sea_orm::{DbBackend, DbErr, QueryResult, Statement};
 use tessera_backend::direct::Direct;
-use tessera_backend::gather::{self, Lanes};
-use tokio::sync::oneshot;
+use tessera_backend::gather::Batched;
 
 /// At most this many hits per statement.
 const MAX_BATCH: usize = 64;
@@ -119,92 +119,38 @@ impl Window {
     }
 }
 
-/// One hit waiting for its batch.
-struct Job {
-    call: Call,
-    reply: oneshot::Sender<Result<Window, DbErr>>,
+/// Sliding-log hits on PostgreSQL as [`Batched`] requests.
+pub(crate) struct Hits;
+
+/// PostgreSQL's hits, gathered into shared statements.
+pub(crate) type Gather = tessera_backend::gather::Gather<Hits>;
+
+/// Hits gathered on `direct`.
+pub(crate) fn gather(direct: Direct) -> Gather {
+    Gather::new(direct, MAX_LANES, MAX_BATCH)
 }
 
-/// Gathers hits into batches on `direct`.
-#[derive(Clone)]
-pub(crate) struct Gather {
-    direct: Direct,
-    lanes: Lanes<Job>,
-}
+impl Batched for Hits {
+    type Job = Call;
+    type Answer = Window;
+    const NAME: &'static str = "hit";
 
-impl Gather {
-    pub(crate) fn new(direct: Direct) -> Self {
-        let batch_on = direct.clone();
-        let lanes = Lanes::new(
-            direct.max_size().min(MAX_LANES),
-            MAX_BATCH,
-            move |jobs: Vec<Job>| {
-                let direct = batch_on.clone();
-                Box::pin(async move { hit_all(&direct, jobs).await })
-            },
-        );
-        Gather { direct, lanes }
+    fn alone(call: Call) -> Statement {
+        call.alone()
     }
 
-    /// Runs `call`, alone or in a batch, and answers what the function answered.
-    pub(crate) async fn window(&self, call: Call) -> Result<Window, DbErr> {
-        if let Some(_lane) = self.lanes.now() {
-            return alone(&self.direct, &call).await;
-        }
-        let (reply, answer) = oneshot::channel();
-        if self.lanes.queue(Job { call, reply }).is_err() {
-            return Err(gone());
-        }
-        answer.await.unwrap_or_else(|_| Err(gone()))
+    /// `MANY` puts the calls in lock order itself.
+    fn many(calls: &[&Call]) -> (&'static str, Result<PgArguments, BoxDynError>) {
+        (MANY, arguments(calls))
+    }
+
+    fn answer(row: Option<QueryResult>) -> Result<Window, DbErr> {
+        Window::read(row)
     }
 }
 
-/// The queue's task is gone: its runtime shut down.
-fn gone() -> DbErr {
-    DbErr::Conn(RuntimeErr::Internal("the hit queue has stopped".to_owned()))
-}
-
-async fn alone(direct: &Direct, call: &Call) -> Result<Window, DbErr> {
-    Window::read(direct.query_one(call.alone()).await?)
-}
-
-async fn hit_all(direct: &Direct, mut jobs: Vec<Job>) {
-    jobs.retain(|job| !job.reply.is_closed());
-    if jobs.len() <= 1 {
-        if let Some(job) = jobs.pop() {
-            let window = alone(direct, &job.call).await;
-            let _ = job.reply.send(window);
-        }
-        return;
-    }
-    let result = match arguments(&jobs) {
-        Ok(args) => direct.fetch_all(MANY, args).await,
-        Err(e) => Err(gather::encode_error(e)),
-    };
-    match result.and_then(|rows| gather::by_number(rows, jobs.len())) {
-        Ok(rows) => {
-            for (job, row) in jobs.into_iter().zip(rows) {
-                let _ = job.reply.send(Window::read(row));
-            }
-        }
-        Err(e) if tessera_backend::sql::is_unreachable(&e) => {
-            for job in jobs {
-                let _ = job.reply.send(Err(e.clone()));
-            }
-        }
-        Err(e) => {
-            // Nothing of the batch was recorded: each hit runs alone.
-            tracing::warn!(error = %e, hits = jobs.len(), "a batch of hits failed; running each alone");
-            for job in jobs {
-                let window = alone(direct, &job.call).await;
-                let _ = job.reply.send(window);
-            }
-        }
-    }
-}
-
-fn arguments(jobs: &[Job]) -> Result<PgArguments, sea_orm::sqlx::error::BoxDynError> {
-    let calls = || jobs.iter().map(|j| &j.call);
+fn arguments(calls: &[&Call]) -> Result<PgArguments, BoxDynError> {
+    let calls = || calls.iter();
     let mut args = PgArguments::default();
     args.add(calls().map(|c| c.event.as_str()).collect::<Vec<_>>())?;
     args.add(calls().map(|c| c.key.as_str()).collect::<Vec<_>>())?;
@@ -222,13 +168,15 @@ mod tests {
     use super::*;
     use sea_orm::{ConnectionTrait, TransactionTrait};
     use std::time::Duration;
+    use tessera_backend::gather::{Queued, run_batch};
     use tessera_testkit::TestDb;
+    use tokio::sync::oneshot;
 
     type Answer = oneshot::Receiver<Result<Window, DbErr>>;
+    type Job = Queued<Hits>;
 
     fn job(key: &str, limit: i64, record: bool) -> (Job, Answer) {
-        let (reply, answer) = oneshot::channel();
-        let call = Call {
+        Queued::new(Call {
             event: "e".into(),
             key: key.into(),
             limit,
@@ -237,8 +185,7 @@ mod tests {
             at_ms: None,
             record,
             relaxed: true,
-        };
-        (Job { call, reply }, answer)
+        })
     }
 
     /// How many events the call found in its window before it decided.
@@ -292,7 +239,7 @@ mod tests {
         let (peek, speek) = job("a", 2, false);
         let (a3, sa3) = job("a", 2, true);
         let (b2, sb2) = job("b", 1, true);
-        hit_all(&direct, vec![a1, b1, a2, peek, a3, b2]).await;
+        run_batch(&direct, vec![a1, b1, a2, peek, a3, b2]).await;
         assert_eq!(seen(sa1).await, 0);
         assert_eq!(seen(sa2).await, 1);
         assert_eq!(seen(speek).await, 2);
@@ -327,7 +274,7 @@ mod tests {
             jobs.push(j);
             answers.push(a);
         }
-        hit_all(&direct, jobs).await;
+        run_batch(&direct, jobs).await;
         for a in answers {
             assert_eq!(seen(a).await, 0);
         }
@@ -366,7 +313,7 @@ mod tests {
         other.execute_raw(lock(second)).await.unwrap();
         let (j1, a1) = job(first, 5, true);
         let (j2, a2) = job(second, 5, true);
-        let batch = tokio::spawn(async move { hit_all(&direct, vec![j2, j1]).await });
+        let batch = tokio::spawn(async move { run_batch(&direct, vec![j2, j1]).await });
         tokio::time::sleep(Duration::from_millis(300)).await;
         // Now it asks for the first's: a deadlock, which the batch's backend (waiting
         // longest) finds and answers by aborting the batch, so this lock is granted.
@@ -395,7 +342,7 @@ mod tests {
         let (jy, ay) = job("y", 5, true);
         let (jz, az) = job("z", 5, true);
         drop(ay);
-        hit_all(&direct, vec![jx, jy, jz]).await;
+        run_batch(&direct, vec![jx, jy, jz]).await;
         assert_eq!(seen(ax).await, 0);
         assert_eq!(seen(az).await, 0);
         assert_eq!(recorded(&db, "y").await, 0);

@@ -24,7 +24,7 @@ use tessera_backend::sql::PgSync;
 use tessera_backend::writer::{self, Connection, SqlValue, Writer};
 
 use crate::algorithm::{CounterState, sliding_counter, sliding_log};
-use crate::gather::{Call, Gather, Window};
+use crate::gather::{self, Call, Gather, Window};
 use crate::{Algorithm, Clock, Decision, Event, Hit, LimiterError, LimiterStore, Policy};
 
 /// One dialect's statements.
@@ -149,7 +149,7 @@ impl SqlLimiter {
             clock: Clock::Store,
             relaxed: backend == DbBackend::Postgres,
             writer,
-            gather: direct.map(Gather::new),
+            gather: direct.map(gather::gather),
         })
     }
 
@@ -157,7 +157,7 @@ impl SqlLimiter {
     /// shared with the token store.
     pub fn with_direct(mut self, direct: Option<Direct>) -> Self {
         if self.backend == DbBackend::Postgres && direct.is_some() {
-            self.gather = direct.map(Gather::new);
+            self.gather = direct.map(gather::gather);
         }
         self
     }
@@ -238,7 +238,7 @@ impl SqlLimiter {
             relaxed: self.relaxed,
         };
         let window = match &self.gather {
-            Some(gather) => gather.window(call).await,
+            Some(gather) => gather.run(call).await,
             None => self
                 .db
                 .query_one_raw(call.alone())

@@ -36,12 +36,12 @@
 //!   crash would let its token be used twice); a batch's consumes share the commit.
 
 use sea_orm::sqlx::Arguments;
+use sea_orm::sqlx::error::BoxDynError;
 use sea_orm::sqlx::postgres::PgArguments;
-use sea_orm::{DbBackend, DbErr, QueryResult, RuntimeErr, Statement};
+use sea_orm::{DbBackend, DbErr, QueryResult, Statement};
 use tessera_backend::direct::Direct;
-use tessera_backend::gather::{self, Lanes};
+use tessera_backend::gather::Batched;
 use tessera_entity::TokenType;
-use tokio::sync::oneshot;
 
 use crate::Lookup;
 
@@ -60,128 +60,67 @@ const CONSUME_MANY: &str = "DELETE FROM auth_ephemeral_tokens t \
      AND t.challenge_hash IS NOT DISTINCT FROM r.challenge AND t.expires_at > now() \
      RETURNING r.n, t.username, t.provider_id, t.sealed, t.expires_at, t.created_at";
 
-/// One consume waiting for its batch.
-struct Job {
+/// One consume.
+pub(crate) struct Consume {
     hash: Vec<u8>,
     kind: TokenType,
     challenge: Option<Vec<u8>>,
-    reply: oneshot::Sender<Result<Option<QueryResult>, DbErr>>,
 }
 
-impl Job {
-    /// The consume as the single statement, run when its batch fails.
-    fn alone(&self) -> Statement {
-        consume_one(
-            self.hash.clone(),
-            self.kind.as_ref(),
-            self.challenge.clone(),
+impl Consume {
+    pub(crate) fn of(lookup: &Lookup<'_>) -> Self {
+        Consume {
+            hash: lookup.hash.as_bytes().to_vec(),
+            kind: lookup.kind,
+            challenge: lookup.challenge.map(|c| c.0.to_vec()),
+        }
+    }
+}
+
+/// Consumes on PostgreSQL as [`Batched`] requests: the answer is the record's row, or
+/// `None`, as the single statement gives it.
+pub(crate) struct Consumes;
+
+/// PostgreSQL's consumes, gathered into shared statements.
+pub(crate) type Gather = tessera_backend::gather::Gather<Consumes>;
+
+/// Consumes gathered on `direct`.
+pub(crate) fn gather(direct: Direct) -> Gather {
+    Gather::new(direct, MAX_LANES, MAX_BATCH)
+}
+
+impl Batched for Consumes {
+    type Job = Consume;
+    type Answer = Option<QueryResult>;
+    const NAME: &'static str = "consume";
+
+    fn alone(job: Consume) -> Statement {
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            crate::sql::POSTGRES.consume,
+            [
+                job.hash.into(),
+                job.kind.as_ref().into(),
+                job.challenge.into(),
+            ],
         )
     }
-}
 
-/// The token store's single consume statement on PostgreSQL.
-fn consume_one(hash: Vec<u8>, kind: &str, challenge: Option<Vec<u8>>) -> Statement {
-    Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        crate::sql::POSTGRES.consume,
-        [hash.into(), kind.into(), challenge.into()],
-    )
-}
-
-/// Gathers consumes into batches on `direct` (see [`tessera_backend::gather`]).
-#[derive(Clone)]
-pub(crate) struct Gather {
-    direct: Direct,
-    lanes: Lanes<Job>,
-}
-
-impl Gather {
-    pub(crate) fn new(direct: Direct) -> Self {
-        let batch_on = direct.clone();
-        let lanes = Lanes::new(
-            direct.max_size().min(MAX_LANES),
-            MAX_BATCH,
-            move |jobs: Vec<Job>| {
-                let direct = batch_on.clone();
-                Box::pin(async move { consume_all(&direct, jobs).await })
-            },
-        );
-        Gather { direct, lanes }
+    /// One lock order for every batch: the rows' hashes.
+    fn lock_order(a: &Consume, b: &Consume) -> std::cmp::Ordering {
+        a.hash.cmp(&b.hash)
     }
 
-    /// Consumes the token `lookup` names, as the single statement would: the record's
-    /// row, or `None`.
-    pub(crate) async fn consume(&self, lookup: &Lookup<'_>) -> Result<Option<QueryResult>, DbErr> {
-        let hash = lookup.hash.as_bytes().to_vec();
-        let challenge = lookup.challenge.map(|c| c.0.to_vec());
-        // A lane free and nobody waiting: out at once, from this task, alone.
-        if let Some(_lane) = self.lanes.now() {
-            return self
-                .direct
-                .query_one(consume_one(hash, lookup.kind.as_ref(), challenge))
-                .await;
-        }
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            hash,
-            kind: lookup.kind,
-            challenge,
-            reply,
-        };
-        if self.lanes.queue(job).is_err() {
-            return Err(gone());
-        }
-        answer.await.unwrap_or_else(|_| Err(gone()))
+    fn many(jobs: &[&Consume]) -> (&'static str, Result<PgArguments, BoxDynError>) {
+        (CONSUME_MANY, arguments(jobs))
+    }
+
+    fn answer(row: Option<QueryResult>) -> Result<Option<QueryResult>, DbErr> {
+        Ok(row)
     }
 }
 
-/// The queue's task is gone: its runtime shut down.
-fn gone() -> DbErr {
-    DbErr::Conn(RuntimeErr::Internal(
-        "the consume queue has stopped".to_owned(),
-    ))
-}
-
-async fn consume_all(direct: &Direct, mut jobs: Vec<Job>) {
-    jobs.retain(|job| !job.reply.is_closed());
-    if jobs.len() == 1 {
-        let job = jobs.pop().expect("one job");
-        let row = direct.query_one(job.alone()).await;
-        let _ = job.reply.send(row);
-        return;
-    }
-    if jobs.is_empty() {
-        return;
-    }
-    // One lock order for every batch.
-    jobs.sort_by(|a, b| a.hash.cmp(&b.hash));
-    let result = match arguments(&jobs) {
-        Ok(args) => direct.fetch_all(CONSUME_MANY, args).await,
-        Err(e) => Err(gather::encode_error(e)),
-    };
-    match result.and_then(|rows| gather::by_number(rows, jobs.len())) {
-        Ok(rows) => {
-            for (job, row) in jobs.into_iter().zip(rows) {
-                let _ = job.reply.send(Ok(row));
-            }
-        }
-        Err(e) if tessera_backend::sql::is_unreachable(&e) => {
-            for job in jobs {
-                let _ = job.reply.send(Err(e.clone()));
-            }
-        }
-        Err(e) => {
-            // Nothing of the batch was deleted: each consume runs alone.
-            tracing::warn!(error = %e, consumes = jobs.len(), "a batch of consumes failed; running each alone");
-            for job in jobs {
-                let row = direct.query_one(job.alone()).await;
-                let _ = job.reply.send(row);
-            }
-        }
-    }
-}
-
-fn arguments(jobs: &[Job]) -> Result<PgArguments, sea_orm::sqlx::error::BoxDynError> {
+fn arguments(jobs: &[&Consume]) -> Result<PgArguments, BoxDynError> {
     let mut args = PgArguments::default();
     args.add(jobs.iter().map(|j| j.hash.clone()).collect::<Vec<_>>())?;
     args.add(jobs.iter().map(|j| j.kind.as_ref()).collect::<Vec<&str>>())?;
@@ -195,10 +134,13 @@ mod tests {
     use crate::{SealedToken, SqlTokenStore, TokenStore};
     use sea_orm::{ConnectionTrait, TransactionTrait};
     use std::time::Duration;
+    use tessera_backend::gather::{Queued, run_batch};
     use tessera_entity::TokenHash;
     use tessera_testkit::TestDb;
+    use tokio::sync::oneshot;
 
     type Answer = oneshot::Receiver<Result<Option<QueryResult>, DbErr>>;
+    type Job = Queued<Consumes>;
 
     fn hash(first: u8) -> [u8; 32] {
         let mut h = [9u8; 32];
@@ -223,14 +165,11 @@ mod tests {
     }
 
     fn job(h: [u8; 32]) -> (Job, Answer) {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
+        Queued::new(Consume {
             hash: h.to_vec(),
             kind: TokenType::PasswordReset,
             challenge: None,
-            reply,
-        };
-        (job, answer)
+        })
     }
 
     fn by_hash(h: [u8; 32]) -> Statement {
@@ -269,7 +208,7 @@ mod tests {
             .unwrap();
         let (jx, ax) = job(x);
         let (jy, ay) = job(y);
-        let batch = tokio::spawn(async move { consume_all(&direct, vec![jy, jx]).await });
+        let batch = tokio::spawn(async move { run_batch(&direct, vec![jy, jx]).await });
         tokio::time::sleep(Duration::from_millis(300)).await;
         // Now it asks for x: a deadlock, which the batch's backend (waiting longest) finds
         // and answers by aborting the batch, so this delete goes through.
@@ -298,7 +237,7 @@ mod tests {
         let (jy, ay) = job(y);
         let (jz, az) = job(z);
         drop(ay);
-        consume_all(&direct, vec![jx, jy, jz]).await;
+        run_batch(&direct, vec![jx, jy, jz]).await;
         assert_eq!(sealed(ax.await.unwrap().unwrap().unwrap()), vec![1]);
         assert_eq!(sealed(az.await.unwrap().unwrap().unwrap()), vec![3]);
         assert_eq!(db.count("auth_ephemeral_tokens").await, 1);

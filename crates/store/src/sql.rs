@@ -21,7 +21,7 @@ use tessera_backend::sql::PgSync;
 use tessera_backend::writer::{Row, Writer};
 use tessera_entity::{TokenHash, TokenType};
 
-use crate::gather::Gather;
+use crate::gather::{self, Consume, Gather};
 use crate::{Lookup, SealedToken, StoreError, StoredRecord, TokenStore};
 
 /// One dialect's statements. Each is a single statement; the comment on each says why
@@ -157,7 +157,7 @@ impl SqlTokenStore {
             sql,
             issue: sql.issue_relaxed.unwrap_or(sql.issue),
             writer,
-            gather: direct.clone().map(Gather::new),
+            gather: direct.clone().map(gather::gather),
             direct,
         })
     }
@@ -166,7 +166,7 @@ impl SqlTokenStore {
     /// the limiter.
     pub fn with_direct(mut self, direct: Option<Direct>) -> Self {
         if self.backend == DbBackend::Postgres && direct.is_some() {
-            self.gather = direct.clone().map(Gather::new);
+            self.gather = direct.clone().map(gather::gather);
             self.direct = direct;
         }
         self
@@ -291,7 +291,7 @@ impl TokenStore for SqlTokenStore {
             self.sql.peek
         };
         if let (true, Some(gather)) = (lookup.consume, &self.gather) {
-            let row = gather.consume(&lookup).await.map_err(map_err)?;
+            let row = gather.run(Consume::of(&lookup)).await.map_err(map_err)?;
             return row
                 .map(|r| Written::Pool(r).record(lookup.kind))
                 .transpose();
